@@ -1,0 +1,24 @@
+"""spikejax: spiking neural networks in JAX.
+
+Functional neurons (``spikejax.lif`` etc.) are pure scans over the leading time axis with
+surrogate gradients; see :mod:`spikejax.neurons`, :mod:`spikejax.surrogate` and
+:mod:`spikejax.backends`.
+"""
+
+from spikejax import surrogate
+from spikejax.backends import available_backends
+from spikejax.neurons import NeuronState, alif, if_, lif, multilevel, plif, ternary
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "NeuronState",
+    "alif",
+    "available_backends",
+    "if_",
+    "lif",
+    "multilevel",
+    "plif",
+    "surrogate",
+    "ternary",
+]
