@@ -1,0 +1,748 @@
+"""Pallas (Triton-lowered) GPU kernels of the generalized neuron scan, forward and backward.
+
+The contract is the one in ``spikejax.backends`` (this package never imports spikejax): a scan over
+time of ``x[T, M]`` with per-neuron state ``v[M]`` (membrane) and ``a[M]`` (adaptation), per-neuron
+float32 parameters ``beta, threshold, adapt_scale (b), adapt_decay (rho), alpha`` (all ``[M]``) and
+static options. With ``reset_delay=False``, at step t::
+
+    H_t = beta V_{t-1} + gamma X_t              gamma = 1 - beta if decay_input else 1
+    thr_t = threshold + b a_{t-1}                (adaptive; else thr_t = threshold)
+    S_t = spike(H_t - thr_t)                     binary:  Θ(H - thr)
+                                                 ternary: Θ(H - thr) - Θ(-H - thr)
+                                                 multilevel: Σ_{k=1..L} Θ(H - k thr)
+    V_t = H_t - thr_t S_t | H_t (1 - F_t) | H_t  (reset subtract | zero | none)
+    a_t = rho a_{t-1} + S_t                      (adaptive)
+
+``F_t`` is the fired indicator (Θ(H-thr), plus Θ(-H-thr) for ternary). With ``reset_delay=True``
+(snnTorch order) ``S'_{t-1} = spike(V_{t-1} - thr)`` is recomputed and the reset applied at step t
+(``H_t = beta V_{t-1} + gamma X_t - thr S'_{t-1}`` or ``beta V_{t-1}(1 - F'_{t-1}) + gamma X_t``),
+``V_t = H_t`` (no adaptation in that order). Backward: the Heaviside derivative is replaced by the
+surrogate ``σ'_α(u)``, and α receives ``Σ g ∂σ_α(u)/∂α``; ``detach_reset`` stops the gradient
+through ``S``/``F`` inside the reset term only.
+
+Kernel layout (memory-bound, so everything is about bytes and latency):
+
+* Grid over blocks of ``BM`` neurons; each program runs the whole time loop for its neurons with
+  the state in registers. A partial last block is masked.
+* Time is processed in chunks of ``K`` steps. The inputs do not depend on the state, so the ``K``
+  rows ``x[t0:t0+K, block]`` of a chunk are loaded before any of its steps is computed, and the
+  forward additionally prefetches the next chunk while computing the current one (a register
+  double buffer), so a long ``T`` with few neurons is not one dependent load per step.
+* What the forward saves for the backward: nothing per step. It writes a checkpoint of ``v``
+  (and ``a`` for ALIF) at the start of every chunk, ``ceil(T/K) x M x 4`` bytes (1/K of an f32
+  membrane trace), and the backward recomputes the chunk's states from the checkpoint and ``x``
+  (which the caller holds anyway). Bytes per element, f32 in/out: forward 8 (x, s) + 4/K,
+  backward 12 (x, g_s, g_x) + 4/K, versus 12 + 12 for saving an f32 trace (or 10 + 10 for a bf16
+  one, which is also inexact). Recompute also reproduces the forward's spikes bit for bit, so
+  the backward sees exactly the forward's branch of every Heaviside.
+* The backward is one kernel scanning time in reverse chunk by chunk; per-neuron parameter
+  gradients (beta, threshold, b, rho, alpha) are accumulated in registers over time and written
+  once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+
+try:  # the Triton-specific Pallas API (masked load/store, CompilerParams)
+    from jax.experimental.pallas import triton as _pltriton
+except ImportError:  # pragma: no cover - very old jax
+    _pltriton = None
+
+Array = jax.Array
+
+__all__ = [
+    "SURROGATE_FORMULAS",
+    "neuron_scan_forward",
+    "neuron_scan_backward",
+    "default_tiling",
+]
+
+_F32 = jnp.float32
+
+# --- surrogate formulas, next to the kernel (must equal spikejax.surrogate; tested) ------------
+# Each: (relaxation σ_α(x), d/dx σ_α(x), d/dα σ_α(x)). The kernels use only the two derivatives,
+# written with ops the Triton lowering supports (no logistic/integer_pow primitives).
+
+
+def _atan_relax(x, a):
+    return jnp.arctan(0.5 * math.pi * a * x) / math.pi + 0.5
+
+
+def _atan_grad(x, a):
+    u = 0.5 * math.pi * a * x
+    return 0.5 * a / (1.0 + u * u)
+
+
+def _atan_grad_alpha(x, a):
+    u = 0.5 * math.pi * a * x
+    return 0.5 * x / (1.0 + u * u)
+
+
+def _sig(z):
+    return 1.0 / (1.0 + jnp.exp(-z))
+
+
+def _sigmoid_relax(x, a):
+    return _sig(a * x)
+
+
+def _sigmoid_grad(x, a):
+    s = _sig(a * x)
+    return a * s * (1.0 - s)
+
+
+def _sigmoid_grad_alpha(x, a):
+    s = _sig(a * x)
+    return x * s * (1.0 - s)
+
+
+def _fast_sigmoid_relax(x, a):
+    return 0.5 + x / (1.0 + a * jnp.abs(x))
+
+
+def _fast_sigmoid_grad(x, a):
+    d = 1.0 + a * jnp.abs(x)
+    return 1.0 / (d * d)
+
+
+def _fast_sigmoid_grad_alpha(x, a):
+    d = 1.0 + a * jnp.abs(x)
+    return -x * jnp.abs(x) / (d * d)
+
+
+def _triangular_relax(x, a):
+    ax = jnp.minimum(a * jnp.abs(x), 1.0)
+    return 0.5 + jnp.sign(x) * (ax - 0.5 * ax * ax)
+
+
+def _triangular_grad(x, a):
+    return a * jnp.maximum(0.0, 1.0 - a * jnp.abs(x))
+
+
+def _triangular_grad_alpha(x, a):
+    r = 1.0 - a * jnp.abs(x)
+    return jnp.where(r > 0.0, x * r, 0.0)
+
+
+def _rectangular_relax(x, a):
+    return jnp.clip(a * x + 0.5, 0.0, 1.0)
+
+
+def _rectangular_grad(x, a):
+    return jnp.where(jnp.abs(a * x) < 0.5, a, 0.0)
+
+
+def _rectangular_grad_alpha(x, a):
+    return jnp.where(jnp.abs(a * x) < 0.5, x, 0.0)
+
+
+SURROGATE_FORMULAS: dict[str, tuple[Callable, Callable, Callable]] = {
+    "atan": (_atan_relax, _atan_grad, _atan_grad_alpha),
+    "sigmoid": (_sigmoid_relax, _sigmoid_grad, _sigmoid_grad_alpha),
+    "fast_sigmoid": (_fast_sigmoid_relax, _fast_sigmoid_grad, _fast_sigmoid_grad_alpha),
+    "triangular": (_triangular_relax, _triangular_grad, _triangular_grad_alpha),
+    "rectangular": (_rectangular_relax, _rectangular_grad, _rectangular_grad_alpha),
+}
+"""name -> (σ_α(x), ∂σ/∂x, ∂σ/∂α): the same table as ``spikejax.surrogate.SURROGATES``."""
+
+_ALIASES = {"superspike": "fast_sigmoid", "ste": "rectangular", "arctan": "atan"}
+
+# --- static configuration ----------------------------------------------------------------------
+
+
+class _Cfg(NamedTuple):
+    """Compile-time flags of one kernel instance (hashable)."""
+
+    kind: str
+    levels: int
+    use_a: bool  # adaptation state is carried (adaptive and not reset_delay)
+    decay_input: bool
+    reset: str
+    detach: bool
+    delay: bool
+    surrogate: str
+    membrane: bool
+    T: int
+    M: int
+    BM: int
+    K: int
+    num_warps: int
+    masked: bool
+
+
+def default_tiling(T: int, M: int) -> tuple[int, int, int]:
+    """(block of neurons BM, time chunk K, num_warps) for a ``[T, M]`` scan.
+
+    BM is the largest power of two in [64, 1024] that still gives about two programs per SM of an
+    H100 (132 SMs), so a small M still fills the GPU; ``num_warps`` gives each thread four
+    neurons (128-bit f32 accesses).
+    """
+    bm = 1024
+    while bm > 64 and -(-M // bm) < 264:
+        bm //= 2
+    k = 8
+    warps = max(1, min(8, bm // 128))
+    return bm, k, warps
+
+
+def _make_cfg(T, M, *, kind, levels, adaptive, decay_input, reset, detach_reset, reset_delay, surrogate,
+              return_membrane, block_m, chunk, num_warps) -> _Cfg:
+    if kind not in ("binary", "ternary", "multilevel"):
+        raise ValueError(f"kind: unknown spike kind {kind!r}; expected binary, ternary or multilevel")
+    if reset not in ("subtract", "zero", "none"):
+        raise ValueError(f"reset: unknown reset {reset!r}; expected subtract, zero or none")
+    surrogate = _ALIASES.get(surrogate, surrogate)
+    if surrogate not in SURROGATE_FORMULAS:
+        raise ValueError(
+            f"surrogate: unknown shape {surrogate!r}; expected one of {sorted(SURROGATE_FORMULAS)}"
+        )
+    bm, k, warps = default_tiling(T, M)
+    bm = block_m or bm
+    k = chunk or k
+    warps = num_warps or warps
+    if bm & (bm - 1):
+        raise ValueError(f"block_m: expected a power of two, got {bm}")
+    return _Cfg(
+        kind=kind,
+        levels=int(levels) if kind == "multilevel" else 1,
+        use_a=bool(adaptive) and not reset_delay,
+        decay_input=bool(decay_input),
+        reset=reset,
+        detach=bool(detach_reset),
+        delay=bool(reset_delay),
+        surrogate=surrogate,
+        membrane=bool(return_membrane),
+        T=T,
+        M=M,
+        BM=bm,
+        K=k,
+        num_warps=warps,
+        masked=M % bm != 0,
+    )
+
+
+# --- memory helpers (masked for a partial last block) -----------------------------------------
+
+
+def _mask(c: _Cfg):
+    if not c.masked:
+        return None
+    return pl.program_id(0) * c.BM + jnp.arange(c.BM, dtype=jnp.int32) < c.M
+
+
+def _ld(ref, mask) -> Array:
+    """Load a ``[BM]`` ref (view) with the tail mask (0 outside)."""
+    if mask is None:
+        return ref[...]
+    if _pltriton is not None and hasattr(_pltriton, "load"):
+        return _pltriton.load(ref, mask=mask, other=0)
+    return pl.load(ref, (slice(None),), mask=mask, other=0)  # pragma: no cover - older jax
+
+
+def _st(ref, val, mask) -> None:
+    if mask is None:
+        ref[...] = val
+    elif _pltriton is not None and hasattr(_pltriton, "store"):
+        _pltriton.store(ref, val, mask=mask)
+    else:  # pragma: no cover - older jax
+        pl.store(ref, (slice(None),), val, mask=mask)
+
+
+def _row(ref, t):
+    """The ``[BM]`` view of row ``t`` (static or traced) of a ``[R, BM]`` block."""
+    if isinstance(t, int):
+        t = jnp.int32(t)
+    return ref.at[t]
+
+
+class _P(NamedTuple):
+    beta: Array
+    thr: Array
+    b: Array | None
+    rho: Array | None
+    alpha: Array
+
+
+# --- the step math (shared by the forward, the recompute and the backward) --------------------
+
+
+def _heav(u):
+    return jnp.where(u >= 0.0, 1.0, 0.0).astype(_F32)
+
+
+def _fire(c: _Cfg, h, thr):
+    """(S, F): spike value and fired indicator of membrane h against threshold thr."""
+    up = _heav(h - thr)
+    if c.kind == "binary":
+        return up, up
+    if c.kind == "ternary":
+        down = _heav(-h - thr)
+        return up - down, up + down
+    s = up
+    for k in range(2, c.levels + 1):
+        s = s + _heav(h - k * thr)
+    return s, up
+
+
+def _fire_bwd(c: _Cfg, h, thr, alpha, g_s, g_f):
+    """Cotangents (g_h, g_thr, g_alpha) of (S, F) = _fire(h, thr) given g_s, g_f (None = 0)."""
+    _, dx, da = SURROGATE_FORMULAS[c.surrogate]
+    if g_s is None:
+        g_s = jnp.zeros_like(h)
+    g_up = g_s if g_f is None else g_s + g_f
+    u = h - thr
+    d = g_up * dx(u, alpha)
+    g_h, g_thr, g_al = d, -d, g_up * da(u, alpha)
+    if c.kind == "ternary":
+        g_dn = -g_s if g_f is None else g_f - g_s
+        u2 = -h - thr
+        d2 = g_dn * dx(u2, alpha)
+        g_h = g_h - d2
+        g_thr = g_thr - d2
+        g_al = g_al + g_dn * da(u2, alpha)
+    elif c.kind == "multilevel":
+        for k in range(2, c.levels + 1):
+            uk = h - k * thr
+            dk = g_s * dx(uk, alpha)
+            g_h = g_h + dk
+            g_thr = g_thr - k * dk
+            g_al = g_al + g_s * da(uk, alpha)
+    return g_h, g_thr, g_al
+
+
+def _charge(c: _Cfg, p: _P, v, x):
+    if c.decay_input:
+        return p.beta * v + (1.0 - p.beta) * x
+    return p.beta * v + x
+
+
+def _step(c: _Cfg, p: _P, v, a, x):
+    """One forward step from (V_{t-1}, a_{t-1}) and X_t: returns (S_t, V_t, a_t)."""
+    if c.delay:
+        s_prev, f_prev = _fire(c, v, p.thr)
+        if c.reset == "zero":
+            v = v * (1.0 - f_prev)
+        h = _charge(c, p, v, x)
+        if c.reset == "subtract":
+            h = h - p.thr * s_prev
+        s, _ = _fire(c, h, p.thr)
+        return s, h, a
+    h = _charge(c, p, v, x)
+    thr = p.thr + p.b * a if c.use_a else p.thr
+    s, f = _fire(c, h, thr)
+    if c.reset == "subtract":
+        v_new = h - thr * s
+    elif c.reset == "zero":
+        v_new = h * (1.0 - f)
+    else:
+        v_new = h
+    if c.use_a:
+        a = p.rho * a + s
+    return s, v_new, a
+
+
+class _Acc(NamedTuple):
+    """Per-neuron parameter-gradient accumulators (registers, summed over time)."""
+
+    beta: Array
+    thr: Array
+    b: Array
+    rho: Array
+    alpha: Array
+
+
+def _step_bwd(c: _Cfg, p: _P, v, a, x, g_s, g_v, g_a, acc: _Acc):
+    """Reverse of :func:`_step` at one t.
+
+    Given the state before the step (v = V_{t-1}, a = a_{t-1}), X_t, and the cotangents of the
+    step's outputs (g_s of S_t, g_v of V_t, g_a of a_t) returns (g_x, g_{V_{t-1}}, g_{a_{t-1}}, acc).
+    """
+    if c.delay:
+        s_prev, f_prev = _fire(c, v, p.thr)
+        vr = v * (1.0 - f_prev) if c.reset == "zero" else v
+        h = _charge(c, p, vr, x)
+        if c.reset == "subtract":
+            h = h - p.thr * s_prev
+        g_h = g_v
+        dh, dthr, dal = _fire_bwd(c, h, p.thr, p.alpha, g_s, None)
+        g_h = g_h + dh
+        g_thr = dthr
+        g_al = dal
+        g_sprev = None
+        if c.reset == "subtract":
+            g_thr = g_thr - g_h * s_prev
+            if not c.detach:
+                g_sprev = -g_h * p.thr
+        g_beta = g_h * vr
+        if c.decay_input:
+            g_beta = g_beta - g_h * x
+            g_x = g_h * (1.0 - p.beta)
+        else:
+            g_x = g_h
+        g_vr = g_h * p.beta
+        g_fprev = None
+        if c.reset == "zero":
+            g_vprev = g_vr * (1.0 - f_prev)
+            if not c.detach:
+                g_fprev = -g_vr * v
+        else:
+            g_vprev = g_vr
+        if g_sprev is not None or g_fprev is not None:
+            dv, dthr2, dal2 = _fire_bwd(c, v, p.thr, p.alpha, g_sprev, g_fprev)
+            g_vprev = g_vprev + dv
+            g_thr = g_thr + dthr2
+            g_al = g_al + dal2
+        acc = acc._replace(beta=acc.beta + g_beta, thr=acc.thr + g_thr, alpha=acc.alpha + g_al)
+        return g_x, g_vprev, g_a, acc
+
+    h = _charge(c, p, v, x)
+    thr = p.thr + p.b * a if c.use_a else p.thr
+    s, f = _fire(c, h, thr)
+    g_stot = g_s
+    g_aprev = g_a
+    if c.use_a:
+        g_stot = g_stot + g_a
+        acc = acc._replace(rho=acc.rho + g_a * a)
+        g_aprev = p.rho * g_a
+    g_f = None
+    if c.reset == "subtract":
+        g_h = g_v
+        g_thr = -g_v * s
+        if not c.detach:
+            g_stot = g_stot - g_v * thr
+    elif c.reset == "zero":
+        g_h = g_v * (1.0 - f)
+        g_thr = jnp.zeros_like(h)
+        if not c.detach:
+            g_f = -g_v * h
+    else:
+        g_h = g_v
+        g_thr = jnp.zeros_like(h)
+    dh, dthr, dal = _fire_bwd(c, h, thr, p.alpha, g_stot, g_f)
+    g_h = g_h + dh
+    g_thr = g_thr + dthr
+    if c.use_a:
+        acc = acc._replace(b=acc.b + g_thr * a)
+        g_aprev = g_aprev + p.b * g_thr
+    g_beta = g_h * v
+    if c.decay_input:
+        g_beta = g_beta - g_h * x
+        g_x = g_h * (1.0 - p.beta)
+    else:
+        g_x = g_h
+    acc = acc._replace(beta=acc.beta + g_beta, thr=acc.thr + g_thr, alpha=acc.alpha + dal)
+    return g_x, g_h * p.beta, g_aprev, acc
+
+
+# --- kernels ------------------------------------------------------------------------------------
+
+
+def _load_params(c: _Cfg, refs, mask) -> _P:
+    beta_ref, thr_ref, b_ref, rho_ref, alpha_ref = refs
+    return _P(
+        beta=_ld(beta_ref, mask),
+        thr=_ld(thr_ref, mask),
+        b=_ld(b_ref, mask) if c.use_a else None,
+        rho=_ld(rho_ref, mask) if c.use_a else None,
+        alpha=_ld(alpha_ref, mask),
+    )
+
+
+def _chunks(c: _Cfg) -> tuple[int, int]:
+    """(number of full chunks, remainder steps)."""
+    return c.T // c.K, c.T % c.K
+
+
+def _fwd_kernel(c: _Cfg, *refs):
+    x_ref, v0_ref, a0_ref, *prm_refs = refs[:8]
+    outs = list(refs[8:])
+    s_ref, vT_ref = outs.pop(0), outs.pop(0)
+    aT_ref = outs.pop(0) if c.use_a else None
+    vseq_ref = outs.pop(0) if c.membrane else None
+    ckv_ref = outs.pop(0)
+    cka_ref = outs.pop(0) if c.use_a else None
+    mask = _mask(c)
+    p = _load_params(c, prm_refs, mask)
+    v = _ld(v0_ref, mask)
+    a = _ld(a0_ref, mask) if c.use_a else None
+    out_dtype = s_ref.dtype
+    nf, r = _chunks(c)
+
+    def load_rows(t0, n):
+        return tuple(_ld(_row(x_ref, t0 + i), mask) for i in range(n))
+
+    def run(ci, t0, xs, v, a):
+        _st(_row(ckv_ref, ci), v, mask)
+        if c.use_a:
+            _st(_row(cka_ref, ci), a, mask)
+        for i, xt in enumerate(xs):
+            s, v, a = _step(c, p, v, a, xt.astype(_F32))
+            _st(_row(s_ref, t0 + i), s.astype(out_dtype), mask)
+            if c.membrane:
+                _st(_row(vseq_ref, t0 + i), v, mask)
+        return v, a
+
+    if nf > 0:
+        def body(ci, carry):
+            v, a, xs = carry
+            nxt = load_rows(jnp.minimum(ci + 1, nf - 1) * c.K, c.K)  # prefetch the next chunk
+            v, a = run(ci, ci * c.K, xs, v, a)
+            return v, a, nxt
+
+        v, a, _ = jax.lax.fori_loop(0, nf, body, (v, a, load_rows(0, c.K)))
+    if r > 0:
+        v, a = run(nf, nf * c.K, load_rows(nf * c.K, r), v, a)
+    _st(vT_ref, v, mask)
+    if c.use_a:
+        _st(aT_ref, a, mask)
+
+
+def _bwd_kernel(c: _Cfg, *refs):
+    refs = list(refs)
+    x_ref, ckv_ref = refs.pop(0), refs.pop(0)
+    cka_ref = refs.pop(0) if c.use_a else None
+    prm_refs = [refs.pop(0) for _ in range(5)]
+    gs_ref, gvT_ref = refs.pop(0), refs.pop(0)
+    gaT_ref = refs.pop(0) if c.use_a else None
+    gvseq_ref = refs.pop(0) if c.membrane else None
+    gx_ref, gv0_ref = refs.pop(0), refs.pop(0)
+    ga0_ref = refs.pop(0) if c.use_a else None
+    gbeta_ref, gthr_ref = refs.pop(0), refs.pop(0)
+    gb_ref = refs.pop(0) if c.use_a else None
+    grho_ref = refs.pop(0) if c.use_a else None
+    galpha_ref = refs.pop(0)
+    assert not refs
+
+    mask = _mask(c)
+    p = _load_params(c, prm_refs, mask)
+    g_v = _ld(gvT_ref, mask)
+    g_a = _ld(gaT_ref, mask) if c.use_a else None
+    zero = jnp.zeros_like(p.beta)
+    acc = _Acc(zero, zero, zero, zero, zero)
+    out_dtype = gx_ref.dtype
+    nf, r = _chunks(c)
+
+    def chunk(ci, t0, n, g_v, g_a, acc):
+        xs = [_ld(_row(x_ref, t0 + i), mask).astype(_F32) for i in range(n)]
+        gss = [_ld(_row(gs_ref, t0 + i), mask).astype(_F32) for i in range(n)]
+        gvs = [_ld(_row(gvseq_ref, t0 + i), mask) for i in range(n)] if c.membrane else None
+        v = _ld(_row(ckv_ref, ci), mask)
+        a = _ld(_row(cka_ref, ci), mask) if c.use_a else None
+        vs, as_ = [], []
+        for i in range(n):  # recompute the chunk's states from its checkpoint
+            vs.append(v)
+            as_.append(a)
+            if i + 1 < n:
+                _, v, a = _step(c, p, v, a, xs[i])
+        for i in reversed(range(n)):
+            gv_tot = g_v + gvs[i] if c.membrane else g_v
+            g_x, g_v, g_a, acc = _step_bwd(c, p, vs[i], as_[i], xs[i], gss[i], gv_tot, g_a, acc)
+            _st(_row(gx_ref, t0 + i), g_x.astype(out_dtype), mask)
+        return g_v, g_a, acc
+
+    if r > 0:
+        g_v, g_a, acc = chunk(nf, nf * c.K, r, g_v, g_a, acc)
+    if nf > 0:
+        def body(j, carry):
+            ci = nf - 1 - j
+            return chunk(ci, ci * c.K, c.K, *carry)
+
+        g_v, g_a, acc = jax.lax.fori_loop(0, nf, body, (g_v, g_a, acc))
+    _st(gv0_ref, g_v, mask)
+    if c.use_a:
+        _st(ga0_ref, g_a, mask)
+        _st(gb_ref, acc.b, mask)
+        _st(grho_ref, acc.rho, mask)
+    _st(gbeta_ref, acc.beta, mask)
+    _st(gthr_ref, acc.thr, mask)
+    _st(galpha_ref, acc.alpha, mask)
+
+
+# --- pallas_call wrappers ---------------------------------------------------------------------
+
+
+def _specs(c: _Cfg, rows: list[int | None]):
+    """BlockSpecs: ``None`` -> a ``[M]`` vector, an int R -> an ``[R, M]`` array."""
+    out = []
+    for r in rows:
+        if r is None:
+            out.append(pl.BlockSpec((c.BM,), lambda i: (i,)))
+        else:
+            out.append(pl.BlockSpec((r, c.BM), lambda i: (0, i)))
+    return out
+
+
+def _compiler_params(c: _Cfg, interpret: bool):
+    if interpret or _pltriton is None:
+        return None
+    return _pltriton.CompilerParams(num_warps=c.num_warps, num_stages=1)
+
+
+def _call(kernel, c: _Cfg, in_rows, out_shapes, out_rows, interpret: bool, name: str):
+    grid = (pl.cdiv(c.M, c.BM),)
+    kwargs = {}
+    cp = _compiler_params(c, interpret)
+    if cp is not None:
+        kwargs["compiler_params"] = cp
+    return pl.pallas_call(
+        lambda *refs: kernel(c, *refs),
+        out_shape=out_shapes,
+        grid=grid,
+        in_specs=_specs(c, in_rows),
+        out_specs=_specs(c, out_rows),
+        interpret=interpret,
+        name=name,
+        **kwargs,
+    )
+
+
+def _check(x, v0):
+    if x.ndim != 2:
+        raise ValueError(f"x: expected [T, M], got shape {tuple(x.shape)}")
+    T, M = x.shape
+    if T < 1 or M < 1:
+        raise ValueError(f"x: expected T >= 1 and M >= 1, got shape {tuple(x.shape)}")
+    if v0.shape != (M,):
+        raise ValueError(f"v0: expected shape ({M},), got {tuple(v0.shape)}")
+    return T, M
+
+
+def neuron_scan_forward(
+    x: Array,
+    v0: Array,
+    a0: Array,
+    beta: Array,
+    threshold: Array,
+    adapt_scale: Array,
+    adapt_decay: Array,
+    alpha: Array,
+    *,
+    kind: str = "binary",
+    levels: int = 1,
+    adaptive: bool = False,
+    decay_input: bool = False,
+    reset: str = "subtract",
+    detach_reset: bool = False,
+    reset_delay: bool = False,
+    surrogate: str = "atan",
+    return_membrane: bool = False,
+    interpret: bool = False,
+    block_m: int | None = None,
+    chunk: int | None = None,
+    num_warps: int | None = None,
+):
+    """Forward neuron scan over ``x[T, M]`` (see the module docstring for the equations).
+
+    ``v0, a0`` and the parameters are ``[M]`` float32. ``block_m`` / ``chunk`` / ``num_warps``
+    override :func:`default_tiling` (pass the same values to :func:`neuron_scan_backward`).
+
+    Returns ``(s[T, M] x.dtype, v_T[M] f32, a_T[M] f32, v_seq[T, M] f32 or None, residuals)``;
+    ``residuals`` hold ``x``, the per-chunk checkpoints of ``v`` (and ``a``) and the parameters.
+    """
+    T, M = _check(x, v0)
+    c = _make_cfg(T, M, kind=kind, levels=levels, adaptive=adaptive, decay_input=decay_input, reset=reset,
+                  detach_reset=detach_reset, reset_delay=reset_delay, surrogate=surrogate,
+                  return_membrane=return_membrane, block_m=block_m, chunk=chunk, num_warps=num_warps)
+    f32 = lambda z: jnp.asarray(z, _F32)
+    v0, a0 = f32(v0), f32(a0)
+    params = tuple(f32(z) for z in (beta, threshold, adapt_scale, adapt_decay, alpha))
+    nc = -(-T // c.K)
+    out_shapes = [jax.ShapeDtypeStruct((T, M), x.dtype), jax.ShapeDtypeStruct((M,), _F32)]
+    out_rows: list[int | None] = [T, None]
+    if c.use_a:
+        out_shapes.append(jax.ShapeDtypeStruct((M,), _F32))
+        out_rows.append(None)
+    if c.membrane:
+        out_shapes.append(jax.ShapeDtypeStruct((T, M), _F32))
+        out_rows.append(T)
+    out_shapes.append(jax.ShapeDtypeStruct((nc, M), _F32))
+    out_rows.append(nc)
+    if c.use_a:
+        out_shapes.append(jax.ShapeDtypeStruct((nc, M), _F32))
+        out_rows.append(nc)
+    outs = list(_call(_fwd_kernel, c, [T] + [None] * 7, out_shapes, out_rows, interpret,
+                      "neuron_scan_fwd")(x, v0, a0, *params))
+    s, vT = outs.pop(0), outs.pop(0)
+    aT = outs.pop(0) if c.use_a else a0
+    vseq = outs.pop(0) if c.membrane else None
+    ckv = outs.pop(0)
+    cka = outs.pop(0) if c.use_a else None
+    residuals = (x, ckv, cka, params)
+    return s, vT, aT, vseq, residuals
+
+
+def neuron_scan_backward(
+    residuals,
+    g_s: Array,
+    g_vT: Array,
+    g_aT: Array,
+    g_vseq: Array | None,
+    *,
+    kind: str = "binary",
+    levels: int = 1,
+    adaptive: bool = False,
+    decay_input: bool = False,
+    reset: str = "subtract",
+    detach_reset: bool = False,
+    reset_delay: bool = False,
+    surrogate: str = "atan",
+    return_membrane: bool = False,
+    interpret: bool = False,
+    block_m: int | None = None,
+    chunk: int | None = None,
+    num_warps: int | None = None,
+):
+    """Reverse-time scan: cotangents of every input of :func:`neuron_scan_forward`.
+
+    ``g_s[T, M]`` (spikes' dtype), ``g_vT, g_aT [M]``, ``g_vseq[T, M]`` or None. Returns
+    ``(g_x[T, M] x.dtype, g_v0, g_a0, g_beta, g_threshold, g_adapt_scale, g_adapt_decay, g_alpha)``,
+    the last seven ``[M]`` float32 with the parameter gradients summed over time in the kernel.
+    """
+    x, ckv, cka, params = residuals
+    T, M = x.shape
+    c = _make_cfg(T, M, kind=kind, levels=levels, adaptive=adaptive, decay_input=decay_input, reset=reset,
+                  detach_reset=detach_reset, reset_delay=reset_delay, surrogate=surrogate,
+                  return_membrane=return_membrane, block_m=block_m, chunk=chunk, num_warps=num_warps)
+    nc = -(-T // c.K)
+    if ckv.shape != (nc, M):
+        raise ValueError(f"residuals: checkpoints {ckv.shape} do not match chunk {c.K} for T={T}")
+    g_vT = jnp.asarray(g_vT, _F32)
+    g_aT = jnp.asarray(g_aT, _F32)
+    args = [x, ckv]
+    rows: list[int | None] = [T, nc]
+    if c.use_a:
+        args.append(cka)
+        rows.append(nc)
+    args += list(params)
+    rows += [None] * 5
+    args += [g_s.astype(x.dtype) if g_s.dtype != x.dtype else g_s, g_vT]
+    rows += [T, None]
+    if c.use_a:
+        args.append(g_aT)
+        rows.append(None)
+    if c.membrane:
+        if g_vseq is None:
+            g_vseq = jnp.zeros((T, M), _F32)
+        args.append(jnp.asarray(g_vseq, _F32))
+        rows.append(T)
+    out_shapes = [jax.ShapeDtypeStruct((T, M), x.dtype)]
+    out_rows: list[int | None] = [T]
+    n_vec = 7 if c.use_a else 4
+    out_shapes += [jax.ShapeDtypeStruct((M,), _F32)] * n_vec
+    out_rows += [None] * n_vec
+    outs = list(_call(_bwd_kernel, c, rows, out_shapes, out_rows, interpret, "neuron_scan_bwd")(*args))
+    g_x, g_v0 = outs.pop(0), outs.pop(0)
+    zeros = jnp.zeros((M,), _F32)
+    if c.use_a:
+        g_a0, g_beta, g_thr, g_b, g_rho, g_alpha = outs
+    else:
+        g_beta, g_thr, g_alpha = outs
+        g_a0, g_b, g_rho = g_aT, zeros, zeros
+    return g_x, g_v0, g_a0, g_beta, g_thr, g_b, g_rho, g_alpha
