@@ -41,7 +41,8 @@ import dataclasses
 import functools
 import importlib
 import os
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -286,6 +287,6 @@ def neuron_scan(
     return _kernel_scan(_kernel_backend(name), spec, x, v0, a0, params)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _kernel_backend(name: str) -> KernelBackend:
     return _load_kernel_backend(name)
