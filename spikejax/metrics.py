@@ -1,0 +1,426 @@
+"""Spike metrics collected from any NNX model without changing its code.
+
+One forward pass runs with an *interceptor*: for the duration of the call, the ``__call__`` of every
+spiking-neuron layer (:class:`spikejax.nn.SpikingNeuron`) and every ``nnx.Linear`` / ``nnx.Conv``
+found in the model is wrapped to record its output (neurons) or input (synaptic layers); the
+model's code and parameters are untouched, and with ``jit=True`` (default) the pass runs on a
+copy of the model state, so nothing (BatchNorm statistics, streaming neuron state) is mutated.
+
+Per neuron layer (spikes ``s[T, ..., C]``, time first) — :class:`SpikeStats`:
+
+- ``firing_rate``   = mean over all elements of ``1[s ≠ 0]`` (fraction of neuron-steps that spike);
+- ``mean_spikes``   = mean ``|s|`` (spike count per neuron-step for multi-level neurons; amplitude
+  times rate for ternary ones);
+- ``dead_fraction`` = fraction of channels ``c`` (last axis) whose rate over ``T`` and all other
+  axes is ``≤ dead_rate`` (default 0: never fired); ``dead_alert = dead_fraction > alert_threshold``;
+- ``ttfs_mean``     = mean over neurons (elements of ``s.shape[1:]``) that fire at least once of
+  the first step index ``t`` with ``s_t ≠ 0``; ``silent_fraction`` = fraction that never fire.
+
+Per synaptic layer (``nnx.Linear`` / ``nnx.Conv`` with input ``x``, output ``y``, kernel ``W``) —
+:class:`SynOpStats`: ``dense_macs = y.size · prod(W.shape[:-1])``; the input is *spike-driven*
+when every value is an integer (binary / ternary / multi-level spike counts, sums of spikes) or
+all non-zero values share one magnitude (amplitude-scaled spikes). Then the layer does
+``acs = dense_macs · mean|x|/m`` accumulates (``m`` = 1 for integers, else the common magnitude:
+one AC per unit spike and fan-out) and no MACs; otherwise ``macs = dense_macs``. Energy, with the
+45 nm figures of Horowitz (2014) used by the SNN literature: ``E = 4.6 pJ · MACs + 0.9 pJ · ACs``.
+Attention mixing products inside the functional cores (``Q Kᵀ V``) are not modules and are not
+counted. Counts are for the whole forward call (all time steps and the whole batch).
+
+API::
+
+    stats = collect_spike_stats(model, x)            # {"blocks/0/mlp/hidden_neuron": SpikeStats, ...}
+    report = energy_report(model, x)                 # EnergyReport(layers, total_macs, total_acs, energy_pj)
+    log = summarize(stats, report)                   # flat {"firing_rate/blocks.0.mlp.hidden_neuron": 0.12, ...}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from spikejax.nn.neurons import SpikingNeuron
+
+Array = jax.Array
+
+__all__ = [
+    "E_MAC_PJ",
+    "E_AC_PJ",
+    "SpikeStats",
+    "SynOpStats",
+    "EnergyReport",
+    "firing_rate",
+    "dead_fraction",
+    "time_to_first_spike",
+    "collect_spikes",
+    "collect_spike_stats",
+    "collect_synops",
+    "energy_report",
+    "summarize",
+    "intercept_calls",
+]
+
+E_MAC_PJ = 4.6
+"""Energy of one 32-bit float multiply-accumulate at 45 nm, in pJ (Horowitz 2014)."""
+E_AC_PJ = 0.9
+"""Energy of one 32-bit float accumulate at 45 nm, in pJ (Horowitz 2014)."""
+
+
+# --- pure functions on spike arrays -------------------------------------------------------------------
+
+
+def _check_spikes(spikes, name: str = "spikes") -> Array:
+    spikes = jnp.asarray(spikes)
+    if spikes.ndim < 2:
+        raise ValueError(f"{name}: expected [T, ..., C] with time first (rank >= 2), got shape {tuple(spikes.shape)}")
+    return spikes
+
+
+def firing_rate(spikes: Array) -> Array:
+    """Fraction of non-zero entries of ``spikes[T, ...]``: ``mean 1[s ≠ 0]`` (float32 scalar)."""
+    spikes = _check_spikes(spikes)
+    return jnp.mean((spikes != 0).astype(jnp.float32))
+
+
+def dead_fraction(spikes: Array, dead_rate: float = 0.0) -> Array:
+    """Fraction of channels (last axis of ``spikes[T, ..., C]``) whose firing rate over every other
+    axis is ``≤ dead_rate`` (default 0: the channel never fired)."""
+    spikes = _check_spikes(spikes)
+    per_channel = jnp.mean((spikes != 0).astype(jnp.float32).reshape(-1, spikes.shape[-1]), axis=0)
+    return jnp.mean((per_channel <= dead_rate).astype(jnp.float32))
+
+
+def time_to_first_spike(spikes: Array) -> tuple[Array, Array]:
+    """``spikes[T, ...] -> (first[...], fired[...])``: the first step ``t`` with ``s_t ≠ 0`` per
+    neuron (``T`` where it never fires) and whether it fired at all."""
+    spikes = _check_spikes(spikes)
+    T = spikes.shape[0]
+    nz = spikes != 0
+    fired = jnp.any(nz, axis=0)
+    first = jnp.where(fired, jnp.argmax(nz, axis=0), T)
+    return first, fired
+
+
+# --- the interceptor ------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def intercept_calls(model: nnx.Module, record: Callable[[nnx.Module, tuple, Any], None],
+                    bases: tuple[type, ...]) -> Iterator[None]:
+    """Within the ``with`` block, call ``record(module, args, output)`` after every ``__call__`` of a
+    module of ``model`` that is an instance of ``bases`` (outermost call per module only).
+
+    The ``__call__`` of each concrete class found in ``model`` is wrapped and restored on exit;
+    nothing in the model changes.
+    """
+    classes = {type(node) for _, node in nnx.iter_graph(model) if isinstance(node, bases)}
+    active: set[int] = set()
+    saved: dict[type, tuple[bool, Any]] = {}
+
+    def wrap(orig):
+        def __call__(self, *args, **kwargs):
+            if id(self) in active:
+                return orig(self, *args, **kwargs)
+            active.add(id(self))
+            try:
+                out = orig(self, *args, **kwargs)
+            finally:
+                active.discard(id(self))
+            record(self, args, out)
+            return out
+
+        __call__.__wrapped__ = orig
+        return __call__
+
+    try:
+        for cls in classes:
+            saved[cls] = ("__call__" in cls.__dict__, cls.__dict__.get("__call__"))
+            cls.__call__ = wrap(cls.__call__)
+        yield
+    finally:
+        for cls, (had, orig) in saved.items():
+            if had:
+                cls.__call__ = orig
+            else:
+                delattr(cls, "__call__")
+
+
+_intercept = intercept_calls
+
+
+# --- result types -------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SpikeStats:
+    """Statistics of one neuron layer's spikes over one forward pass (see the module docstring)."""
+
+    firing_rate: float
+    mean_spikes: float
+    dead_fraction: float
+    dead_alert: bool
+    ttfs_mean: float
+    silent_fraction: float
+    num_channels: int
+    shape: tuple[int, ...]
+    calls: int
+
+
+@dataclasses.dataclass(frozen=True)
+class SynOpStats:
+    """Operation counts of one synaptic layer (``nnx.Linear`` / ``nnx.Conv``) over one forward pass."""
+
+    dense_macs: float
+    macs: float
+    acs: float
+    input_rate: float
+    spike_driven: bool
+    energy_pj: float
+    calls: int
+
+
+@dataclasses.dataclass(frozen=True)
+class EnergyReport:
+    """Per-layer :class:`SynOpStats` and totals; ``dense_energy_pj`` is the same network with every
+    operation a MAC (a non-spiking network of the same shapes run for the same steps)."""
+
+    layers: dict[str, SynOpStats]
+    total_macs: float
+    total_acs: float
+    energy_pj: float
+    dense_energy_pj: float
+    e_mac_pj: float
+    e_ac_pj: float
+
+    @property
+    def energy_ratio(self) -> float:
+        """``energy_pj / dense_energy_pj`` (lower is better)."""
+        return self.energy_pj / self.dense_energy_pj if self.dense_energy_pj else float("nan")
+
+
+# --- collection -------------------------------------------------------------------------------------
+
+
+def _path_name(path) -> str:
+    return "/".join(str(p) for p in path)
+
+
+def _spike_partials(s: Array, dead_rate: float) -> dict[str, Array]:
+    s = _check_spikes(s, "spikes (a neuron layer's output)")
+    nz = (s != 0).astype(jnp.float32)
+    first, fired = time_to_first_spike(s)
+    fired_f = fired.astype(jnp.float32)
+    return {
+        "nonzero": jnp.sum(nz),
+        "abs": jnp.sum(jnp.abs(s).astype(jnp.float32)),
+        "count": jnp.asarray(s.size, jnp.float32),
+        "channel_nonzero": jnp.sum(nz.reshape(-1, s.shape[-1]), axis=0),
+        "channel_count": jnp.asarray(s.size // s.shape[-1], jnp.float32),
+        "ttfs_sum": jnp.sum(jnp.where(fired, first, 0).astype(jnp.float32)),
+        "fired": jnp.sum(fired_f),
+        "neurons": jnp.asarray(fired.size, jnp.float32),
+    }
+
+
+def _synop_partials(module: nnx.Module, x: Array, y: Array) -> dict[str, Array]:
+    kernel = module.kernel[...]
+    dense = float(np.prod(y.shape, dtype=np.float64) * math.prod(kernel.shape[:-1]))
+    xf = jnp.asarray(x).astype(jnp.float32)
+    ax = jnp.abs(xf)
+    integer = jnp.all(xf == jnp.round(xf))
+    mag = jnp.max(ax)
+    single = jnp.all((ax == 0) | (ax == mag))
+    unit = jnp.where(integer, 1.0, jnp.where(mag > 0, mag, 1.0))
+    spike_driven = integer | single
+    mean_abs = jnp.mean(ax)
+    acs = jnp.where(spike_driven, dense * mean_abs / unit, 0.0)
+    macs = jnp.where(spike_driven, 0.0, dense)
+    return {
+        "dense": jnp.asarray(dense, jnp.float32),
+        "acs": acs.astype(jnp.float32),
+        "macs": macs.astype(jnp.float32),
+        "nonzero": jnp.mean((xf != 0).astype(jnp.float32)),
+        "spike_driven": spike_driven.astype(jnp.float32),
+    }
+
+
+def _collect(model: nnx.Module, inputs: tuple, kwargs: dict, *, dead_rate: float, want_spikes: bool,
+             want_synops: bool, jit: bool) -> tuple[dict, dict]:
+    if not isinstance(model, nnx.Module):
+        raise TypeError(f"model: expected an nnx.Module, got {type(model)!r}")
+    bases = tuple(b for b, want in ((SpikingNeuron, want_spikes), ((nnx.Linear, nnx.Conv), want_synops)) if want)
+    flat_bases: tuple[type, ...] = ()
+    for b in bases:
+        flat_bases += b if isinstance(b, tuple) else (b,)
+
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def run(m: nnx.Module, *args, **kw):
+        names = {id(node): _path_name(path) for path, node in nnx.iter_graph(m)}
+        spikes: dict[str, list] = {}
+        synops: dict[str, list] = {}
+
+        def record(module, args_, out):
+            name = names.get(id(module), type(module).__name__)
+            if isinstance(module, SpikingNeuron):
+                s = out[0] if isinstance(out, tuple) else out
+                shapes.setdefault(name, tuple(s.shape))
+                spikes.setdefault(name, []).append(_spike_partials(s, dead_rate))
+            else:
+                synops.setdefault(name, []).append(_synop_partials(module, args_[0], out))
+
+        with intercept_calls(m, record, flat_bases):
+            m(*args, **kw)
+        return spikes, synops
+
+    if jit:
+        graphdef, state = nnx.split(model)
+
+        @jax.jit
+        def jitted(state, args, kw):
+            return run(nnx.merge(graphdef, state), *args, **kw)
+
+        spikes, synops = jitted(state, inputs, kwargs)
+    else:
+        spikes, synops = run(model, *inputs, **kwargs)
+    spikes = {k: [{**p, "shape": shapes.get(k, ())} for p in v] for k, v in jax.device_get(spikes).items()}
+    return spikes, jax.device_get(synops)
+
+
+def collect_spikes(model: nnx.Module, *inputs, **kwargs) -> tuple[Any, dict[str, Array]]:
+    """Run ``model(*inputs, **kwargs)`` and return ``(output, {layer path: spikes})``.
+
+    Traceable and differentiable (use it inside a loss for spike regularizers, e.g.
+    :func:`spikejax.quant.sparsity_penalty`); runs on the model itself. A layer called ``k > 1``
+    times gives entries ``path``, ``path#1``, ..., ``path#{k-1}``.
+    """
+    if not isinstance(model, nnx.Module):
+        raise TypeError(f"model: expected an nnx.Module, got {type(model)!r}")
+    names = {id(node): _path_name(path) for path, node in nnx.iter_graph(model)}
+    spikes: dict[str, Array] = {}
+
+    def record(module, args_, out):
+        name = names.get(id(module), type(module).__name__)
+        key, k = name, 0
+        while key in spikes:
+            k += 1
+            key = f"{name}#{k}"
+        spikes[key] = out[0] if isinstance(out, tuple) else out
+
+    with intercept_calls(model, record, (SpikingNeuron,)):
+        output = model(*inputs, **kwargs)
+    return output, spikes
+
+
+def collect_spike_stats(model: nnx.Module, *inputs, dead_rate: float = 0.0, alert_threshold: float = 0.5,
+                        warn: bool = False, jit: bool = True, **kwargs) -> dict[str, SpikeStats]:
+    """Run ``model(*inputs, **kwargs)`` once and return :class:`SpikeStats` per neuron layer.
+
+    Args:
+      model: any ``nnx.Module`` containing :class:`spikejax.nn.SpikingNeuron` layers.
+      inputs, kwargs: the forward call's arguments.
+      dead_rate: a channel is dead when its firing rate is ``≤ dead_rate``.
+      alert_threshold: ``dead_alert`` is set when ``dead_fraction > alert_threshold``.
+      warn: also emit a ``RuntimeWarning`` naming each alerted layer.
+      jit: trace the forward with ``jax.jit`` on a copy of the state (no mutation of the model);
+        ``False`` runs eagerly on the model itself.
+
+    Returns:
+      ``{layer path ("blocks/0/mlp/hidden_neuron"): SpikeStats}`` in call order; a layer called
+      several times is aggregated over its calls (channel-wise statistics need equal channel counts).
+    """
+    if not 0.0 <= alert_threshold <= 1.0:
+        raise ValueError(f"alert_threshold: expected a fraction in [0, 1], got {alert_threshold}")
+    if dead_rate < 0:
+        raise ValueError(f"dead_rate: expected >= 0, got {dead_rate}")
+    raw, _ = _collect(model, inputs, kwargs, dead_rate=dead_rate, want_spikes=True, want_synops=False, jit=jit)
+    out: dict[str, SpikeStats] = {}
+    for name, parts in raw.items():
+        tot = {k: sum(float(np.sum(p[k])) for p in parts) for k in ("nonzero", "abs", "count", "ttfs_sum", "fired",
+                                                                      "neurons", "channel_count")}
+        chans = {p["channel_nonzero"].shape for p in parts}
+        if len(chans) == 1:
+            ch = sum(np.asarray(p["channel_nonzero"], np.float64) for p in parts)
+            rate_c = ch / max(tot["channel_count"], 1.0)
+            dead = float(np.mean(rate_c <= dead_rate))
+            n_ch = int(ch.shape[0])
+        else:
+            dead, n_ch = float("nan"), -1
+        stats = SpikeStats(
+            firing_rate=tot["nonzero"] / tot["count"],
+            mean_spikes=tot["abs"] / tot["count"],
+            dead_fraction=dead,
+            dead_alert=bool(dead > alert_threshold),
+            ttfs_mean=tot["ttfs_sum"] / tot["fired"] if tot["fired"] else float("nan"),
+            silent_fraction=1.0 - tot["fired"] / tot["neurons"],
+            num_channels=n_ch,
+            shape=tuple(parts[0]["shape"]),
+            calls=len(parts),
+        )
+        out[name] = stats
+        if warn and stats.dead_alert:
+            warnings.warn(f"{name}: {dead:.1%} of its {n_ch} channels are dead (firing rate <= {dead_rate}), "
+                          f"above the alert threshold {alert_threshold:.1%}", RuntimeWarning, stacklevel=2)
+    return out
+
+
+def collect_synops(model: nnx.Module, *inputs, e_mac_pj: float = E_MAC_PJ, e_ac_pj: float = E_AC_PJ,
+                   jit: bool = True, **kwargs) -> dict[str, SynOpStats]:
+    """Run ``model(*inputs, **kwargs)`` once and count operations per ``nnx.Linear`` / ``nnx.Conv``
+    (see the module docstring for the counting rules). Returns ``{layer path: SynOpStats}``."""
+    _, raw = _collect(model, inputs, kwargs, dead_rate=0.0, want_spikes=False, want_synops=True, jit=jit)
+    out: dict[str, SynOpStats] = {}
+    for name, parts in raw.items():
+        dense = sum(float(p["dense"]) for p in parts)
+        macs = sum(float(p["macs"]) for p in parts)
+        acs = sum(float(p["acs"]) for p in parts)
+        rate = sum(float(p["nonzero"]) * float(p["dense"]) for p in parts) / dense if dense else 0.0
+        out[name] = SynOpStats(
+            dense_macs=dense, macs=macs, acs=acs, input_rate=rate,
+            spike_driven=all(bool(p["spike_driven"]) for p in parts),
+            energy_pj=e_mac_pj * macs + e_ac_pj * acs, calls=len(parts))
+    return out
+
+
+def energy_report(model: nnx.Module, *inputs, e_mac_pj: float = E_MAC_PJ, e_ac_pj: float = E_AC_PJ,
+                  jit: bool = True, **kwargs) -> EnergyReport:
+    """Energy estimate of one forward call: ``E = e_mac · MACs + e_ac · ACs`` summed over layers
+    (defaults 4.6 pJ / 0.9 pJ, 45 nm), with the per-layer :class:`SynOpStats`."""
+    if e_mac_pj < 0 or e_ac_pj < 0:
+        raise ValueError(f"e_mac_pj, e_ac_pj: expected >= 0, got {e_mac_pj}, {e_ac_pj}")
+    layers = collect_synops(model, *inputs, e_mac_pj=e_mac_pj, e_ac_pj=e_ac_pj, jit=jit, **kwargs)
+    macs = sum(s.macs for s in layers.values())
+    acs = sum(s.acs for s in layers.values())
+    dense = sum(s.dense_macs for s in layers.values())
+    return EnergyReport(layers=layers, total_macs=macs, total_acs=acs, energy_pj=e_mac_pj * macs + e_ac_pj * acs,
+                        dense_energy_pj=e_mac_pj * dense, e_mac_pj=e_mac_pj, e_ac_pj=e_ac_pj)
+
+
+def summarize(stats: dict[str, SpikeStats] | None = None, report: EnergyReport | None = None) -> dict[str, float]:
+    """Flatten statistics into ``{"metric/layer.path": float}`` scalars for a logger, plus totals
+    ``"firing_rate/mean"``, ``"dead_fraction/max"``, ``"energy/total_uj"``, ``"energy/ratio"``."""
+    flat: dict[str, float] = {}
+    if stats:
+        for name, s in stats.items():
+            key = name.replace("/", ".")
+            flat[f"firing_rate/{key}"] = float(s.firing_rate)
+            flat[f"dead_fraction/{key}"] = float(s.dead_fraction)
+            flat[f"ttfs/{key}"] = float(s.ttfs_mean)
+        flat["firing_rate/mean"] = float(np.mean([s.firing_rate for s in stats.values()]))
+        flat["dead_fraction/max"] = float(np.nanmax([s.dead_fraction for s in stats.values()]))
+        flat["dead_alerts"] = float(sum(s.dead_alert for s in stats.values()))
+    if report is not None:
+        flat["energy/total_uj"] = report.energy_pj * 1e-6
+        flat["energy/dense_uj"] = report.dense_energy_pj * 1e-6
+        flat["energy/ratio"] = report.energy_ratio
+        flat["ops/macs"] = report.total_macs
+        flat["ops/acs"] = report.total_acs
+    return flat
