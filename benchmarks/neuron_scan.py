@@ -1,0 +1,355 @@
+"""Time the LIF neuron scan: every spikejax backend against SpikingJelly, snnTorch and Spyx.
+
+For each (T, M) in (128, 1M), (32, 64K), (512, 16K), (8, 4M) and f32 / bf16 inputs, times the
+forward (``s = lif(x)``) and forward+backward (``g_x = vjp(lif)(g_s)``) of a LIF neuron with
+τ = 2, decay_input, threshold 1, subtract reset, atan surrogate, for:
+
+* every backend in ``spikejax.available_backends()`` (``pallas``, ``triton`` once it lands,
+  ``xla`` = the ``lax.scan`` reference);
+* SpikingJelly 2.0 ``LIFNode(step_mode="m")`` (its fused CUDA/Triton multi-step kernel on GPU),
+  snnTorch 1.0 ``Leaky`` (a Python loop over time) and Spyx 1.0 ``LIF`` (``spyx.nn.run``,
+  lax.scan), each only if it imports.
+
+The floor is the minimum bytes a scan must move divided by the measured device-copy bandwidth
+(``y = x + 1`` on 1 GiB): forward reads x and writes s, ``T·M·(b_x + b_s)``; forward+backward
+adds reading g_s and writing g_x, ``T·M·(b_x + b_s + b_gs + b_gx)`` (no residual at all: a lower
+bound no implementation reaches exactly; the Pallas backward re-reads x). "GB/s" is that minimum
+divided by the measured time.
+
+JAX timing: one jitted call runs the op on N distinct input buffers back to back (N chosen so the
+call moves >= ~0.5 GB), so per-call dispatch overhead is amortized; the median of several calls
+divided by N is reported. PyTorch timing: the same N inputs in a loop, one synchronize at the end.
+
+Usage::
+
+    python -m benchmarks.neuron_scan [--quick] [--out DIR] [--sweep]
+
+Writes ``neuron_scan.md`` (and ``.json``) under ``--out`` (default ``$OUT`` or ``.``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import functools
+import json
+import os
+import statistics
+import time
+import traceback
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+import spikejax as sj
+
+SHAPES = [(128, 1 << 20), (32, 1 << 16), (512, 1 << 14), (8, 1 << 22)]
+DTYPES = ["float32", "bfloat16"]
+TAU = 2.0
+
+
+def _fmt_m(m: int) -> str:
+    if m % (1 << 20) == 0:
+        return f"{m >> 20}M"
+    return f"{m >> 10}K" if m % (1 << 10) == 0 else str(m)
+
+
+def _n_buffers(nbytes: int) -> int:
+    return max(1, min(16, (512 << 20) // max(nbytes, 1)))
+
+
+def _time_jax(fn: Callable, args_list: list, reps: int = 7) -> float:
+    """Seconds per op: ``fn`` maps over the list of argument tuples inside one jit."""
+    call = jax.jit(lambda all_args: [fn(*a) for a in all_args])
+    jax.block_until_ready(call(args_list))
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        jax.block_until_ready(call(args_list))
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) / len(args_list)
+
+
+def copy_bandwidth() -> float:
+    """Device-copy bandwidth in bytes/s (read + write of 1 GiB f32)."""
+    x = jnp.ones((1 << 28,), jnp.float32)
+    t = _time_jax(lambda a: a + 1.0, [(x,)], reps=10)
+    return 2 * x.nbytes / t
+
+
+# --- spikejax backends ------------------------------------------------------------------------
+
+
+def _sj_fwd(backend: str, **kw):
+    return lambda x: sj.lif(x, tau=TAU, backend=backend, **kw)[0]
+
+
+def _sj_fwdbwd(backend: str):
+    def f(x, g):
+        _, vjp = jax.vjp(lambda x: sj.lif(x, tau=TAU, backend=backend)[0], x)
+        return vjp(g)[0]
+    return f
+
+
+def _inputs(T: int, M: int, dtype, n: int):
+    keys = jax.random.split(jax.random.key(0), n)
+    xs = [(jax.random.normal(k, (T, M), jnp.float32) * 1.5 + 0.6).astype(dtype) for k in keys]
+    gs = [(jnp.cos(x.astype(jnp.float32))).astype(dtype) for x in xs[:1]] * n
+    return xs, gs
+
+
+def bench_spikejax(backend: str, T: int, M: int, dtype) -> dict:
+    nbytes = T * M * jnp.dtype(dtype).itemsize
+    n = _n_buffers(nbytes)
+    xs, gs = _inputs(T, M, dtype, n)
+    fwd = _time_jax(_sj_fwd(backend), [(x,) for x in xs])
+    fb = _time_jax(_sj_fwdbwd(backend), list(zip(xs, gs, strict=True)))
+    return {"fwd": fwd, "fwdbwd": fb}
+
+
+# --- peers --------------------------------------------------------------------------------------
+
+
+def _torch_time(step: Callable, n: int, reps: int = 5, budget_s: float = 20.0) -> float:
+    import torch
+
+    step(0)
+    torch.cuda.synchronize()
+    times = []
+    start = time.perf_counter()
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        for i in range(n):
+            step(i)
+        torch.cuda.synchronize()
+        times.append((time.perf_counter() - t0) / n)
+        if time.perf_counter() - start > budget_s:
+            break
+    return statistics.median(times)
+
+
+def _torch_inputs(T, M, dtype, n):
+    import torch
+
+    tdt = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+    g = torch.Generator(device="cuda").manual_seed(0)
+    xs = [(torch.randn(T, M, device="cuda", generator=g) * 1.5 + 0.6).to(tdt) for _ in range(n)]
+    gs = torch.cos(xs[0].float()).to(tdt)
+    return xs, gs
+
+
+def bench_spikingjelly(T: int, M: int, dtype: str) -> dict:
+    import torch
+    from spikingjelly.activation_based import neuron
+
+    node = neuron.LIFNode(tau=TAU, decay_input=True, v_threshold=1.0, v_reset=None, step_mode="m")
+    n = _n_buffers(T * M * (4 if dtype == "float32" else 2))
+    xs, gs = _torch_inputs(T, M, dtype, n)
+
+    def fwd(i):
+        node.reset()
+        with torch.no_grad():
+            node(xs[i])
+
+    xg = [x.clone().requires_grad_(True) for x in xs]
+
+    def fb(i):
+        node.reset()
+        s = node(xg[i])
+        s.backward(gs)
+
+    return {"fwd": _torch_time(fwd, n), "fwdbwd": _torch_time(fb, n)}
+
+
+def bench_snntorch(T: int, M: int, dtype: str) -> dict:
+    import snntorch as snn
+    import torch
+
+    lif = snn.Leaky(beta=1.0 - 1.0 / TAU, threshold=1.0, reset_mechanism="subtract")
+    n = min(_n_buffers(T * M * (4 if dtype == "float32" else 2)), 2)
+    xs, gs = _torch_inputs(T, M, dtype, n)
+
+    def run(x):
+        mem = torch.zeros_like(x[0])
+        out = []
+        for t in range(x.shape[0]):
+            spk, mem = lif(x[t], mem)
+            out.append(spk)
+        return torch.stack(out)
+
+    def fwd(i):
+        with torch.no_grad():
+            run(xs[i])
+
+    xg = [x.clone().requires_grad_(True) for x in xs]
+
+    def fb(i):
+        run(xg[i]).backward(gs)
+
+    return {"fwd": _torch_time(fwd, n, reps=3), "fwdbwd": _torch_time(fb, n, reps=3)}
+
+
+def bench_spyx(T: int, M: int, dtype) -> dict:
+    import spyx
+    from flax import nnx
+
+    model = spyx.nn.LIF((), beta=1.0 - 1.0 / TAU, threshold=1.0, rngs=nnx.Rngs(0))
+    graphdef, state = nnx.split(model)
+
+    def fwd_fn(x):
+        m = nnx.merge(graphdef, state)
+        return spyx.nn.run(m, x)[0]
+
+    def fb_fn(x, g):
+        _, vjp = jax.vjp(fwd_fn, x)
+        return vjp(g)[0]
+
+    n = _n_buffers(T * M * jnp.dtype(dtype).itemsize)
+    xs, gs = _inputs(T, M, dtype, n)
+    return {"fwd": _time_jax(fwd_fn, [(x,) for x in xs]), "fwdbwd": _time_jax(fb_fn, list(zip(xs, gs, strict=True)))}
+
+
+PEERS = {
+    "spikingjelly": bench_spikingjelly,
+    "snntorch": bench_snntorch,
+    "spyx": bench_spyx,
+}
+
+
+def peers_available() -> dict[str, str | None]:
+    """peer -> None if importable (and a CUDA device for the torch ones), else the reason."""
+    out = {}
+    for name, mod in (("spikingjelly", "spikingjelly"), ("snntorch", "snntorch"), ("spyx", "spyx")):
+        try:
+            __import__(mod)
+            if name != "spyx":
+                import torch
+
+                if not torch.cuda.is_available():
+                    raise RuntimeError("no CUDA device for torch")
+            out[name] = None
+        except Exception as err:  # noqa: BLE001 - report any import failure
+            out[name] = f"{type(err).__name__}: {err}"
+    return out
+
+
+# --- the table ----------------------------------------------------------------------------------
+
+
+def min_bytes(T: int, M: int, dtype: str) -> tuple[int, int]:
+    b = jnp.dtype(dtype).itemsize
+    return T * M * 2 * b, T * M * 4 * b
+
+
+def _sweep_one(pk, cfg: dict, tk: dict, xs: list, gs: list, M: int) -> tuple[float, float, float]:
+    """(forward, backward, forward writing an f32 membrane trace) seconds for one tiling."""
+    z = jnp.zeros((M,), jnp.float32)
+    prm = [z + 0.5, z + 1.0, z, z, z + 2.0]
+
+    def fwd(x, membrane=False):
+        return pk.neuron_scan_forward(x, z, z, *prm, **{**cfg, "return_membrane": membrane}, **tk)
+
+    tf = _time_jax(lambda x: fwd(x)[0], [(x,) for x in xs], reps=5)
+    res = [fwd(x)[4] for x in xs]
+    tb = _time_jax(lambda r, g: pk.neuron_scan_backward(r, g, z, z, None, **cfg, **tk)[0],
+                   list(zip(res, gs, strict=True)), reps=5)
+    tt = _time_jax(lambda x: fwd(x, True)[3], [(x,) for x in xs], reps=5)
+    return tf, tb, tt
+
+
+def sweep(out_lines: list[str]) -> None:
+    """Tiling sweep of the Pallas kernels (direct calls), and the cost of writing a f32 trace."""
+    import pallas_kernels as pk
+
+    cfg = dict(kind="binary", levels=1, adaptive=False, decay_input=True, reset="subtract",
+               detach_reset=False, reset_delay=False, surrogate="atan", return_membrane=False)
+    out_lines.append("\n### Pallas tiling sweep (LIF, f32; ms per call)\n")
+    out_lines.append("| T x M | block_m | chunk | warps | fwd | bwd | fwd (+f32 trace) |")
+    out_lines.append("|---|---|---|---|---|---|---|")
+    for T, M in [(128, 1 << 20), (512, 1 << 14), (32, 1 << 16)]:
+        n = _n_buffers(T * M * 4)
+        xs, gs = _inputs(T, M, jnp.float32, n)
+        for bm, k, w in [(None, None, None), (256, 8, 2), (512, 8, 4), (1024, 8, 4), (128, 8, 1),
+                         (128, 16, 1), (512, 16, 4), (64, 16, 1)]:
+            tk = dict(block_m=bm, chunk=k, num_warps=w)
+            try:
+                tf, tb, tt = _sweep_one(pk, cfg, tk, xs, gs, M)
+                line = (f"| {T}x{_fmt_m(M)} | {bm or 'default'} | {k or 'default'} | {w or 'default'} | "
+                        f"{tf * 1e3:.3f} | {tb * 1e3:.3f} | {tt * 1e3:.3f} |")
+            except Exception as err:  # noqa: BLE001
+                line = f"| {T}x{_fmt_m(M)} | {bm} | {k} | {w} | error: {type(err).__name__}: {str(err)[:80]} | | |"
+            print(line, flush=True)
+            out_lines.append(line)
+        del xs, gs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--quick", action="store_true", help="first shape only")
+    ap.add_argument("--sweep", action="store_true", help="also run the Pallas tiling sweep")
+    ap.add_argument("--no-peers", action="store_true")
+    ap.add_argument("--shapes", default=None, help="override, e.g. 8x1024,16x4096 (smoke tests)")
+    args = ap.parse_args()
+
+    device = jax.devices()[0]
+    bw = copy_bandwidth()
+    backends = sj.available_backends()
+    peers = {} if args.no_peers else peers_available()
+    header = [
+        "## Neuron scan: LIF (tau=2, decay_input, subtract reset, atan)",
+        "",
+        f"- device: {device.device_kind} ({jax.default_backend()}), jax {jax.__version__}",
+        f"- date: {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- measured copy bandwidth: {bw / 1e9:.0f} GB/s",
+        f"- spikejax backends: {backends}; peers: "
+        + ", ".join(f"{k}={'ok' if v is None else v}" for k, v in peers.items()),
+        "",
+        "| T x M | dtype | impl | fwd ms | fwd GB/s | fwd / floor | fwd+bwd ms | fwd+bwd GB/s | "
+        "fwd+bwd / floor |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    lines = list(header)
+    print("\n".join(header), flush=True)
+    results = []
+    shapes = SHAPES[:1] if args.quick else SHAPES
+    if args.shapes:
+        shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    for T, M in shapes:
+        for dtype in DTYPES:
+            fb_bytes = min_bytes(T, M, dtype)
+            impls: list[tuple[str, Callable]] = [
+                (b, functools.partial(bench_spikejax, b, T, M, jnp.dtype(dtype))) for b in backends
+            ]
+            impls += [(p, functools.partial(PEERS[p], T, M, dtype)) for p, why in peers.items() if why is None]
+            for name, run in impls:
+                try:
+                    r = run()
+                except Exception as err:  # noqa: BLE001
+                    traceback.print_exc()
+                    r = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:100]}"}
+                row = {"T": T, "M": M, "dtype": dtype, "impl": name, **r}
+                results.append(row)
+                if "error" in r:
+                    line = f"| {T}x{_fmt_m(M)} | {dtype} | {name} | {r['error']} | | | | | |"
+                else:
+                    cells = []
+                    for key, nbytes in zip(("fwd", "fwdbwd"), fb_bytes, strict=True):
+                        t = r[key]
+                        floor = nbytes / bw
+                        cells += [f"{t * 1e3:.3f}", f"{nbytes / t / 1e9:.0f}", f"{t / floor:.2f}"]
+                    line = f"| {T}x{_fmt_m(M)} | {dtype} | {name} | " + " | ".join(cells) + " |"
+                print(line, flush=True)
+                lines.append(line)
+    if args.sweep:
+        sweep(lines)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "neuron_scan.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    with open(os.path.join(args.out, "neuron_scan.json"), "w") as f:
+        json.dump({"copy_bandwidth": bw, "device": device.device_kind, "results": results}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
