@@ -26,7 +26,7 @@ and with ``reset_delay=True`` (snnTorch's order, non-adaptive)::
     S_t = fire(H_t, θ)
 
 Memory plan (the scan is memory-bound). One Triton program owns ``BLOCK`` neurons and walks
-over time with a one/two-step register prefetch. The forward reads ``x`` once, writes ``s`` once
+over time with a register prefetch (4 steps ahead forward, 2 backward). The forward reads ``x`` once, writes ``s`` once
 and stores the charge trace ``H[T, M]`` (f32, plus ``a_{t-1}`` for ALIF) as the residual. The
 backward is a single reverse-time kernel: it reads ``g_s`` and ``H``, recomputes ``V_{t-1}`` from
 ``H_{t-1}`` (bit-exactly: the same f32 operations, FMA contraction off), writes ``g_x`` and
@@ -42,7 +42,6 @@ axis: the kernels address ``x[B, T, M]`` batch-major directly, so batching needs
 from __future__ import annotations
 
 import functools
-import math
 import os
 from typing import Any, NamedTuple
 
@@ -81,7 +80,6 @@ _SURROGATE_ALIASES = {"superspike": "fast_sigmoid", "ste": "rectangular", "arcta
 # decay_input neurons with γ = 1 - β below this read x back in the backward for ∂H/∂β = V - X;
 # above it (τ <= 8) the identity (V - H) / γ is used, whose rounding error is <= ~1e-7 |H| / γ.
 _GAMMA_EXACT_BELOW = 0.125
-_HALF_PI = 0.5 * math.pi
 
 
 # =============================================================================================
@@ -101,7 +99,7 @@ def _surrogate_vjp(u, c, alpha, SURR: tl.constexpr):
       rectangular:  σ' = α 1[|α u| < 1/2]                 ∂σ/∂α = u 1[|α u| < 1/2]
     """
     if SURR == 0:
-        z = _HALF_PI * alpha * u
+        z = 1.5707963267948966 * alpha * u  # (π/2) α u
         d = 1.0 / (1.0 + z * z)
         dx = 0.5 * alpha * d
         da = 0.5 * u * d
@@ -229,12 +227,14 @@ def _scan_fwd_kernel(
         a = tl.load(a0_ptr + n, mask=mask, other=0.0)
         b = tl.load(b_ptr + n, mask=mask, other=0.0)
         rho = tl.load(rho_ptr + n, mask=mask, other=0.0)
-    # two-step register prefetch of x
+    # four-step register prefetch of x (latency hiding when M is small)
     x_1 = tl.load(x_ptr + base, mask=mask, other=0.0)
     x_2 = tl.load(x_ptr + base + M_INNER, mask=mask & (T > 1), other=0.0)
+    x_3 = tl.load(x_ptr + base + 2 * M_INNER, mask=mask & (T > 2), other=0.0)
+    x_4 = tl.load(x_ptr + base + 3 * M_INNER, mask=mask & (T > 3), other=0.0)
     for t in range(T):
         off = base + tl.cast(t, tl.int64) * M_INNER
-        x_3 = tl.load(x_ptr + off + 2 * M_INNER, mask=mask & (t + 2 < T), other=0.0)
+        x_5 = tl.load(x_ptr + off + 4 * M_INNER, mask=mask & (t + 4 < T), other=0.0)
         xt = x_1.to(tl.float32)
         if RESET_DELAY:
             # s_prev = spike(V_{t-1} - θ); zero: V <- V (1 - F'); H = βV + γX [- θ S']; V_t = H
@@ -265,6 +265,8 @@ def _scan_fwd_kernel(
             tl.store(vseq_ptr + off, v, mask=mask)
         x_1 = x_2
         x_2 = x_3
+        x_3 = x_4
+        x_4 = x_5
     tl.store(vT_ptr + n, v, mask=mask)
     if ADAPTIVE:
         tl.store(aT_ptr + n, a, mask=mask)
@@ -327,32 +329,38 @@ def _scan_bwd_kernel(
     acc_alpha = tl.zeros([BLOCK], tl.float32)
     zero = tl.zeros([BLOCK], tl.float32)
 
-    # carried / prefetched step data: h_cur = H_t, h_prev = H_{t-1}; gs_cur = g_s[t]
+    # carried / prefetched step data (two steps ahead): h_cur = H_t, h_prev = H_{t-1},
+    # h_pp = H_{t-2}; gs_cur = g_s[t], gs_nxt = g_s[t-1]; likewise a, g_vseq, x
     last = base + tl.cast(T - 1, tl.int64) * M_INNER
     h_cur = tl.load(h_ptr + last, mask=mask, other=0.0)
     h_prev = tl.load(h_ptr + last - M_INNER, mask=mask & (T > 1), other=0.0)
+    h_pp = tl.load(h_ptr + last - 2 * M_INNER, mask=mask & (T > 2), other=0.0)
     gs_cur = tl.load(gs_ptr + last, mask=mask, other=0.0)
+    gs_nxt = tl.load(gs_ptr + last - M_INNER, mask=mask & (T > 1), other=0.0)
     if ADAPTIVE:
         a_cur = tl.load(atr_ptr + last, mask=mask, other=0.0)
         a_prev = tl.load(atr_ptr + last - M_INNER, mask=mask & (T > 1), other=0.0)
+        a_pp = tl.load(atr_ptr + last - 2 * M_INNER, mask=mask & (T > 2), other=0.0)
     if RETURN_MEMBRANE:
         gvs_cur = tl.load(gvseq_ptr + last, mask=mask, other=0.0)
+        gvs_nxt = tl.load(gvseq_ptr + last - M_INNER, mask=mask & (T > 1), other=0.0)
     if DECAY_INPUT:
         x_cur = tl.load(x_ptr + last, mask=read_x, other=0.0)
+        x_nxt = tl.load(x_ptr + last - M_INNER, mask=read_x & (T > 1), other=0.0)
 
     for i in range(T):
         t = T - 1 - i
         off = base + tl.cast(t, tl.int64) * M_INNER
         has_prev = t > 0
-        # prefetch step t-1 (and H_{t-2})
-        h_pp = tl.load(h_ptr + off - 2 * M_INNER, mask=mask & (t > 1), other=0.0)
-        gs_nxt = tl.load(gs_ptr + off - M_INNER, mask=mask & has_prev, other=0.0)
+        # prefetch step t-2 (and H_{t-3})
+        h_3 = tl.load(h_ptr + off - 3 * M_INNER, mask=mask & (t > 2), other=0.0)
+        gs_2 = tl.load(gs_ptr + off - 2 * M_INNER, mask=mask & (t > 1), other=0.0)
         if ADAPTIVE:
-            a_pp = tl.load(atr_ptr + off - 2 * M_INNER, mask=mask & (t > 1), other=0.0)
+            a_3 = tl.load(atr_ptr + off - 3 * M_INNER, mask=mask & (t > 2), other=0.0)
         if RETURN_MEMBRANE:
-            gvs_nxt = tl.load(gvseq_ptr + off - M_INNER, mask=mask & has_prev, other=0.0)
+            gvs_2 = tl.load(gvseq_ptr + off - 2 * M_INNER, mask=mask & (t > 1), other=0.0)
         if DECAY_INPUT:
-            x_nxt = tl.load(x_ptr + off - M_INNER, mask=read_x & has_prev, other=0.0)
+            x_2 = tl.load(x_ptr + off - 2 * M_INNER, mask=read_x & (t > 1), other=0.0)
 
         g_st = gs_cur.to(tl.float32)
         if RETURN_MEMBRANE:
@@ -437,18 +445,23 @@ def _scan_bwd_kernel(
             acc_beta += tl.where(read_x, g_h * (v_eff - x_cur.to(tl.float32)), 0.0)
             acc_beta_id += tl.where(read_x, 0.0, g_h * dbeta_id)
             x_cur = x_nxt
+            x_nxt = x_2
         else:
             acc_beta += g_h * v_eff
         g_v = g_vp
         # rotate the prefetched step data
         h_cur = h_prev
         h_prev = h_pp
+        h_pp = h_3
         gs_cur = gs_nxt
+        gs_nxt = gs_2
         if ADAPTIVE:
             a_cur = a_prev
             a_prev = a_pp
+            a_pp = a_3
         if RETURN_MEMBRANE:
             gvs_cur = gvs_nxt
+            gvs_nxt = gvs_2
 
     if DECAY_INPUT:
         acc_beta += tl.where(read_x, 0.0, acc_beta_id / tl.where(read_x, 1.0, gamma))
@@ -648,7 +661,8 @@ def _unfold(axis_size: int, a: Array) -> Array:
 
 def _vmap_rule(fn):
     def rule(axis_size, in_batched, *args):
-        folded = jax.tree_util.tree_map(functools.partial(_fold, axis_size), in_batched, args)
+        folded = jax.tree_util.tree_map(functools.partial(_fold, axis_size), list(in_batched),
+                                        list(args))
         out = fn(*folded)
         out = jax.tree_util.tree_map(functools.partial(_unfold, axis_size), out)
         return out, jax.tree_util.tree_map(lambda _: True, out)
