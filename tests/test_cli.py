@@ -1,0 +1,53 @@
+"""The ``spikejax`` command line end to end with tiny flags: train lm, sample, train vision, errors."""
+
+import json
+import os
+
+import pytest
+
+from spikejax import cli
+
+TINY = ["--steps", "4", "--batch-size", "4", "--d-model", "16", "--layers", "1", "--heads", "2", "--time-steps", "2",
+        "--log-every", "2", "--eval-every", "4", "--checkpoint-every", "2", "--no-progress"]
+
+
+def test_train_lm_then_sample(tmp_path, capsys):
+    out = tmp_path / "lm"
+    args = ["train", "lm", *TINY, "--seq-len", "16", "--eval-batches", "1", "--sample-chars", "8", "--out", str(out)]
+    assert cli.main(args) == 0
+    text = capsys.readouterr().out
+    assert "val_loss" in text and "ANN / SNN energy" in text and "sample:" in text
+    summary = json.load(open(out / "summary.json"))
+    assert summary["steps"] == 4 and summary["val_bpc"] > 0 and summary["energy"]["sops"] > 0
+    records = [json.loads(l) for l in open(out / "metrics.jsonl")]
+    assert {"loss", "bpc", "tokens_per_s", "firing_rate", "dead_fraction", "surrogate_grad"} <= set(records[-1])
+    assert records[-1]["layers"]
+    assert sorted(os.listdir(out / "checkpoints")) == ["2", "4"]
+
+    assert cli.main(["sample", "--checkpoint", str(out), "--prompt", "The ", "--chars", "6"]) == 0
+    sampled = capsys.readouterr().out.strip()
+    assert sampled.startswith("The ") and len(sampled) == 10
+
+    # a second fresh run into the same directory is refused (nothing overwritten) ...
+    assert cli.main(args) == 1
+    assert "already holds checkpoints" in capsys.readouterr().err
+    # ... and --resume of a finished run just reports it
+    assert cli.main([*args, "--resume"]) == 0
+
+
+def test_train_vision(tmp_path, capsys):
+    args = ["train", "vision", *TINY, "--out", str(tmp_path / "v")]
+    assert cli.main(args) == 0
+    summary = json.load(open(tmp_path / "v" / "summary.json"))
+    assert 0.0 <= summary["val_accuracy"] <= 1.0 and summary["energy"]["unit"] == "image"
+
+
+def test_usage_and_flag_errors(capsys):
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "train" in out and "sample" in out and "demo" in out
+    with pytest.raises(SystemExit):
+        cli.main(["train", "lm", "--steps", "0"])
+    assert "--steps" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="--resume"):
+        cli.main(["train", "lm", "--resume"])

@@ -1,0 +1,75 @@
+"""Checkpoints: exact resume, and clear errors for corrupt / mismatched / in-the-way checkpoints."""
+
+import os
+
+import numpy as np
+import pytest
+from train_helpers import tiny_cfg, tiny_lm
+
+from spikejax.train.checkpoint import CheckpointError
+from spikejax.train.loop import fit
+
+quiet = dict(print_fn=lambda *_: None)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """An uninterrupted 6-step run, and a run stopped after 3 steps then resumed to 6."""
+    root = tmp_path_factory.mktemp("ckpt")
+    full = fit(tiny_lm(), tiny_cfg(out=str(root / "full")), **quiet)
+    # "Kill" after step 3: a run whose loop ends at 3 but whose schedule is for 6 steps is exactly
+    # the first half of the 6-step run; emulate it by training 6 steps and keeping checkpoint 3 only.
+    first = fit(tiny_lm(), tiny_cfg(out=str(root / "resumed")), **quiet)
+    ck = root / "resumed" / "checkpoints"
+    import shutil
+
+    assert sorted(os.listdir(ck)) == ["3", "6"], os.listdir(ck)
+    shutil.rmtree(ck / "6")
+    resumed = fit(tiny_lm(), tiny_cfg(out=str(root / "resumed"), resume=True), **quiet)
+    return root, full, first, resumed
+
+
+def test_resume_continues_exactly(runs):
+    _, full, first, resumed = runs
+    np.testing.assert_array_equal(first["losses"], full["losses"])
+    assert resumed["start_step"] == 3
+    assert len(resumed["losses"]) == 3
+    np.testing.assert_allclose(resumed["losses"], full["losses"][3:], rtol=1e-6, atol=0)
+    for k in full["state"].params:
+        np.testing.assert_allclose(np.asarray(resumed["state"].params[k]), np.asarray(full["state"].params[k]),
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_fresh_run_never_overwrites(runs):
+    root, *_ = runs
+    before = sorted(os.listdir(root / "full" / "checkpoints"))
+    with pytest.raises(CheckpointError, match="already holds checkpoints"):
+        fit(tiny_lm(), tiny_cfg(out=str(root / "full")), **quiet)
+    assert sorted(os.listdir(root / "full" / "checkpoints")) == before
+
+
+def test_mismatched_checkpoint_is_an_error(runs):
+    root, *_ = runs
+    with pytest.raises(CheckpointError, match="d_model"):
+        fit(tiny_lm(d_model=32), tiny_cfg(out=str(root / "full"), resume=True), **quiet)
+    with pytest.raises(CheckpointError, match="batch_size"):
+        fit(tiny_lm(), tiny_cfg(out=str(root / "full"), resume=True, batch_size=4), **quiet)
+
+
+def test_corrupt_checkpoint_is_an_error(runs, tmp_path):
+    root, *_ = runs
+    import shutil
+
+    run = tmp_path / "corrupt"
+    shutil.copytree(root / "full", run)
+    step_dir = run / "checkpoints" / "6" / "state"
+    victims = [os.path.join(d, f) for d, _, fs in os.walk(step_dir) for f in fs]
+    assert victims
+    for path in victims:
+        with open(path, "wb") as f:
+            f.write(b"garbage")
+    mtimes = {p: os.path.getmtime(p) for p in victims}
+    with pytest.raises(CheckpointError, match="unreadable"):
+        fit(tiny_lm(), tiny_cfg(out=str(run), resume=True), **quiet)
+    assert {p: os.path.getmtime(p) for p in victims} == mtimes  # nothing rewritten
+    assert sorted(os.listdir(run / "checkpoints")) == ["3", "6"]
