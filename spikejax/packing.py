@@ -115,36 +115,31 @@ def unpack_spikes(packed: Array, length: int, axis: int = -1, dtype: Any = jnp.f
 # --- spiking linear with packed residuals ----------------------------------------------------------
 
 
-def _linear_fwd_value(s: Array, kernel: Array, bias: Array | None) -> Array:
-    y = jnp.matmul(s, kernel)
-    return y if bias is None else y + bias
+def _linear_value(s: Array, kernel: Array) -> Array:
+    return jnp.matmul(s, kernel)
 
 
 @jax.custom_vjp
-def _spiking_linear(s: Array, kernel: Array, bias: Array | None) -> Array:
-    return _linear_fwd_value(s, kernel, bias)
+def _spiking_matmul(s: Array, kernel: Array) -> Array:
+    return _linear_value(s, kernel)
 
 
-def _spiking_linear_fwd(s, kernel, bias):
-    y = _linear_fwd_value(s, kernel, bias)
-    # residuals: 1 bit per spike (+ the kernel, which the optimizer keeps alive anyway)
-    return y, (pack_spikes(s, axis=-1), kernel, bias is None, s.dtype, s.shape[-1])
+def _spiking_matmul_fwd(s, kernel):
+    # residuals: 1 bit per spike, the kernel (kept alive by the optimizer anyway), and an empty array
+    # carrying s's dtype
+    return _linear_value(s, kernel), (pack_spikes(s, axis=-1), kernel, jnp.zeros((0,), s.dtype))
 
 
-def _spiking_linear_bwd(res, g):
-    packed, kernel, no_bias, s_dtype, k_in = res
+def _spiking_matmul_bwd(res, g):
+    packed, kernel, s_proto = res
+    k_in = kernel.shape[0]
     s = unpack_spikes(packed, k_in, axis=-1, dtype=g.dtype)
-    lead = g.shape[:-1]
-    g2 = g.reshape(-1, g.shape[-1])
-    s2 = s.reshape(-1, k_in)
-    d_kernel = jnp.matmul(s2.T, g2).astype(kernel.dtype)            # ∂L/∂W = sᵀ g      [K, O]
-    d_s = jnp.matmul(g, kernel.T.astype(g.dtype)).astype(s_dtype)   # ∂L/∂s = g Wᵀ      [..., K]
-    d_bias = None if no_bias else jnp.sum(g2, axis=0).astype(g.dtype)
-    del lead
-    return d_s, d_kernel, d_bias
+    d_kernel = jnp.matmul(s.reshape(-1, k_in).T, g.reshape(-1, g.shape[-1])).astype(kernel.dtype)  # sᵀ g
+    d_s = jnp.matmul(g, kernel.T.astype(g.dtype)).astype(s_proto.dtype)                           # g Wᵀ
+    return d_s, d_kernel
 
 
-_spiking_linear.defvjp(_spiking_linear_fwd, _spiking_linear_bwd)
+_spiking_matmul.defvjp(_spiking_matmul_fwd, _spiking_matmul_bwd)
 
 
 def spiking_linear(spikes: Array, kernel: Array, bias: Array | None = None) -> Array:
@@ -169,7 +164,8 @@ def spiking_linear(spikes: Array, kernel: Array, bias: Array | None = None) -> A
         bias = jnp.asarray(bias)
         if bias.shape != (kernel.shape[1],):
             raise ValueError(f"bias: expected shape ({kernel.shape[1]},), got {tuple(bias.shape)}")
-    return _spiking_linear(spikes, kernel, bias)
+    y = _spiking_matmul(spikes, kernel)
+    return y if bias is None else y + bias
 
 
 class PackedSpikeLinear(nnx.Linear):

@@ -1,0 +1,157 @@
+"""Spike metrics: interceptor-collected statistics against direct numpy computations on the same
+spikes, synaptic-operation counts against hand counts, and no mutation of the model."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import spikejax as sj
+from spikejax import metrics
+from spikejax.nn import LIF, MultiLevel
+
+
+class TwoLayer(nnx.Module):
+    """x[T, B, 6] -> fc1 -> LIF -> fc2 -> MultiLevel -> head (mean over T)."""
+
+    def __init__(self, rngs):
+        self.fc1 = nnx.Linear(6, 16, rngs=rngs)
+        self.lif = LIF(tau=2.0)
+        self.fc2 = nnx.Linear(16, 8, rngs=rngs)
+        self.ml = MultiLevel(levels=3, threshold=0.5)
+        self.head = nnx.Linear(8, 3, rngs=rngs)
+
+    def __call__(self, x):
+        return self.head(self.ml(self.fc2(self.lif(2.0 * self.fc1(x))))).mean(0)
+
+
+@pytest.fixture
+def net_and_x():
+    net = TwoLayer(nnx.Rngs(1))
+    x = jax.random.normal(jax.random.key(2), (6, 4, 6))
+    return net, x
+
+
+def _reference_spikes(net, x):
+    s1 = np.asarray(sj.lif(2.0 * net.fc1(x), tau=2.0)[0])
+    s2 = np.asarray(sj.multilevel(net.fc2(jnp.asarray(s1)), levels=3, threshold=0.5)[0])
+    return s1, s2
+
+
+def _np_stats(s, dead_rate=0.0):
+    nz = s != 0
+    rate = nz.mean()
+    per_c = nz.reshape(-1, s.shape[-1]).mean(0)
+    dead = (per_c <= dead_rate).mean()
+    fired = nz.any(0)
+    first = np.argmax(nz, axis=0)
+    ttfs = first[fired].mean() if fired.any() else np.nan
+    return rate, np.abs(s).mean(), dead, ttfs, 1 - fired.mean()
+
+
+@pytest.mark.parametrize("jit", [True, False])
+def test_spike_stats_match_numpy(net_and_x, jit):
+    net, x = net_and_x
+    stats = metrics.collect_spike_stats(net, x, jit=jit)
+    assert set(stats) == {"lif", "ml"}
+    for name, s in zip(("lif", "ml"), _reference_spikes(net, x), strict=True):
+        rate, mean_abs, dead, ttfs, silent = _np_stats(s)
+        st = stats[name]
+        np.testing.assert_allclose(st.firing_rate, rate, rtol=1e-6)
+        np.testing.assert_allclose(st.mean_spikes, mean_abs, rtol=1e-6)
+        np.testing.assert_allclose(st.dead_fraction, dead, rtol=1e-6)
+        np.testing.assert_allclose(st.ttfs_mean, ttfs, rtol=1e-6)
+        np.testing.assert_allclose(st.silent_fraction, silent, rtol=1e-6, atol=1e-7)
+        assert st.shape == s.shape and st.num_channels == s.shape[-1] and st.calls == 1
+
+
+def test_dead_alert_threshold_and_warning():
+    net = TwoLayer(nnx.Rngs(0))
+    net.fc2.kernel[...] = net.fc2.kernel[...].at[:, :5].set(-10.0)  # 5 of 8 ml channels never fire
+    net.fc2.bias[...] = net.fc2.bias[...].at[:5].set(-10.0)
+    x = jax.random.normal(jax.random.key(0), (4, 3, 6))
+    stats = metrics.collect_spike_stats(net, x, alert_threshold=0.5)
+    assert stats["ml"].dead_fraction >= 5 / 8 and stats["ml"].dead_alert
+    with pytest.warns(RuntimeWarning, match="ml"):
+        metrics.collect_spike_stats(net, x, alert_threshold=0.5, warn=True)
+    assert not metrics.collect_spike_stats(net, x, alert_threshold=0.9)["ml"].dead_alert
+    with pytest.raises(ValueError, match="alert_threshold"):
+        metrics.collect_spike_stats(net, x, alert_threshold=2.0)
+
+
+def test_pure_functions_on_arrays():
+    s = jnp.array([[0, 1, 0], [1, 0, 0], [1, 1, 0]], jnp.float32)[:, None, :]  # [T=3, 1, C=3]
+    np.testing.assert_allclose(metrics.firing_rate(s), 4 / 9)
+    np.testing.assert_allclose(metrics.dead_fraction(s), 1 / 3)
+    first, fired = metrics.time_to_first_spike(s)
+    np.testing.assert_array_equal(np.asarray(first)[0], [1, 0, 3])
+    np.testing.assert_array_equal(np.asarray(fired)[0], [True, True, False])
+    with pytest.raises(ValueError, match="spikes"):
+        metrics.firing_rate(jnp.zeros(3))
+
+
+def test_synops_and_energy_hand_count(net_and_x):
+    net, x = net_and_x
+    s1, s2 = _reference_spikes(net, x)
+    T, B = x.shape[:2]
+    rep = metrics.energy_report(net, x)
+    fc1, fc2, head = rep.layers["fc1"], rep.layers["fc2"], rep.layers["head"]
+    # fc1 reads real-valued x: all MACs
+    assert not fc1.spike_driven and fc1.macs == T * B * 6 * 16 and fc1.acs == 0
+    # fc2 reads binary spikes: one AC per spike and fan-out
+    assert fc2.spike_driven and fc2.macs == 0
+    np.testing.assert_allclose(fc2.acs, s1.sum() * 8, rtol=1e-5)
+    # head reads multi-level counts: one AC per unit spike and fan-out
+    assert head.spike_driven
+    np.testing.assert_allclose(head.acs, s2.sum() * 3, rtol=1e-5)
+    e = 4.6 * fc1.macs + 0.9 * (fc2.acs + head.acs)
+    np.testing.assert_allclose(rep.energy_pj, e, rtol=1e-6)
+    np.testing.assert_allclose(rep.dense_energy_pj, 4.6 * T * B * (6 * 16 + 16 * 8 + 8 * 3), rtol=1e-6)
+    assert 0 < rep.energy_ratio < 1
+    flat = metrics.summarize(metrics.collect_spike_stats(net, x), rep)
+    assert {"firing_rate/lif", "firing_rate/ml", "energy/total_uj", "energy/ratio"} <= set(flat)
+    assert all(isinstance(v, float) for v in flat.values())
+
+
+def test_collection_does_not_mutate_and_restores_classes():
+    net = TwoLayer(nnx.Rngs(0))
+    net.lif.stateful = True
+    x = jax.random.normal(jax.random.key(0), (3, 2, 6))
+    before = nnx.state(net)
+    metrics.collect_spike_stats(net, x)
+    metrics.energy_report(net, x)
+    after = nnx.state(net)
+    assert jax.tree.structure(before) == jax.tree.structure(after)
+    assert net.lif.v.get_value() is None  # jit ran on a copy
+    assert "__call__" not in LIF.__dict__ and "__call__" in nnx.Linear.__dict__
+    assert getattr(nnx.Linear.__call__, "__wrapped__", None) is None
+
+
+def test_collect_spikes_differentiable_for_regularizers(net_and_x):
+    net, x = net_and_x
+
+    def loss(m):
+        out, spikes = metrics.collect_spikes(m, x)
+        return jnp.sum(out ** 2) + sum(jnp.mean(s) for s in spikes.values())
+
+    grads = nnx.grad(loss)(net)
+    assert float(jnp.abs(grads["fc1"]["kernel"][...]).sum()) > 0
+    _, spikes = metrics.collect_spikes(net, x)
+    s1, s2 = _reference_spikes(net, x)
+    np.testing.assert_array_equal(np.asarray(spikes["lif"]), s1)
+    np.testing.assert_array_equal(np.asarray(spikes["ml"]), s2)
+
+
+def test_spikformer_smoke():
+    from spikejax.nn import SpikformerConfig
+
+    cfg = SpikformerConfig(image_size=8, in_channels=1, patch_size=4, num_classes=3, d_model=16, num_heads=2,
+                           num_layers=1, time_steps=2)
+    model = cfg.build(seed=0)
+    x = jax.random.uniform(jax.random.key(0), (2, 8, 8, 1))
+    stats = metrics.collect_spike_stats(model, x)
+    assert "blocks/0/mlp/hidden_neuron" in stats and "patch_embed/neuron" in stats
+    rep = metrics.energy_report(model, x)
+    assert rep.layers["patch_embed/conv"].macs == rep.layers["patch_embed/conv"].dense_macs
+    assert rep.layers["blocks/0/mlp/fc2"].spike_driven
