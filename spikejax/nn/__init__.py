@@ -1,0 +1,93 @@
+"""Flax NNX spiking modules: thin shells over the functional core of :mod:`spikejax`.
+
+- neuron layers (:mod:`spikejax.nn.neurons`): :class:`IF`, :class:`LIF`, :class:`ALIF`,
+  :class:`PLIF`, :class:`Ternary`, :class:`MultiLevel`, multi-step over ``[T, ...]`` with an optional
+  streaming state;
+- encoders as modules (:mod:`spikejax.nn.encoders`): :class:`DirectEncoder`, :class:`RateEncoder`, ...;
+- attention on spikes ``[T, B, L, D]`` (:mod:`spikejax.nn.attention`);
+- blocks (:mod:`spikejax.nn.blocks`) and models (:mod:`spikejax.nn.models`) with their configs
+  (:mod:`spikejax.nn.config`).
+"""
+
+from spikejax.nn.attention import (
+    ATTENTIONS,
+    HybridSpikeAttention,
+    HybridState,
+    LinearAttentionState,
+    LinearSpikeAttention,
+    SDSAState,
+    SlidingWindowSpikeAttention,
+    SlidingWindowState,
+    SpikeAttentionBase,
+    SpikeDrivenSelfAttention,
+    SpikingSelfAttention,
+    linear_attention_core,
+    make_attention,
+    sliding_window_core,
+    ssa_core,
+)
+from spikejax.nn.blocks import SpikingMLP, SpikingTransformerBlock
+from spikejax.nn.config import SpikformerConfig, SpikingLMConfig
+from spikejax.nn.encoders import (
+    DeltaEncoder,
+    DirectEncoder,
+    LatencyEncoder,
+    PopulationEncoder,
+    RateEncoder,
+)
+from spikejax.nn.models import Spikformer, SpikingLM, SpikingLMState, SpikingPatchEmbed
+from spikejax.nn.neurons import (
+    ALIF,
+    IF,
+    LIF,
+    NEURONS,
+    PLIF,
+    MultiLevel,
+    NeuronStateVar,
+    SpikingNeuron,
+    Ternary,
+    make_neuron,
+    reset_states,
+)
+
+__all__ = [
+    "ALIF",
+    "ATTENTIONS",
+    "DeltaEncoder",
+    "DirectEncoder",
+    "HybridSpikeAttention",
+    "HybridState",
+    "IF",
+    "LIF",
+    "LatencyEncoder",
+    "LinearAttentionState",
+    "LinearSpikeAttention",
+    "MultiLevel",
+    "NEURONS",
+    "NeuronStateVar",
+    "PLIF",
+    "PopulationEncoder",
+    "RateEncoder",
+    "SDSAState",
+    "SlidingWindowSpikeAttention",
+    "SlidingWindowState",
+    "SpikeAttentionBase",
+    "SpikeDrivenSelfAttention",
+    "Spikformer",
+    "SpikformerConfig",
+    "SpikingLM",
+    "SpikingLMConfig",
+    "SpikingLMState",
+    "SpikingMLP",
+    "SpikingNeuron",
+    "SpikingPatchEmbed",
+    "SpikingSelfAttention",
+    "SpikingTransformerBlock",
+    "Ternary",
+    "linear_attention_core",
+    "make_attention",
+    "make_neuron",
+    "reset_states",
+    "sliding_window_core",
+    "ssa_core",
+]

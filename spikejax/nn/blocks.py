@@ -1,0 +1,146 @@
+"""Spiking MLP and spiking transformer block, on ``[T, B, L, D]``.
+
+Two residual conventions (``shortcut``):
+
+- ``"membrane"`` (Spike-driven Transformer / MS shortcut): the residual stream ``u`` is real-valued
+  (membrane-like); each branch starts with a spiking neuron::
+
+      u = u + Attn(SN(N₁(u)));   u = u + MLP(SN(N₂(u)))
+
+- ``"spike"`` (Spikformer / SEW shortcut): the stream carries spikes (sums of spikes); each
+  branch ends with a spiking neuron::
+
+      s = s + SN(Attn(N₁(s)));   s = s + SN(MLP(N₂(s)))
+
+and two normalization styles (``norm``): ``"pre"`` (``N₁``, ``N₂`` are ``nnx.LayerNorm``, no
+norm inside the branches; position-local, so causal models stay causal in training) or ``"bn"``
+(no ``N``; ``nnx.BatchNorm`` after every linear layer inside the branches, as in the papers; call
+``model.eval()`` for position-local inference).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+from flax import nnx
+
+from spikejax.nn.attention import _apply, _make_norm, make_attention
+from spikejax.nn.neurons import make_neuron
+
+Array = jax.Array
+
+__all__ = ["SpikingMLP", "SpikingTransformerBlock", "BLOCK_NORMS", "SHORTCUTS"]
+
+BLOCK_NORMS = ("pre", "bn")
+SHORTCUTS = ("membrane", "spike")
+
+
+class SpikingMLP(nnx.Module):
+    """Spiking MLP: ``[in_neuron] → fc1 → norm1 → hidden_neuron → fc2 → norm2 → [out_neuron]``.
+
+    Args:
+      d_model: D (input and output width).
+      hidden_dim: the hidden width.
+      norm: ``"none"``, ``"batch"`` or ``"layer"`` after fc1 and fc2.
+      input_neuron / output_neuron: spiking neuron on the input / output (see the module doc).
+      neuron, neuron_kwargs, backend: the spiking neurons' kind and settings.
+      rngs: ``nnx.Rngs``.
+
+    Call: ``x[..., D] -> y[..., D]`` with time first (``[T, ..., D]``) for the neurons.
+    """
+
+    def __init__(self, d_model: int, hidden_dim: int, *, norm: str = "none", input_neuron: bool = False,
+                 output_neuron: bool = False, neuron: str = "lif", neuron_kwargs: dict[str, Any] | None = None,
+                 use_bias: bool = True, backend: str = "xla", rngs: nnx.Rngs):
+        for name, val in (("d_model", d_model), ("hidden_dim", hidden_dim)):
+            if isinstance(val, bool) or not isinstance(val, int) or val < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {val!r}")
+        self.d_model = d_model
+        self.hidden_dim = hidden_dim
+        kw = {**(neuron_kwargs or {}), "backend": backend}
+        self.input_neuron = make_neuron(neuron, num_channels=d_model, **kw) if input_neuron else None
+        self.fc1 = nnx.Linear(d_model, hidden_dim, use_bias=use_bias, rngs=rngs)
+        self.norm1 = _make_norm(norm, hidden_dim, rngs)
+        self.hidden_neuron = make_neuron(neuron, num_channels=hidden_dim, **kw)
+        self.fc2 = nnx.Linear(hidden_dim, d_model, use_bias=use_bias, rngs=rngs)
+        self.norm2 = _make_norm(norm, d_model, rngs)
+        self.output_neuron = make_neuron(neuron, num_channels=d_model, **kw) if output_neuron else None
+
+    def __call__(self, x: Array) -> Array:
+        if not hasattr(x, "shape") or x.ndim < 2 or x.shape[-1] != self.d_model:
+            raise ValueError(
+                f"x: expected [T, ..., D] with D=d_model={self.d_model}, got shape {tuple(getattr(x, 'shape', ()))}"
+            )
+        h = _apply(self.input_neuron, x)
+        h = self.hidden_neuron(_apply(self.norm1, self.fc1(h)))
+        y = _apply(self.norm2, self.fc2(h))
+        return _apply(self.output_neuron, y)
+
+
+class SpikingTransformerBlock(nnx.Module):
+    """A spiking transformer block on ``[T, B, L, D]`` (see the module docstring for the equations).
+
+    Args:
+      d_model: D; num_heads: H (D must be divisible by H).
+      attention: ``"ssa"``, ``"sdsa"``, ``"linear"``, ``"sliding"`` or ``"hybrid"``.
+      mlp_ratio: hidden width = ``mlp_ratio · D``.
+      norm: ``"pre"`` (LayerNorm before each branch) or ``"bn"`` (BatchNorm inside the branches).
+      shortcut: ``"membrane"`` or ``"spike"``.
+      causal: causal attention (``linear``/``sliding``/``hybrid`` are always causal).
+      attention_kwargs: extra arguments of the attention (``window``, ``softmax``, ``scale``, ...).
+      neuron, neuron_kwargs, backend: the spiking neurons' kind and settings.
+      rngs: ``nnx.Rngs``.
+
+    Call: ``block(x[T, B, L, D]) -> [T, B, L, D]``; ``block(x, return_state=True)`` also returns the
+    attention's decoding state; ``block.decode_step(x[T, B, 1, D], state)`` processes one position.
+    """
+
+    def __init__(self, d_model: int, num_heads: int, *, attention: str = "ssa", mlp_ratio: float = 4.0,
+                 norm: str = "pre", shortcut: str = "membrane", causal: bool = False,
+                 attention_kwargs: dict[str, Any] | None = None, neuron: str = "lif",
+                 neuron_kwargs: dict[str, Any] | None = None, backend: str = "xla", rngs: nnx.Rngs):
+        if norm not in BLOCK_NORMS:
+            raise ValueError(f"norm: unknown block norm {norm!r}; expected one of {BLOCK_NORMS}")
+        if shortcut not in SHORTCUTS:
+            raise ValueError(f"shortcut: unknown shortcut {shortcut!r}; expected one of {SHORTCUTS}")
+        if not mlp_ratio > 0:
+            raise ValueError(f"mlp_ratio: expected > 0, got {mlp_ratio}")
+        self.norm = norm
+        self.shortcut = shortcut
+        inner = "batch" if norm == "bn" else "none"
+        membrane = shortcut == "membrane"
+        common = dict(neuron=neuron, neuron_kwargs=neuron_kwargs, backend=backend, rngs=rngs)
+        akw = dict(attention_kwargs or {})
+        if attention in ("ssa", "sdsa"):
+            akw["causal"] = causal
+        self.attn_norm = nnx.LayerNorm(d_model, rngs=rngs) if norm == "pre" else None
+        self.attn = make_attention(attention, d_model, num_heads, norm=inner, input_neuron=membrane,
+                                   output_neuron=not membrane, **akw, **common)
+        self.mlp_norm = nnx.LayerNorm(d_model, rngs=rngs) if norm == "pre" else None
+        hidden = max(1, int(round(mlp_ratio * d_model)))
+        self.mlp = SpikingMLP(d_model, hidden, norm=inner, input_neuron=membrane, output_neuron=not membrane,
+                              **common)
+
+    @property
+    def causal(self) -> bool:
+        return self.attn.causal
+
+    def _mlp_branch(self, x: Array) -> Array:
+        return x + self.mlp(_apply(self.mlp_norm, x))
+
+    def __call__(self, x: Array, *, return_state: bool = False):
+        h = _apply(self.attn_norm, x)
+        if return_state:
+            a, state = self.attn(h, return_state=True)
+            return self._mlp_branch(x + a), state
+        return self._mlp_branch(x + self.attn(h))
+
+    def init_state(self, batch_size: int, time_steps: int):
+        """An empty decoding state (the attention's)."""
+        return self.attn.init_state(batch_size, time_steps)
+
+    def decode_step(self, x: Array, state) -> tuple[Array, Any]:
+        """One position ``x[T, B, 1, D]`` -> ``(y[T, B, 1, D], new_state)``."""
+        a, state = self.attn.decode_step(_apply(self.attn_norm, x), state)
+        return self._mlp_branch(x + a), state

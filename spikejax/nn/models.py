@@ -1,0 +1,287 @@
+"""Spiking transformer models: :class:`SpikingLM` (causal language model) and :class:`Spikformer`
+(image classifier). Both are deterministic functions of their inputs and parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from spikejax import encoding
+from spikejax.nn.blocks import SpikingTransformerBlock
+from spikejax.nn.config import SpikformerConfig, SpikingLMConfig
+from spikejax.nn.neurons import make_neuron
+
+Array = jax.Array
+
+__all__ = ["SpikingLM", "SpikingLMState", "Spikformer", "SpikingPatchEmbed"]
+
+
+def _blocks(cfg, *, causal: bool, rngs: nnx.Rngs) -> nnx.List:
+    return nnx.List([
+        SpikingTransformerBlock(
+            cfg.d_model, cfg.num_heads, attention=cfg.attention, mlp_ratio=cfg.mlp_ratio, norm=cfg.norm,
+            shortcut=cfg.shortcut, causal=causal, attention_kwargs=cfg.attention_kwargs,
+            neuron=cfg.neuron, neuron_kwargs=cfg.neuron_kwargs, backend=cfg.backend, rngs=rngs)
+        for _ in range(cfg.num_layers)
+    ])
+
+
+class SpikingLMState(NamedTuple):
+    """Decoding state of :class:`SpikingLM`: the next position ``pos`` (int32 scalar) and one
+    attention state per layer."""
+
+    pos: Array
+    layers: tuple
+
+
+class SpikingLM(nnx.Module):
+    """Causal spiking language model.
+
+    ``tokens[B, L]`` → ``e = token_embed(tokens) + pos_embed(0..L-1)`` ``[B, L, D]`` → direct
+    encoding over T steps ``[T, B, L, D]`` (→ ``embed_neuron`` spikes with the spike shortcut) →
+    ``num_layers`` causal :class:`~spikejax.nn.SpikingTransformerBlock` → ``final_norm`` →
+    ``head`` → mean over T → ``logits[B, L, vocab]``. Position i depends on tokens ``≤ i`` only.
+
+    Args:
+      config: a :class:`~spikejax.nn.SpikingLMConfig`.
+      rngs: ``nnx.Rngs`` for the initializers.
+
+    Decoding: ``state = model.init_state(B)``; ``logits, state = model.decode_step(token[B], state)``;
+    ``model(tokens, return_state=True)`` returns ``(logits, state)`` after a prompt (prefill);
+    :meth:`generate` samples with temperature / top-k.
+    """
+
+    def __init__(self, config: SpikingLMConfig, *, rngs: nnx.Rngs):
+        if not isinstance(config, SpikingLMConfig):
+            raise TypeError(f"config: expected a SpikingLMConfig, got {type(config)!r}")
+        self.config = config
+        D = config.d_model
+        self.token_embed = nnx.Embed(config.vocab_size, D, rngs=rngs)
+        self.pos_embed = nnx.Embed(config.max_len, D, rngs=rngs) if config.pos_embedding else None
+        self.embed_neuron = (
+            make_neuron(config.neuron, num_channels=D, backend=config.backend, **config.neuron_kwargs)
+            if config.shortcut == "spike" else None
+        )
+        self.blocks = _blocks(config, causal=True, rngs=rngs)
+        self.final_norm = nnx.LayerNorm(D, rngs=rngs)
+        self.head = nnx.Linear(D, config.vocab_size, rngs=rngs)
+
+    # --- pieces ---------------------------------------------------------------------------------
+
+    def _check_tokens(self, tokens, name: str = "tokens", rank: int = 2) -> Array:
+        tokens = jnp.asarray(tokens)
+        if tokens.ndim != rank:
+            want = "[B, L]" if rank == 2 else "[B]"
+            raise ValueError(f"{name}: expected integer token ids {want}, got shape {tuple(tokens.shape)}")
+        if not jnp.issubdtype(tokens.dtype, jnp.integer):
+            raise TypeError(f"{name}: expected an integer dtype, got {tokens.dtype}")
+        return tokens
+
+    def embed(self, tokens: Array, start: Array | int = 0) -> Array:
+        """``tokens[B, L]`` at positions ``start..start+L-1`` -> the block input ``[T, B, L, D]``."""
+        e = self.token_embed(tokens)
+        if self.pos_embed is not None:
+            e = e + self.pos_embed(start + jnp.arange(tokens.shape[1]))[None]
+        x = encoding.direct(e, self.config.time_steps)
+        return x if self.embed_neuron is None else self.embed_neuron(x)
+
+    def readout(self, x: Array) -> Array:
+        """``[T, B, L, D] -> logits[B, L, vocab]``: ``mean_t head(final_norm(x_t))``."""
+        return self.head(self.final_norm(x)).mean(axis=0)
+
+    # --- forward and decoding ---------------------------------------------------------------------
+
+    def __call__(self, tokens: Array, *, return_state: bool = False):
+        """``tokens[B, L]`` (int) -> ``logits[B, L, vocab]`` (float32); with ``return_state`` also the
+        :class:`SpikingLMState` after the sequence (to continue with :meth:`decode_step`)."""
+        tokens = self._check_tokens(tokens)
+        L = tokens.shape[1]
+        if self.pos_embedding_enabled and L > self.config.max_len:
+            raise ValueError(f"tokens: sequence length {L} exceeds max_len={self.config.max_len}")
+        x = self.embed(tokens)
+        states = []
+        for block in self.blocks:
+            if return_state:
+                x, st = block(x, return_state=True)
+                states.append(st)
+            else:
+                x = block(x)
+        logits = self.readout(x)
+        if return_state:
+            return logits, SpikingLMState(jnp.asarray(L, jnp.int32), tuple(states))
+        return logits
+
+    @property
+    def pos_embedding_enabled(self) -> bool:
+        return self.pos_embed is not None
+
+    def init_state(self, batch_size: int) -> SpikingLMState:
+        """Empty decoding state for ``batch_size`` sequences (position 0)."""
+        T = self.config.time_steps
+        return SpikingLMState(jnp.zeros((), jnp.int32), tuple(b.init_state(batch_size, T) for b in self.blocks))
+
+    def decode_step(self, token: Array, state: SpikingLMState) -> tuple[Array, SpikingLMState]:
+        """Feed one token per sequence, ``token[B]`` (int), at position ``state.pos``.
+
+        Returns ``(logits[B, vocab], new_state)``, equal to the full forward's logits at that position.
+        """
+        token = self._check_tokens(token, "token", rank=1)
+        x = self.embed(token[:, None], state.pos)
+        new = []
+        for block, st in zip(self.blocks, state.layers, strict=True):
+            x, st = block.decode_step(x, st)
+            new.append(st)
+        return self.readout(x)[:, 0], SpikingLMState(state.pos + 1, tuple(new))
+
+    def generate(self, prompt: Array, max_new_tokens: int, *, key: Array, temperature: float = 1.0,
+                 top_k: int | None = None) -> Array:
+        """Sample ``max_new_tokens`` continuations of ``prompt[B, P]`` -> ``tokens[B, P + N]``.
+
+        The prompt is run once (prefill), then one :meth:`decode_step` per new token, all in one
+        ``jax.jit``. ``temperature == 0`` is greedy; ``top_k`` keeps the k most likely tokens.
+        Call ``model.eval()`` first if the model has BatchNorm (``norm="bn"``).
+        """
+        prompt = self._check_tokens(prompt, "prompt")
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens: expected an integer >= 0, got {max_new_tokens!r}")
+        if temperature < 0:
+            raise ValueError(f"temperature: expected >= 0, got {temperature}")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)
+                                  or not 1 <= top_k <= self.config.vocab_size):
+            raise ValueError(f"top_k: expected an integer in [1, vocab_size={self.config.vocab_size}], got {top_k!r}")
+        total = prompt.shape[1] + max_new_tokens
+        if self.pos_embedding_enabled and total > self.config.max_len:
+            raise ValueError(
+                f"max_new_tokens: prompt length {prompt.shape[1]} + {max_new_tokens} exceeds max_len="
+                f"{self.config.max_len}"
+            )
+        if prompt.shape[1] < 1:
+            raise ValueError("prompt: expected at least one token, got shape " f"{tuple(prompt.shape)}")
+        if max_new_tokens == 0:
+            return prompt
+        graphdef, params = nnx.split(self)
+
+        def sample(k, logits):
+            if temperature == 0:
+                return jnp.argmax(logits, axis=-1).astype(prompt.dtype)
+            logits = logits / temperature
+            if top_k is not None:
+                kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
+                logits = jnp.where(logits < kth, -jnp.inf, logits)
+            return jax.random.categorical(k, logits, axis=-1).astype(prompt.dtype)
+
+        @jax.jit
+        def run(params, prompt, key):
+            model = nnx.merge(graphdef, params)
+            logits, state = model(prompt, return_state=True)
+            keys = jax.random.split(key, max_new_tokens)
+            first = sample(keys[0], logits[:, -1])
+
+            def body(carry, k):
+                tok, state = carry
+                logits, state = model.decode_step(tok, state)
+                nxt = sample(k, logits)
+                return (nxt, state), nxt
+
+            _, rest = jax.lax.scan(body, (first, state), keys[1:])
+            return jnp.concatenate([prompt, first[:, None], rest.T], axis=1)
+
+        return run(params, prompt, key)
+
+
+class SpikingPatchEmbed(nnx.Module):
+    """Spiking patch embedding (a small SPS): ``x[T, B, H, W, C] -> tokens[T, B, N, D]``.
+
+    ``conv`` (3×3, C→D, same) → ``conv_norm`` → ``neuron`` → ``proj`` (p×p conv, stride p, D→D)
+    → ``proj_norm``; N = (H/p)(W/p). Norms are BatchNorm (``norm="batch"``) or LayerNorm.
+    The output is real-valued (a membrane input for the first block).
+    """
+
+    def __init__(self, in_channels: int, d_model: int, patch_size: int, *, norm: str = "batch",
+                 neuron: str = "lif", neuron_kwargs: dict[str, Any] | None = None, backend: str = "xla",
+                 rngs: nnx.Rngs):
+        if norm not in ("batch", "layer"):
+            raise ValueError(f"norm: expected 'batch' or 'layer', got {norm!r}")
+        self.in_channels = in_channels
+        self.patch_size = patch_size
+        make_norm = (lambda n: nnx.BatchNorm(n, rngs=rngs)) if norm == "batch" else (
+            lambda n: nnx.LayerNorm(n, rngs=rngs))
+        self.conv = nnx.Conv(in_channels, d_model, (3, 3), padding="SAME", rngs=rngs)
+        self.conv_norm = make_norm(d_model)
+        self.neuron = make_neuron(neuron, num_channels=d_model, backend=backend, **(neuron_kwargs or {}))
+        self.proj = nnx.Conv(d_model, d_model, (patch_size, patch_size), strides=(patch_size, patch_size),
+                             padding="VALID", rngs=rngs)
+        self.proj_norm = make_norm(d_model)
+
+    def __call__(self, x: Array) -> Array:
+        if x.ndim != 5 or x.shape[-1] != self.in_channels:
+            raise ValueError(
+                f"x: expected [T, B, H, W, C] with C=in_channels={self.in_channels}, got shape {tuple(x.shape)}"
+            )
+        T, B, H, W, C = x.shape
+        p = self.patch_size
+        if H % p or W % p:
+            raise ValueError(f"x: image size {H}x{W} is not divisible by patch_size={p}")
+        h = self.conv_norm(self.conv(x.reshape(T * B, H, W, C)))
+        h = self.neuron(h.reshape(T, B, H, W, -1)).reshape(T * B, H, W, -1)
+        h = self.proj_norm(self.proj(h))
+        return h.reshape(T, B, (H // p) * (W // p), -1)
+
+
+class Spikformer(nnx.Module):
+    """Spikformer-style image classifier.
+
+    ``images[B, H, W, C]`` (NHWC; direct-encoded over T) or pre-encoded spikes ``[T, B, H, W, C]``
+    → :class:`SpikingPatchEmbed` ``[T, B, N, D]`` + ``pos_embed[N, D]`` (→ ``embed_neuron`` with the
+    spike shortcut) → ``num_layers`` non-causal blocks → mean over tokens → ``final_norm``
+    (``norm="pre"`` only) → ``head`` → mean over T → ``logits[B, num_classes]``.
+
+    Args:
+      config: a :class:`~spikejax.nn.SpikformerConfig`.
+      rngs: ``nnx.Rngs``.
+    """
+
+    def __init__(self, config: SpikformerConfig, *, rngs: nnx.Rngs):
+        if not isinstance(config, SpikformerConfig):
+            raise TypeError(f"config: expected a SpikformerConfig, got {type(config)!r}")
+        self.config = config
+        D = config.d_model
+        self.patch_embed = SpikingPatchEmbed(
+            config.in_channels, D, config.patch_size, norm="batch" if config.norm == "bn" else "layer",
+            neuron=config.neuron, neuron_kwargs=config.neuron_kwargs, backend=config.backend, rngs=rngs)
+        self.pos_embed = nnx.Param(0.02 * jax.random.normal(rngs.params(), (config.num_patches, D)))
+        self.embed_neuron = (
+            make_neuron(config.neuron, num_channels=D, backend=config.backend, **config.neuron_kwargs)
+            if config.shortcut == "spike" else None
+        )
+        self.blocks = _blocks(config, causal=False, rngs=rngs)
+        self.final_norm = nnx.LayerNorm(D, rngs=rngs) if config.norm == "pre" else None
+        self.head = nnx.Linear(D, config.num_classes, rngs=rngs)
+
+    def __call__(self, images: Array) -> Array:
+        """``images[B, H, W, C]`` or spikes ``[T, B, H, W, C]`` -> ``logits[B, num_classes]``."""
+        cfg = self.config
+        size, C = cfg.image_size, cfg.in_channels
+        if images.ndim == 4:
+            x = encoding.direct(images, cfg.time_steps)
+        elif images.ndim == 5:
+            x = images
+        else:
+            raise ValueError(f"images: expected [B, H, W, C] or [T, B, H, W, C], got shape {tuple(images.shape)}")
+        if tuple(x.shape[2:]) != (size, size, C):
+            raise ValueError(
+                f"images: expected H=W=image_size={size} and C=in_channels={C}, got shape {tuple(images.shape)}"
+            )
+        x = self.patch_embed(x) + self.pos_embed[...]
+        if self.embed_neuron is not None:
+            x = self.embed_neuron(x)
+        for block in self.blocks:
+            x = block(x)
+        h = x.mean(axis=2)
+        if self.final_norm is not None:
+            h = self.final_norm(h)
+        return self.head(h).mean(axis=0)
