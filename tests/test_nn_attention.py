@@ -1,0 +1,274 @@
+"""Spiking attention: cores and modules against dense numpy references written with explicit loops."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import spikejax
+from spikejax import nn as snn
+
+T, B, L, D, H = 3, 2, 7, 16, 2
+d = D // H
+NEURON = {"threshold": 0.15}  # denser spikes than the default, so the attention has work to do
+ATTN_THRESHOLD = 0.1  # (Spikformer's 0.5 is for L, d ~ 64; at these sizes it would rarely fire)
+COMMON = dict(neuron_kwargs=NEURON, attn_threshold=ATTN_THRESHOLD)
+
+
+def _spikes(rng, shape, p=0.5):
+    return (rng.uniform(size=shape) < p).astype(np.float32)
+
+
+# --- numpy references (loops over positions) ---------------------------------------------------
+
+
+def ref_ssa(q, k, v, scale, causal):
+    out = np.zeros(q.shape[:-1] + (v.shape[-1],))
+    for i in range(q.shape[-2]):
+        for j in range(q.shape[-2]):
+            if causal and j > i:
+                continue
+            w = np.sum(q[..., i, :] * k[..., j, :], axis=-1, keepdims=True)
+            out[..., i, :] += w * v[..., j, :]
+    return out * scale
+
+
+def phi(x, kind):
+    return {"identity": x, "relu": np.maximum(x, 0), "elu1": np.where(x > 0, x + 1, np.exp(x))}[kind]
+
+
+def ref_linear(q, k, v, feature, normalize, eps, scale, causal=True):
+    q, k = phi(q, feature), phi(k, feature)
+    num = np.zeros(q.shape[:-1] + (v.shape[-1],))
+    den = np.zeros(q.shape[:-1] + (1,))
+    n = q.shape[-2]
+    for i in range(n):
+        for j in range(n if not causal else i + 1):
+            w = np.sum(q[..., i, :] * k[..., j, :], axis=-1, keepdims=True)
+            num[..., i, :] += w * v[..., j, :]
+            den[..., i, :] += w
+    return num / (den + eps) if normalize else num * scale
+
+
+def ref_window(q, k, v, window, scale, softmax):
+    out = np.zeros(q.shape[:-1] + (v.shape[-1],))
+    for i in range(q.shape[-2]):
+        js = list(range(max(0, i - window + 1), i + 1))
+        s = np.stack([np.sum(q[..., i, :] * k[..., j, :], axis=-1) for j in js], -1)
+        if softmax:
+            s = s * scale
+            w = np.exp(s - s.max(-1, keepdims=True))
+            w = w / w.sum(-1, keepdims=True)
+        else:
+            w = s * scale
+        for n, j in enumerate(js):
+            out[..., i, :] += w[..., n : n + 1] * v[..., j, :]
+    return out
+
+
+# --- cores --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("length", [3, 12])  # L < d and L > d take different contraction orders
+def test_ssa_core(causal, length):
+    rng = np.random.default_rng(0)
+    q, k, v = (_spikes(rng, (T, B, H, length, d)) for _ in range(3))
+    out = snn.ssa_core(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), scale=0.125, causal=causal)
+    np.testing.assert_allclose(np.asarray(out), ref_ssa(q, k, v, 0.125, causal), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 64])
+@pytest.mark.parametrize("feature, normalize", [("identity", True), ("elu1", True), ("relu", False)])
+def test_linear_attention_core(chunk, feature, normalize):
+    rng = np.random.default_rng(1)
+    q, k = (_spikes(rng, (T, B, H, L, d)) - (0.3 if feature != "identity" else 0.0) for _ in range(2))
+    v = _spikes(rng, (T, B, H, L, d))
+    out = snn.linear_attention_core(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), feature=feature,
+                                    normalize=normalize, eps=1e-6, scale=0.3, chunk_size=chunk)
+    ref = ref_linear(q, k, v, feature, normalize, 1e-6, 0.3)
+    np.testing.assert_allclose(np.asarray(out), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_linear_attention_core_noncausal():
+    rng = np.random.default_rng(2)
+    q, k, v = (_spikes(rng, (T, B, H, L, d)) for _ in range(3))
+    out = snn.linear_attention_core(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), causal=False)
+    np.testing.assert_allclose(np.asarray(out), ref_linear(q, k, v, "identity", True, 1e-6, 1.0, causal=False),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("window", [1, 3, L, L + 5])
+@pytest.mark.parametrize("softmax", [False, True])
+def test_sliding_window_core(window, softmax):
+    rng = np.random.default_rng(3)
+    q, k, v = (_spikes(rng, (T, B, H, L, d)) for _ in range(3))
+    out = snn.sliding_window_core(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), window=window, scale=0.4,
+                                  softmax=softmax)
+    np.testing.assert_allclose(np.asarray(out), ref_window(q, k, v, window, 0.4, softmax), rtol=1e-5, atol=1e-5)
+    if window >= L and not softmax:  # full causal attention
+        np.testing.assert_allclose(np.asarray(out), ref_ssa(q, k, v, 0.4, True), rtol=1e-5, atol=1e-5)
+
+
+# --- modules against references assembled from their layers ------------------------------------
+
+
+def _np(p):
+    return np.asarray(p[...], np.float64)
+
+
+def _lin(layer, x):
+    return x @ _np(layer.kernel) + _np(layer.bias)
+
+
+def _lif(x, threshold=1.0):
+    return np.asarray(spikejax.lif(jnp.asarray(x, jnp.float32), threshold=threshold)[0], np.float64)
+
+
+def _heads(x):
+    return x.reshape(T, B, -1, H, d).transpose(0, 1, 3, 2, 4)
+
+
+def _merge(x):
+    return x.transpose(0, 1, 3, 2, 4).reshape(T, B, x.shape[3], -1)
+
+
+KINDS = {
+    "ssa": dict(causal=True),
+    "ssa_bidirectional": dict(causal=False),
+    "sdsa": dict(causal=True),
+    "sdsa_bidirectional": dict(causal=False),
+    "linear": dict(chunk_size=3),
+    "sliding": dict(window=3),
+    "sliding_softmax": dict(window=4, softmax=True),
+    "hybrid": dict(window=3, chunk_size=4),
+    "hybrid_softmax": dict(window=2, softmax=True),
+}
+
+
+def _build(kind, seed=0, **extra):
+    name = kind.split("_")[0]
+    kw = {**KINDS[kind], **extra}
+    return snn.make_attention(name, D, H, neuron_kwargs=NEURON, attn_threshold=ATTN_THRESHOLD,
+                              rngs=nnx.Rngs(seed), **kw)
+
+
+def _reference(attn, kind, x):
+    """Dense numpy reference of the whole module: spiking projections, mixing loops, projection."""
+    q = _lif(_lin(attn.q_proj, x), NEURON["threshold"])
+    k = _lif(_lin(attn.k_proj, x), NEURON["threshold"])
+    v = _lif(_lin(attn.v_proj, x), NEURON["threshold"])
+    causal = "bidirectional" not in kind
+    name = kind.split("_")[0]
+    qh, kh, vh = _heads(q), _heads(k), _heads(v)
+    if name == "ssa":
+        mixed = _merge(ref_ssa(qh, kh, vh, attn.scale, causal))
+    elif name == "sdsa":
+        kv = k * v
+        kv = np.cumsum(kv, axis=2) if causal else kv.sum(axis=2, keepdims=True)
+        att = q * _lif(kv, attn.kv_threshold)
+        return _lin(attn.out_proj, att), (q, k, v, att)
+    elif name == "linear":
+        mixed = _merge(ref_linear(qh, kh, vh, "identity", True, attn.eps, attn.scale))
+    elif name == "sliding":
+        mixed = _merge(ref_window(qh, kh, vh, attn.window, attn.scale, attn.softmax))
+    else:
+        mixed = np.concatenate([_merge(ref_linear(qh, kh, vh, "identity", True, attn.eps, attn.scale)),
+                                _merge(ref_window(qh, kh, vh, attn.window, attn.scale, attn.softmax))], -1)
+    att = _lif(mixed, ATTN_THRESHOLD)
+    return _lin(attn.out_proj, att), (q, k, v, att)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_module_matches_dense_reference(kind):
+    rng = np.random.default_rng(10)
+    x = _spikes(rng, (T, B, L, D))
+    attn = _build(kind, seed=1)
+    out = nnx.jit(lambda m, x: m(x))(attn, jnp.asarray(x))
+    ref, spikes = _reference(attn, kind, x.astype(np.float64))
+    for s in spikes:  # Q, K, V and the attention spikes are neither silent nor saturated
+        assert 0.02 < s.mean() < 0.98
+    assert out.shape == (T, B, L, D)
+    np.testing.assert_allclose(np.asarray(out), ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["ssa", "sdsa", "linear", "sliding", "sliding_softmax", "hybrid",
+                                  "hybrid_softmax"])
+def test_decode_step_equals_full_forward(kind):
+    rng = np.random.default_rng(11)
+    x = jnp.asarray(_spikes(rng, (T, B, L, D)))
+    attn = _build(kind, seed=2)
+    full, final = nnx.jit(lambda m, x: m(x, return_state=True))(attn, x)
+    step = nnx.jit(lambda m, x, s: m.decode_step(x, s))
+    state = attn.init_state(B, T)
+    outs = []
+    for i in range(L):
+        y, state = step(attn, x[:, :, i : i + 1], state)
+        outs.append(y)
+    np.testing.assert_allclose(np.asarray(jnp.concatenate(outs, axis=2)), np.asarray(full), rtol=1e-5, atol=1e-5)
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(final), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
+    # the output actually depends on the past: perturbing position 0 changes a later output
+    x2 = x.at[:, :, 0].set(1.0 - x[:, :, 0])
+    full2 = nnx.jit(lambda m, x: m(x))(attn, x2)
+    assert not np.allclose(np.asarray(full2[:, :, 1:]), np.asarray(full[:, :, 1:]))
+
+
+def test_window_at_least_L_equals_full_causal_attention():
+    rng = np.random.default_rng(12)
+    x = jnp.asarray(_spikes(rng, (T, B, L, D)))
+    ssa = snn.SpikingSelfAttention(D, H, causal=True, **COMMON, rngs=nnx.Rngs(3))
+    for window in (L, L + 3):
+        swa = snn.SlidingWindowSpikeAttention(D, H, window=window, **COMMON, rngs=nnx.Rngs(4))
+        nnx.update(swa, nnx.state(ssa, nnx.Param))
+        np.testing.assert_allclose(np.asarray(swa(x)), np.asarray(ssa(x)), rtol=1e-6, atol=1e-6)
+    swa_small = snn.SlidingWindowSpikeAttention(D, H, window=2, **COMMON, rngs=nnx.Rngs(4))
+    nnx.update(swa_small, nnx.state(ssa, nnx.Param))
+    assert not np.allclose(np.asarray(swa_small(x)), np.asarray(ssa(x)))
+
+
+@pytest.mark.parametrize("softmax", [False, True])
+def test_hybrid_is_consistent_with_its_parts(softmax):
+    rng = np.random.default_rng(13)
+    x = jnp.asarray(_spikes(rng, (T, B, L, D)))
+    hyb = snn.HybridSpikeAttention(D, H, window=3, softmax=softmax, chunk_size=2, **COMMON,
+                                   rngs=nnx.Rngs(5))
+    lin = snn.LinearSpikeAttention(D, H, chunk_size=5, **COMMON, rngs=nnx.Rngs(6))
+    swa = snn.SlidingWindowSpikeAttention(D, H, window=3, softmax=softmax, **COMMON,
+                                          rngs=nnx.Rngs(7))
+    q, k, v = hyb.qkv(x)
+    mixed = hyb.mix(q, k, v)
+    assert mixed.shape == (T, B, L, 2 * D)
+    np.testing.assert_allclose(np.asarray(mixed[..., :D]), np.asarray(lin.mix(q, k, v)), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(mixed[..., D:]), np.asarray(swa.mix(q, k, v)), rtol=1e-6, atol=1e-6)
+    # the output is the projection of the spiking concatenation
+    ref = hyb.out_proj(hyb.attn_neuron(jnp.concatenate([lin.mix(q, k, v), swa.mix(q, k, v)], -1)))
+    np.testing.assert_allclose(np.asarray(hyb(x)), np.asarray(ref), rtol=1e-6, atol=1e-6)
+    _, state = hyb(x, return_state=True)
+    _, st_l = lin.__class__.__call__(lin, x, return_state=True)
+    np.testing.assert_allclose(np.asarray(state.window.k), np.asarray(swa._final_state(q, k, v).k))
+    np.testing.assert_allclose(np.asarray(state.linear.kv), np.asarray(lin._final_state(q, k, v).kv))
+
+
+def test_attention_errors_name_the_argument():
+    with pytest.raises(ValueError, match="d_model: 30 is not divisible by num_heads=4"):
+        snn.SpikingSelfAttention(30, 4, rngs=nnx.Rngs(0))
+    attn = snn.LinearSpikeAttention(D, H, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"x: expected \[T, B, L, D\] with D=d_model=16"):
+        attn(jnp.zeros((T, B, L, D + 1)))
+    with pytest.raises(ValueError, match=r"x: expected \[T, B, L, D\]"):
+        attn(jnp.zeros((B, L, D)))
+    with pytest.raises(ValueError, match="x: decode_step takes one position"):
+        attn.decode_step(jnp.zeros((T, B, 2, D)), attn.init_state(B, T))
+    with pytest.raises(ValueError, match="causal"):
+        snn.SpikingSelfAttention(D, H, causal=False, rngs=nnx.Rngs(0)).decode_step(
+            jnp.zeros((T, B, 1, D)), None)
+    with pytest.raises(ValueError, match="window"):
+        snn.SlidingWindowSpikeAttention(D, H, window=0, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="feature_map"):
+        snn.LinearSpikeAttention(D, H, feature_map="exp", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="attention"):
+        snn.make_attention("flash", D, H, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="norm"):
+        snn.SpikingSelfAttention(D, H, norm="group", rngs=nnx.Rngs(0))
