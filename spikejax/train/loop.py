@@ -38,7 +38,8 @@ class TrainConfig:
     learning rate after ``warmup`` steps, cosine to ``0.1·lr``; ``weight_decay``; ``clip`` (global
     gradient norm); ``seed`` (init and data); ``log_every`` (metrics), ``eval_every``,
     ``checkpoint_every`` (steps; 0 disables eval / checkpoints); ``out`` directory (None: nothing
-    written); ``resume``; ``progress`` (show a bar)."""
+    written); ``resume``; ``progress`` (show a bar); ``time_limit`` (seconds: stop cleanly after
+    this much training time, checkpoint, and leave the rest of the schedule to ``--resume``)."""
 
     steps: int = 300
     batch_size: int = 32
@@ -53,6 +54,7 @@ class TrainConfig:
     out: str | None = None
     resume: bool = False
     progress: bool = True
+    time_limit: float | None = None
 
     def __post_init__(self):
         for name in ("steps", "batch_size"):
@@ -180,6 +182,8 @@ def fit(task: Task, cfg: TrainConfig, *, mesh=None, print_fn: Callable[[str], No
     train_time = 0.0
     batch = None
     step = start
+    t_start = time.perf_counter()
+    stopped_early = False
     for step in range(start, cfg.steps):
         batch = shd.shard_batch(task.train_batch(cfg.seed, step, cfg.batch_size), mesh)
         state, metrics = steps.train(state, batch)
@@ -216,9 +220,14 @@ def fit(task: Task, cfg: TrainConfig, *, mesh=None, print_fn: Callable[[str], No
             t_mark, units_mark = time.perf_counter(), 0
         if bar is not None:
             bar.update(1)
+        out_of_time = cfg.time_limit is not None and time.perf_counter() - t_start > cfg.time_limit
         if ckpt is not None:
             ckpt.save(done, state, {"data_position": {"seed": cfg.seed, "next_step": done}},
-                      force=done == cfg.steps)
+                      force=done == cfg.steps or out_of_time)
+        if out_of_time and done < cfg.steps:
+            stopped_early = True
+            say(f"\ntime limit of {cfg.time_limit:g}s reached after step {done}; continue with --resume")
+            break
     if pending:
         losses.extend(float(m["loss"]) for m in jax.device_get(pending))
     if bar is not None:
@@ -234,6 +243,7 @@ def fit(task: Task, cfg: TrainConfig, *, mesh=None, print_fn: Callable[[str], No
     energy = energy_report(linears, T, task.units_per_batch(cfg.batch_size), unit=task.unit)
     summary: dict[str, Any] = {
         "task": task.name, "params": split.num_params, "steps": cfg.steps, "start_step": start,
+        "end_step": int(state.step), "stopped_early": stopped_early,
         "final_train_loss": losses[-1] if losses else float("nan"), **final_eval, **spiking,
         "train_seconds": train_time,
     }

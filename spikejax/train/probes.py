@@ -122,25 +122,22 @@ class Recorder:
         }
 
 
-def probe_shapes(run: Callable[[], Any], model: nnx.Module) -> dict[str, dict[str, jax.ShapeDtypeStruct]]:
-    """Shapes of every neuron layer's input and output when ``run()`` runs ``model`` (no FLOPs spent)."""
-    shapes: dict[str, dict[str, jax.ShapeDtypeStruct]] = {}
+def probe_shapes(make_model: Callable[..., nnx.Module], run: Callable[[nnx.Module], Any], *args
+                 ) -> dict[str, dict[str, jax.ShapeDtypeStruct]]:
+    """Shapes of every neuron layer's input and output (for zero probes), found by tracing
+    ``run(make_model(*args))`` abstractly (``jax.eval_shape``: no FLOPs spent)."""
+    found: dict[str, tuple[int, ...]] = {}
 
-    def go():
+    def traced(*a):
+        model = make_model(*a)
         with Recorder(model) as rec:
-            run()
-        return {p: v["shape"] for p, v in rec.neurons.items()}
-
-    out = {}
-
-    def traced():
-        out.update(go())
+            run(model)
+        found.update({p: v["shape"] for p, v in rec.neurons.items()})
         return 0
 
-    jax.eval_shape(traced)
-    for p, shape in out.items():
-        shapes[p] = {"in": jax.ShapeDtypeStruct(shape, jnp.float32), "out": jax.ShapeDtypeStruct(shape, jnp.float32)}
-    return shapes
+    jax.eval_shape(traced, *args)
+    return {p: {"in": jax.ShapeDtypeStruct(s, jnp.float32), "out": jax.ShapeDtypeStruct(s, jnp.float32)}
+            for p, s in found.items()}
 
 
 def summarize_layers(neurons: dict[str, dict[str, float]], grads: dict[str, dict[str, float]] | None = None

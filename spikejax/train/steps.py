@@ -137,8 +137,7 @@ def make_steps(split: ModelSplit, tx: optax.GradientTransformation, loss_fn: Los
         """Forward + backward with zero probes on every neuron: per-layer rates, dead fractions,
         MAC/SOP records and mean |∂L/∂x|, |∂L/∂s|."""
         if "shapes" not in shapes_cache:
-            model0 = split.merge(state.params, state.stats)
-            shapes_cache["shapes"] = probe_shapes(lambda: loss_fn(model0, batch), model0)
+            shapes_cache["shapes"] = probe_shapes(split.merge, lambda m: loss_fn(m, batch), state.params, state.stats)
         zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes_cache["shapes"])
 
         def objective(probes):
