@@ -171,29 +171,38 @@ class _Cfg(NamedTuple):
     membrane: bool
     T: int
     M: int
-    BM: int
-    K: int
+    BM: int  # neurons per program
+    K: int  # checkpoint interval = backward chunk
+    Kf: int  # forward chunk (a multiple of K)
     num_warps: int
     masked: bool
 
 
-def default_tiling(T: int, M: int) -> tuple[int, int, int]:
-    """(block of neurons BM, time chunk K, num_warps) for a ``[T, M]`` scan.
+def default_tiling(T: int, M: int, which: str = "fwd", interpret: bool = False) -> tuple[int, int, int, int]:
+    """(BM neurons per program, K checkpoint interval, Kf forward chunk, num_warps) for ``[T, M]``.
 
-    BM is the largest power of two in [64, 1024] that still gives about two programs per SM of an
-    H100 (132 SMs), so a small M still fills the GPU; ``num_warps`` gives each thread four
-    neurons (128-bit f32 accesses).
+    Chosen from the H100 sweep in BENCHMARKS.md. Large M (>= 256K): forward 512 neurons x 4 warps
+    with 16-step chunks (plus the prefetched next chunk in registers); backward 1024 x 8 warps
+    with 8-step chunks. Smaller M: the largest power-of-two block in [64, 1024] that still gives
+    about two programs per SM (132 SMs), at most two neurons per thread, and longer forward chunks
+    (32 steps) so enough loads are in flight when few neurons run a long T. The interpreter
+    (CPU tests) uses short chunks to keep the unrolled program small.
     """
+    k = 4 if interpret else 8
     bm = 1024
     while bm > 64 and -(-M // bm) < 264:
         bm //= 2
-    k = 8
-    warps = max(1, min(8, bm // 128))
-    return bm, k, warps
+    if which == "bwd":
+        return bm, k, k, max(1, min(8, bm // 128))
+    if interpret:
+        return bm, k, 2 * k, max(1, min(8, bm // 128))
+    if M >= 1 << 18:
+        return 512, k, 16, 4
+    return bm, k, 32, max(1, bm // 64)
 
 
 def _make_cfg(T, M, *, kind, levels, adaptive, decay_input, reset, detach_reset, reset_delay, surrogate,
-              return_membrane, block_m, chunk, num_warps) -> _Cfg:
+              return_membrane, block_m, chunk, num_warps, checkpoint_every, which, interpret) -> _Cfg:
     if kind not in ("binary", "ternary", "multilevel"):
         raise ValueError(f"kind: unknown spike kind {kind!r}; expected binary, ternary or multilevel")
     if reset not in ("subtract", "zero", "none"):
@@ -203,9 +212,11 @@ def _make_cfg(T, M, *, kind, levels, adaptive, decay_input, reset, detach_reset,
         raise ValueError(
             f"surrogate: unknown shape {surrogate!r}; expected one of {sorted(SURROGATE_FORMULAS)}"
         )
-    bm, k, warps = default_tiling(T, M)
+    bm, k, kf, warps = default_tiling(T, M, which, interpret)
     bm = block_m or bm
-    k = chunk or k
+    k = checkpoint_every or k
+    kf = chunk or kf
+    kf = max(k, kf // k * k) if which == "fwd" else k
     warps = num_warps or warps
     if bm & (bm - 1):
         raise ValueError(f"block_m: expected a power of two, got {bm}")
@@ -223,6 +234,7 @@ def _make_cfg(T, M, *, kind, levels, adaptive, decay_input, reset, detach_reset,
         M=M,
         BM=bm,
         K=k,
+        Kf=kf,
         num_warps=warps,
         masked=M % bm != 0,
     )
@@ -455,9 +467,9 @@ def _load_params(c: _Cfg, refs, mask) -> _P:
     )
 
 
-def _chunks(c: _Cfg) -> tuple[int, int]:
-    """(number of full chunks, remainder steps)."""
-    return c.T // c.K, c.T % c.K
+def _chunks(c: _Cfg, size: int) -> tuple[int, int]:
+    """(number of full chunks of ``size`` steps, remainder steps)."""
+    return c.T // size, c.T % size
 
 
 def _fwd_kernel(c: _Cfg, *refs):
@@ -473,16 +485,20 @@ def _fwd_kernel(c: _Cfg, *refs):
     v = _ld(v0_ref, mask)
     a = _ld(a0_ref, mask) if c.use_a else None
     out_dtype = s_ref.dtype
-    nf, r = _chunks(c)
+    nf, r = _chunks(c, c.Kf)
 
     def load_rows(t0, n):
         return tuple(_ld(_row(x_ref, t0 + i), mask) for i in range(n))
 
-    def run(ci, t0, xs, v, a):
-        _st(_row(ckv_ref, ci), v, mask)
-        if c.use_a:
-            _st(_row(cka_ref, ci), a, mask)
+    def run(ci, xs, v, a, first):
+        """Steps of forward chunk ci; checkpoints (v, a) every K steps, except at t = 0 (= v0)."""
+        t0 = ci * c.Kf
+        per = c.Kf // c.K
         for i, xt in enumerate(xs):
+            if i % c.K == 0 and not (first and i == 0):
+                _st(_row(ckv_ref, ci * per + i // c.K), v, mask)
+                if c.use_a:
+                    _st(_row(cka_ref, ci * per + i // c.K), a, mask)
             s, v, a = _step(c, p, v, a, xt.astype(_F32))
             _st(_row(s_ref, t0 + i), s.astype(out_dtype), mask)
             if c.membrane:
@@ -490,15 +506,19 @@ def _fwd_kernel(c: _Cfg, *refs):
         return v, a
 
     if nf > 0:
-        def body(ci, carry):
-            v, a, xs = carry
-            nxt = load_rows(jnp.minimum(ci + 1, nf - 1) * c.K, c.K)  # prefetch the next chunk
-            v, a = run(ci, ci * c.K, xs, v, a)
-            return v, a, nxt
+        xs = load_rows(0, c.Kf)
+        nxt = load_rows(c.Kf, c.Kf) if nf > 1 else None  # prefetch chunk 1 while chunk 0 runs
+        v, a = run(0, xs, v, a, first=True)
+        if nf > 1:
+            def body(ci, carry):
+                v, a, xs = carry
+                nxt = load_rows(jnp.minimum(ci + 1, nf - 1) * c.Kf, c.Kf)  # prefetch the next chunk
+                v, a = run(ci, xs, v, a, first=False)
+                return v, a, nxt
 
-        v, a, _ = jax.lax.fori_loop(0, nf, body, (v, a, load_rows(0, c.K)))
+            v, a, _ = jax.lax.fori_loop(1, nf, body, (v, a, nxt))
     if r > 0:
-        v, a = run(nf, nf * c.K, load_rows(nf * c.K, r), v, a)
+        v, a = run(nf, load_rows(nf * c.Kf, r), v, a, first=nf == 0)
     _st(vT_ref, v, mask)
     if c.use_a:
         _st(aT_ref, a, mask)
@@ -506,7 +526,7 @@ def _fwd_kernel(c: _Cfg, *refs):
 
 def _bwd_kernel(c: _Cfg, *refs):
     refs = list(refs)
-    x_ref, ckv_ref = refs.pop(0), refs.pop(0)
+    x_ref, v0_ref, a0_ref, ckv_ref = refs.pop(0), refs.pop(0), refs.pop(0), refs.pop(0)
     cka_ref = refs.pop(0) if c.use_a else None
     prm_refs = [refs.pop(0) for _ in range(5)]
     gs_ref, gvT_ref = refs.pop(0), refs.pop(0)
@@ -527,14 +547,18 @@ def _bwd_kernel(c: _Cfg, *refs):
     zero = jnp.zeros_like(p.beta)
     acc = _Acc(zero, zero, zero, zero, zero)
     out_dtype = gx_ref.dtype
-    nf, r = _chunks(c)
+    nf, r = _chunks(c, c.K)
 
-    def chunk(ci, t0, n, g_v, g_a, acc):
+    def chunk(ci, t0, n, g_v, g_a, acc, first):
         xs = [_ld(_row(x_ref, t0 + i), mask).astype(_F32) for i in range(n)]
         gss = [_ld(_row(gs_ref, t0 + i), mask).astype(_F32) for i in range(n)]
         gvs = [_ld(_row(gvseq_ref, t0 + i), mask) for i in range(n)] if c.membrane else None
-        v = _ld(_row(ckv_ref, ci), mask)
-        a = _ld(_row(cka_ref, ci), mask) if c.use_a else None
+        if first:  # chunk 0 starts from the initial state itself (no checkpoint stored)
+            v = _ld(v0_ref, mask)
+            a = _ld(a0_ref, mask) if c.use_a else None
+        else:
+            v = _ld(_row(ckv_ref, ci), mask)
+            a = _ld(_row(cka_ref, ci), mask) if c.use_a else None
         vs, as_ = [], []
         for i in range(n):  # recompute the chunk's states from its checkpoint
             vs.append(v)
@@ -548,13 +572,15 @@ def _bwd_kernel(c: _Cfg, *refs):
         return g_v, g_a, acc
 
     if r > 0:
-        g_v, g_a, acc = chunk(nf, nf * c.K, r, g_v, g_a, acc)
-    if nf > 0:
+        g_v, g_a, acc = chunk(nf, nf * c.K, r, g_v, g_a, acc, first=nf == 0)
+    if nf > 1:
         def body(j, carry):
             ci = nf - 1 - j
-            return chunk(ci, ci * c.K, c.K, *carry)
+            return chunk(ci, ci * c.K, c.K, *carry, first=False)
 
-        g_v, g_a, acc = jax.lax.fori_loop(0, nf, body, (g_v, g_a, acc))
+        g_v, g_a, acc = jax.lax.fori_loop(0, nf - 1, body, (g_v, g_a, acc))
+    if nf > 0:
+        g_v, g_a, acc = chunk(0, 0, c.K, g_v, g_a, acc, first=True)
     _st(gv0_ref, g_v, mask)
     if c.use_a:
         _st(ga0_ref, g_a, mask)
@@ -637,11 +663,13 @@ def neuron_scan_forward(
     block_m: int | None = None,
     chunk: int | None = None,
     num_warps: int | None = None,
+    checkpoint_every: int | None = None,
 ):
     """Forward neuron scan over ``x[T, M]`` (see the module docstring for the equations).
 
-    ``v0, a0`` and the parameters are ``[M]`` float32. ``block_m`` / ``chunk`` / ``num_warps``
-    override :func:`default_tiling` (pass the same values to :func:`neuron_scan_backward`).
+    ``v0, a0`` and the parameters are ``[M]`` float32. ``block_m`` / ``chunk`` / ``num_warps`` /
+    ``checkpoint_every`` override :func:`default_tiling` (pass the same ``checkpoint_every`` to
+    :func:`neuron_scan_backward`).
 
     Returns ``(s[T, M] x.dtype, v_T[M] f32, a_T[M] f32, v_seq[T, M] f32 or None, residuals)``;
     ``residuals`` hold ``x``, the per-chunk checkpoints of ``v`` (and ``a``) and the parameters.
@@ -649,7 +677,8 @@ def neuron_scan_forward(
     T, M = _check(x, v0)
     c = _make_cfg(T, M, kind=kind, levels=levels, adaptive=adaptive, decay_input=decay_input, reset=reset,
                   detach_reset=detach_reset, reset_delay=reset_delay, surrogate=surrogate,
-                  return_membrane=return_membrane, block_m=block_m, chunk=chunk, num_warps=num_warps)
+                  return_membrane=return_membrane, block_m=block_m, chunk=chunk, num_warps=num_warps,
+                  checkpoint_every=checkpoint_every, which="fwd", interpret=interpret)
     f32 = lambda z: jnp.asarray(z, _F32)
     v0, a0 = f32(v0), f32(a0)
     params = tuple(f32(z) for z in (beta, threshold, adapt_scale, adapt_decay, alpha))
@@ -674,7 +703,7 @@ def neuron_scan_forward(
     vseq = outs.pop(0) if c.membrane else None
     ckv = outs.pop(0)
     cka = outs.pop(0) if c.use_a else None
-    residuals = (x, ckv, cka, params)
+    residuals = (x, v0, a0, ckv, cka, params)
     return s, vT, aT, vseq, residuals
 
 
@@ -696,8 +725,9 @@ def neuron_scan_backward(
     return_membrane: bool = False,
     interpret: bool = False,
     block_m: int | None = None,
-    chunk: int | None = None,
     num_warps: int | None = None,
+    checkpoint_every: int | None = None,
+    chunk: int | None = None,
 ):
     """Reverse-time scan: cotangents of every input of :func:`neuron_scan_forward`.
 
@@ -705,18 +735,20 @@ def neuron_scan_backward(
     ``(g_x[T, M] x.dtype, g_v0, g_a0, g_beta, g_threshold, g_adapt_scale, g_adapt_decay, g_alpha)``,
     the last seven ``[M]`` float32 with the parameter gradients summed over time in the kernel.
     """
-    x, ckv, cka, params = residuals
+    del chunk  # the backward chunk is the checkpoint interval
+    x, v0, a0, ckv, cka, params = residuals
     T, M = x.shape
     c = _make_cfg(T, M, kind=kind, levels=levels, adaptive=adaptive, decay_input=decay_input, reset=reset,
                   detach_reset=detach_reset, reset_delay=reset_delay, surrogate=surrogate,
-                  return_membrane=return_membrane, block_m=block_m, chunk=chunk, num_warps=num_warps)
+                  return_membrane=return_membrane, block_m=block_m, chunk=None, num_warps=num_warps,
+                  checkpoint_every=checkpoint_every, which="bwd", interpret=interpret)
     nc = -(-T // c.K)
     if ckv.shape != (nc, M):
         raise ValueError(f"residuals: checkpoints {ckv.shape} do not match chunk {c.K} for T={T}")
     g_vT = jnp.asarray(g_vT, _F32)
     g_aT = jnp.asarray(g_aT, _F32)
-    args = [x, ckv]
-    rows: list[int | None] = [T, nc]
+    args = [x, v0, a0, ckv]
+    rows: list[int | None] = [T, None, None, nc]
     if c.use_a:
         args.append(cka)
         rows.append(nc)

@@ -97,7 +97,7 @@ def _compare(neuron, backend, *, shape=(11, 3, 7), dtype=jnp.float32, params=("b
             total = total + (out[2] * weights[1]).sum()
         return total, out
 
-    grad = jax.value_and_grad(loss, argnums=(0, 1, 2, 3), has_aux=True)
+    grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3), has_aux=True), static_argnums=4)
     (l_ref, out_ref), g_ref = grad(x, st, p, alpha, "xla")
     (l_new, out_new), g_new = grad(x, st, p, alpha, backend)
 
@@ -260,7 +260,7 @@ def test_inside_lax_scan(backend):
 
 
 def test_tiling_overrides_roundtrip():
-    """Non-default block/chunk sizes give the same results (interpret mode)."""
+    """Non-default block / chunk / checkpoint sizes give the same results (interpret mode)."""
     x = _rand((13, 70)) + 0.3
     m = x.shape[1]
     prm = [jnp.full((m,), 0.8), jnp.full((m,), 1.0), jnp.full((m,), 0.2), jnp.full((m,), 0.9),
@@ -270,7 +270,8 @@ def test_tiling_overrides_roundtrip():
                interpret=True)
     z = jnp.zeros((m,))
     outs = []
-    for tiling in (dict(), dict(block_m=32, chunk=4), dict(block_m=128, chunk=16)):
+    for tiling in (dict(), dict(block_m=32, chunk=4), dict(block_m=128, chunk=16, checkpoint_every=8),
+                   dict(block_m=64, chunk=6, checkpoint_every=3)):
         s, v, a, _, res = pallas_kernels.neuron_scan_forward(x, z, z, *prm, **cfg, **tiling)
         g = pallas_kernels.neuron_scan_backward(res, jnp.cos(x), z + 1, z + 1, None, **cfg, **tiling)
         outs.append((s, v, a, *g))
