@@ -193,25 +193,35 @@ def test_module_matches_dense_reference(kind):
     np.testing.assert_allclose(np.asarray(out), ref, rtol=1e-4, atol=1e-4)
 
 
+def _decode_all(attn, x):
+    """Full forward (with final state) and position-by-position decoding, in one jit."""
+
+    @nnx.jit
+    def run(attn, x):
+        full, final = attn(x, return_state=True)
+
+        def body(state, xi):
+            y, state = attn.decode_step(xi[:, :, None], state)
+            return state, y[:, :, 0]
+
+        state, ys = jax.lax.scan(body, attn.init_state(B, T), jnp.moveaxis(x, 2, 0))
+        return full, final, jnp.moveaxis(ys, 0, 2), state
+
+    return run(attn, x)
+
+
 @pytest.mark.parametrize("kind", ["ssa", "sdsa", "linear", "sliding", "sliding_softmax", "hybrid",
                                   "hybrid_softmax"])
 def test_decode_step_equals_full_forward(kind):
     rng = np.random.default_rng(11)
     x = jnp.asarray(_spikes(rng, (T, B, L, D)))
     attn = _build(kind, seed=2)
-    full, final = nnx.jit(lambda m, x: m(x, return_state=True))(attn, x)
-    step = nnx.jit(lambda m, x, s: m.decode_step(x, s))
-    state = attn.init_state(B, T)
-    outs = []
-    for i in range(L):
-        y, state = step(attn, x[:, :, i : i + 1], state)
-        outs.append(y)
-    np.testing.assert_allclose(np.asarray(jnp.concatenate(outs, axis=2)), np.asarray(full), rtol=1e-5, atol=1e-5)
+    full, final, stepped, state = _decode_all(attn, x)
+    np.testing.assert_allclose(np.asarray(stepped), np.asarray(full), rtol=1e-5, atol=1e-5)
     for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(final), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
-    # the output actually depends on the past: perturbing position 0 changes a later output
-    x2 = x.at[:, :, 0].set(1.0 - x[:, :, 0])
-    full2 = nnx.jit(lambda m, x: m(x))(attn, x2)
+    # the output depends on the past: flipping position 0 changes later positions
+    full2 = nnx.jit(lambda m, x: m(x))(attn, x.at[:, :, 0].set(1.0 - x[:, :, 0]))
     assert not np.allclose(np.asarray(full2[:, :, 1:]), np.asarray(full[:, :, 1:]))
 
 
@@ -219,36 +229,39 @@ def test_window_at_least_L_equals_full_causal_attention():
     rng = np.random.default_rng(12)
     x = jnp.asarray(_spikes(rng, (T, B, L, D)))
     ssa = snn.SpikingSelfAttention(D, H, causal=True, **COMMON, rngs=nnx.Rngs(3))
-    for window in (L, L + 3):
-        swa = snn.SlidingWindowSpikeAttention(D, H, window=window, **COMMON, rngs=nnx.Rngs(4))
+    windows = [snn.SlidingWindowSpikeAttention(D, H, window=w, **COMMON, rngs=nnx.Rngs(4)) for w in (L, L + 3, 2)]
+    for swa in windows:
         nnx.update(swa, nnx.state(ssa, nnx.Param))
-        np.testing.assert_allclose(np.asarray(swa(x)), np.asarray(ssa(x)), rtol=1e-6, atol=1e-6)
-    swa_small = snn.SlidingWindowSpikeAttention(D, H, window=2, **COMMON, rngs=nnx.Rngs(4))
-    nnx.update(swa_small, nnx.state(ssa, nnx.Param))
-    assert not np.allclose(np.asarray(swa_small(x)), np.asarray(ssa(x)))
+    outs = nnx.jit(lambda ms, x: [m(x) for m in ms])([ssa, *windows], x)
+    ref = np.asarray(outs[0])
+    np.testing.assert_allclose(np.asarray(outs[1]), ref, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(outs[2]), ref, rtol=1e-6, atol=1e-6)
+    assert not np.allclose(np.asarray(outs[3]), ref)
 
 
 @pytest.mark.parametrize("softmax", [False, True])
 def test_hybrid_is_consistent_with_its_parts(softmax):
     rng = np.random.default_rng(13)
     x = jnp.asarray(_spikes(rng, (T, B, L, D)))
-    hyb = snn.HybridSpikeAttention(D, H, window=3, softmax=softmax, chunk_size=2, **COMMON,
-                                   rngs=nnx.Rngs(5))
+    hyb = snn.HybridSpikeAttention(D, H, window=3, softmax=softmax, chunk_size=2, **COMMON, rngs=nnx.Rngs(5))
     lin = snn.LinearSpikeAttention(D, H, chunk_size=5, **COMMON, rngs=nnx.Rngs(6))
-    swa = snn.SlidingWindowSpikeAttention(D, H, window=3, softmax=softmax, **COMMON,
-                                          rngs=nnx.Rngs(7))
-    q, k, v = hyb.qkv(x)
-    mixed = hyb.mix(q, k, v)
+    swa = snn.SlidingWindowSpikeAttention(D, H, window=3, softmax=softmax, **COMMON, rngs=nnx.Rngs(7))
+
+    @nnx.jit
+    def run(hyb, lin, swa, x):
+        q, k, v = hyb.qkv(x)
+        parts = jnp.concatenate([lin.mix(q, k, v), swa.mix(q, k, v)], -1)
+        # the output is the projection of the spiking concatenation of the parts
+        ref = hyb.out_proj(hyb.attn_neuron(parts))
+        out, state = hyb(x, return_state=True)
+        return hyb.mix(q, k, v), parts, out, ref, state, lin._final_state(q, k, v), swa._final_state(q, k, v)
+
+    mixed, parts, out, ref, state, st_lin, st_swa = run(hyb, lin, swa, x)
     assert mixed.shape == (T, B, L, 2 * D)
-    np.testing.assert_allclose(np.asarray(mixed[..., :D]), np.asarray(lin.mix(q, k, v)), rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(mixed[..., D:]), np.asarray(swa.mix(q, k, v)), rtol=1e-6, atol=1e-6)
-    # the output is the projection of the spiking concatenation
-    ref = hyb.out_proj(hyb.attn_neuron(jnp.concatenate([lin.mix(q, k, v), swa.mix(q, k, v)], -1)))
-    np.testing.assert_allclose(np.asarray(hyb(x)), np.asarray(ref), rtol=1e-6, atol=1e-6)
-    _, state = hyb(x, return_state=True)
-    _, st_l = lin.__class__.__call__(lin, x, return_state=True)
-    np.testing.assert_allclose(np.asarray(state.window.k), np.asarray(swa._final_state(q, k, v).k))
-    np.testing.assert_allclose(np.asarray(state.linear.kv), np.asarray(lin._final_state(q, k, v).kv))
+    np.testing.assert_allclose(np.asarray(mixed), np.asarray(parts), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-6, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves((st_lin, st_swa)), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_attention_errors_name_the_argument():
