@@ -267,12 +267,23 @@ def resolve_backend(name: str, spec: ScanSpec | None = None, shape: tuple[int, i
     return name
 
 
+# The auto rule, from the measurements in BENCHMARKS.md ("Neuron scan (Triton)"): on an H100,
+# LIF forward+backward at (T, M) = (128, 1M), (32, 64K), (512, 16K), (8, 4M), f32 and bf16, Pallas
+# was fastest at all 8 points (1.09x-2.3x ahead of Triton; Triton 1.6x-52x ahead of xla), so the
+# order does not depend on the shape measured so far: Pallas, then Triton, then xla.
+AUTO_GPU_ORDER: tuple[str, ...] = ("pallas", "triton", "xla")
+
+
 def auto_choice(spec: ScanSpec | None, shape: tuple[int, int] | None) -> str:
-    """The ``auto`` rule: the measured-fastest available backend for this platform and shape."""
+    """The ``auto`` rule: the measured-fastest available backend for this platform and shape.
+
+    Off the GPU it is ``xla`` (the kernel backends need a GPU). On a GPU it is the first available
+    backend of :data:`AUTO_GPU_ORDER`, the order measured at every benchmarked (T, M, dtype).
+    """
     if _platform() != "gpu":
         return "xla"
-    for candidate in ("pallas", "triton"):
-        if unavailable_reason(candidate) is None:
+    for candidate in AUTO_GPU_ORDER:
+        if candidate == "xla" or unavailable_reason(candidate) is None:
             return candidate
     return "xla"
 

@@ -318,13 +318,14 @@ def test_auto_is_xla_on_cpu():
     np.testing.assert_array_equal(st_auto.v, st_xla.v)
 
 
-def test_auto_rule_is_shape_aware(monkeypatch):
-    """The GPU branch of the rule (monkeypatched platform and availability) follows BENCHMARKS.md."""
+def test_auto_rule_gpu_order(monkeypatch):
+    """The GPU branch of the rule (monkeypatched platform and availability) follows BENCHMARKS.md:
+    Pallas was fastest at every measured shape and dtype, then Triton, then xla."""
     monkeypatch.setattr(backends, "_platform", lambda: "gpu")
     monkeypatch.setattr(backends, "unavailable_reason", lambda name: None)
     spec = backends.ScanSpec()
     for shape in [(128, 1 << 20), (32, 1 << 16), (512, 1 << 14), (8, 1 << 22), (1, 7)]:
-        assert backends.auto_choice(spec, shape) in ("pallas", "triton")
+        assert backends.auto_choice(spec, shape) == "pallas"
     monkeypatch.setattr(backends, "unavailable_reason", lambda name: None if name == "triton" else "no")
     assert backends.auto_choice(spec, (128, 1 << 20)) == "triton"
     monkeypatch.setattr(backends, "unavailable_reason", lambda name: None if name == "pallas" else "no")
