@@ -334,7 +334,7 @@ def collect_spike_stats(model: nnx.Module, *inputs, dead_rate: float = 0.0, aler
         ``False`` runs eagerly on the model itself.
 
     Returns:
-      ``{layer path ("blocks/0/mlp/hidden_neuron"): SpikeStats}`` in call order; a layer called
+      ``{layer path ("blocks/0/mlp/hidden_neuron"): SpikeStats}`` sorted by path; a layer called
       several times is aggregated over its calls (channel-wise statistics need equal channel counts).
     """
     if not 0.0 <= alert_threshold <= 1.0:

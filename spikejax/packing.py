@@ -35,6 +35,7 @@ __all__ = [
     "pack_spikes",
     "unpack_spikes",
     "packed_size",
+    "packed_bytes",
     "spiking_linear",
     "PackedSpikeLinear",
     "use_packed_spike_linears",
