@@ -24,17 +24,21 @@ Kernel layout (memory-bound, so everything is about bytes and latency):
 
 * Grid over blocks of ``BM`` neurons; each program runs the whole time loop for its neurons with
   the state in registers. A partial last block is masked.
-* Time is processed in chunks of ``K`` steps. The inputs do not depend on the state, so the ``K``
-  rows ``x[t0:t0+K, block]`` of a chunk are loaded before any of its steps is computed, and the
-  forward additionally prefetches the next chunk while computing the current one (a register
-  double buffer), so a long ``T`` with few neurons is not one dependent load per step.
-* What the forward saves for the backward: nothing per step. It writes a checkpoint of ``v``
-  (and ``a`` for ALIF) at the start of every chunk, ``ceil(T/K) x M x 4`` bytes (1/K of an f32
-  membrane trace), and the backward recomputes the chunk's states from the checkpoint and ``x``
-  (which the caller holds anyway). Bytes per element, f32 in/out: forward 8 (x, s) + 4/K,
-  backward 12 (x, g_s, g_x) + 4/K, versus 12 + 12 for saving an f32 trace (or 10 + 10 for a bf16
-  one, which is also inexact). Recompute also reproduces the forward's spikes bit for bit, so
-  the backward sees exactly the forward's branch of every Heaviside.
+* Time is processed in chunks. The inputs do not depend on the state, so the forward loads the
+  ``Kf`` rows ``x[t0:t0+Kf, block]`` of a chunk before computing any of its steps, and prefetches
+  the next chunk into registers while computing the current one (a register double buffer), so
+  a long ``T`` with few neurons (T=512, M=16K) keeps many loads in flight instead of issuing one
+  dependent load per step.
+* What the forward saves for the backward: no per-step trace. It writes a checkpoint of ``v``
+  (and ``a`` for ALIF) every ``K`` steps (K = 8 on the GPU), ``(ceil(T/K) - 1) x M x 4`` bytes
+  (1/8 of an f32 membrane trace; none at t = 0, where the backward reads ``v0``), and the
+  backward recomputes each K-step chunk from its checkpoint and ``x`` (which the caller holds
+  anyway). Bytes per element for f32 in/out: forward 8 (x, s) + 4/K, backward 12 (x, g_s, g_x)
+  + 4/K, versus 12 + 12 when saving an f32 trace (10 + 10 for a bf16 trace, which is also
+  inexact); the H100 sweep in BENCHMARKS.md measures writing an f32 trace at +25-39 % forward
+  time at (T, M) = (128, 1M), before the backward even reads it back.
+  Recompute also reproduces the forward's spikes bit for bit, so the backward sees exactly the
+  forward's branch of every Heaviside.
 * The backward is one kernel scanning time in reverse chunk by chunk; per-neuron parameter
   gradients (beta, threshold, b, rho, alpha) are accumulated in registers over time and written
   once.

@@ -71,7 +71,7 @@ _PARAMS = {
 }
 
 
-def _compare(neuron, backend, *, shape=(11, 3, 7), dtype=jnp.float32, params=("beta", "threshold"),
+def _compare(neuron, backend, *, shape=(9, 3, 7), dtype=jnp.float32, params=("beta", "threshold"),
              surrogate="atan", state=True, return_membrane=True, **static):
     """Values and all gradients of ``neuron(..., backend)`` equal the xla reference."""
     fn = NEURONS[neuron]
@@ -182,9 +182,10 @@ def test_reset_delay_matches_xla(case, backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("surrogate", SURROGATES)
+@pytest.mark.parametrize("surrogate", ["fast_sigmoid", "triangular"])
 def test_every_surrogate_ternary(surrogate, backend):
-    """Both branches of the ternary spike through each surrogate, learnable α included."""
+    """Both branches of the ternary spike through the surrogates the ternary CASES do not use
+    (every surrogate also appears in CASES / DELAY_CASES), learnable α included."""
     _compare("ternary", backend, params=("beta", "threshold", "amplitude"), surrogate=surrogate,
              shape=(6, 5))
 
@@ -195,7 +196,7 @@ def test_every_surrogate_ternary(surrogate, backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize(
     "shape",
-    [(1, 5), (1, 130), (8, 33), (9, 150), (17, 2, 3)],  # T=1, odd M, several blocks + masked tail
+    [(1, 130), (8, 33), (9, 150), (17, 2, 3)],  # T=1, odd M, several blocks + masked tail
 )
 def test_shapes(shape, backend):
     _compare("lif", backend, shape=shape, params=("beta", "threshold"))
