@@ -5,7 +5,7 @@ surrogate gradients; see :mod:`spikejax.neurons`, :mod:`spikejax.surrogate` and
 :mod:`spikejax.backends`.
 """
 
-from spikejax import surrogate
+from spikejax import encoding, nn, surrogate
 from spikejax.backends import available_backends
 from spikejax.neurons import NeuronState, alif, if_, lif, multilevel, plif, ternary
 
@@ -15,9 +15,11 @@ __all__ = [
     "NeuronState",
     "alif",
     "available_backends",
+    "encoding",
     "if_",
     "lif",
     "multilevel",
+    "nn",
     "plif",
     "surrogate",
     "ternary",

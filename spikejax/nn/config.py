@@ -53,6 +53,11 @@ class _ConfigMixin:
     def from_json(cls, text: str):
         return cls.from_dict(json.loads(text))
 
+    def __hash__(self) -> int:
+        # configs are values (static metadata of a model's graph, hashed by jax.jit caches);
+        # do not mutate one after building a model from it
+        return hash((type(self).__name__, self.to_json()))
+
     def replace(self, **changes):
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
@@ -107,6 +112,7 @@ class SpikingLMConfig(_ConfigMixin):
     pos_embedding: bool = True
 
     model_name: ClassVar[str] = "SpikingLM"
+    __hash__ = _ConfigMixin.__hash__
 
     def __post_init__(self):
         _pos_int("vocab_size", self.vocab_size)
@@ -149,6 +155,7 @@ class SpikformerConfig(_ConfigMixin):
     backend: str = "xla"
 
     model_name: ClassVar[str] = "Spikformer"
+    __hash__ = _ConfigMixin.__hash__
 
     def __post_init__(self):
         for name in ("image_size", "in_channels", "patch_size", "num_classes"):

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -164,33 +165,35 @@ class SpikingLM(nnx.Module):
         if max_new_tokens == 0:
             return prompt
         graphdef, params = nnx.split(self)
+        return _generate(graphdef, params, prompt, key, max_new_tokens=max_new_tokens,
+                         temperature=float(temperature), top_k=top_k)
 
-        def sample(k, logits):
-            if temperature == 0:
-                return jnp.argmax(logits, axis=-1).astype(prompt.dtype)
-            logits = logits / temperature
-            if top_k is not None:
-                kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
-                logits = jnp.where(logits < kth, -jnp.inf, logits)
-            return jax.random.categorical(k, logits, axis=-1).astype(prompt.dtype)
 
-        @jax.jit
-        def run(params, prompt, key):
-            model = nnx.merge(graphdef, params)
-            logits, state = model(prompt, return_state=True)
-            keys = jax.random.split(key, max_new_tokens)
-            first = sample(keys[0], logits[:, -1])
+@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "temperature", "top_k"))
+def _generate(graphdef, params, prompt, key, *, max_new_tokens: int, temperature: float, top_k: int | None):
+    model = nnx.merge(graphdef, params)
 
-            def body(carry, k):
-                tok, state = carry
-                logits, state = model.decode_step(tok, state)
-                nxt = sample(k, logits)
-                return (nxt, state), nxt
+    def sample(k, logits):
+        if temperature == 0:
+            return jnp.argmax(logits, axis=-1).astype(prompt.dtype)
+        logits = logits / temperature
+        if top_k is not None:
+            kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
+            logits = jnp.where(logits < kth, -jnp.inf, logits)
+        return jax.random.categorical(k, logits, axis=-1).astype(prompt.dtype)
 
-            _, rest = jax.lax.scan(body, (first, state), keys[1:])
-            return jnp.concatenate([prompt, first[:, None], rest.T], axis=1)
+    logits, state = model(prompt, return_state=True)
+    keys = jax.random.split(key, max_new_tokens)
+    first = sample(keys[0], logits[:, -1])
 
-        return run(params, prompt, key)
+    def body(carry, k):
+        tok, state = carry
+        logits, state = model.decode_step(tok, state)
+        nxt = sample(k, logits)
+        return (nxt, state), nxt
+
+    _, rest = jax.lax.scan(body, (first, state), keys[1:])
+    return jnp.concatenate([prompt, first[:, None], rest.T], axis=1)
 
 
 class SpikingPatchEmbed(nnx.Module):
