@@ -238,6 +238,8 @@ def fit(task: Task, cfg: TrainConfig, *, mesh=None, print_fn: Callable[[str], No
     if batch is None:  # already finished: evaluate the restored state
         batch = shd.shard_batch(task.train_batch(cfg.seed, max(cfg.steps - 1, 0), cfg.batch_size), mesh)
     final_eval = evaluate(state) if task.eval_batches else {}
+    if final_eval:
+        log({"step": int(state.step), "final": True, **final_eval})
     neurons, linears, grads = probe(state, batch)
     spiking = summarize_layers(neurons, grads)
     energy = energy_report(linears, T, task.units_per_batch(cfg.batch_size), unit=task.unit)
@@ -280,7 +282,8 @@ def _plot(out: str) -> None:
         return
     recs = [json.loads(line) for line in open(path)]
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([r["step"] for r in recs], [r["loss"] for r in recs], label="train loss")
+    train = [r for r in recs if "loss" in r]
+    ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss")
     ev = [r for r in recs if "val_loss" in r]
     if ev:
         ax.plot([r["step"] for r in ev], [r["val_loss"] for r in ev], "o-", label="val loss")

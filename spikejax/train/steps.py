@@ -39,6 +39,7 @@ class TrainState(NamedTuple):
 def _flat(state: nnx.State) -> tuple[dict[str, Array], Any, list[str]]:
     leaves, treedef = jax.tree_util.tree_flatten_with_path(state)
     names = [jax.tree_util.keystr(p, simple=True, separator=".") for p, _ in leaves]
+    names = [n[: -len(".value")] if n.endswith(".value") else n for n in names]  # "head.kernel"
     if len(set(names)) != len(names):
         raise ValueError("model: two parameters share a path name")
     return dict(zip(names, (v for _, v in leaves), strict=True)), treedef, names
