@@ -104,10 +104,14 @@ def _fire(spec: ScanSpec, h: Array, thr: Array, alpha: Array) -> tuple[Array, Ar
     if spec.kind == "ternary":
         down = spike(-h - thr, alpha)
         return up - down, up + down
-    s = up
-    for k in range(2, spec.levels + 1):
-        s = s + spike(h - k * thr, alpha)
-    return s, up
+    return _level_count(spec.surrogate, spec.levels, h, thr, alpha), up
+
+
+@functools.partial(jax.checkpoint, static_argnums=(0, 1))
+def _level_count(shape: str, levels: int, h: Array, thr: Array, alpha: Array) -> Array:
+    """Σ_{k=1..L} spike(h - kθ), rematerialized so autodiff keeps O(1), not O(L), residuals per step."""
+    spike = functools.partial(_surrogate.spike, shape)
+    return jax.lax.fori_loop(1, levels + 1, lambda k, acc: acc + spike(h - k * thr, alpha), jnp.zeros_like(h))
 
 
 def _reset(spec: ScanSpec, h: Array, thr: Array, s: Array, fired: Array) -> Array:
