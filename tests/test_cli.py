@@ -30,6 +30,8 @@ def test_train_lm_then_sample(tmp_path, capsys):
     assert cli.main(["sample", "--checkpoint", str(out), "--prompt", "The ", "--chars", "6"]) == 0
     sampled = capsys.readouterr().out.strip()
     assert sampled.startswith("The ") and len(sampled) == 10
+    with pytest.raises(SystemExit, match="vocabulary"):
+        cli.main(["sample", "--checkpoint", str(out), "--prompt", "\u03a9"])
 
     # a second fresh run into the same directory is refused (nothing overwritten) ...
     assert cli.main(args) == 1

@@ -78,7 +78,7 @@ def read_meta(directory: str | os.PathLike, step: int | None = None) -> tuple[in
     if not os.path.isdir(directory):
         raise CheckpointError(f"checkpoint: no such directory {directory!r}")
     with ocp.CheckpointManager(directory, item_names=("state", "meta"),
-                               options=ocp.CheckpointManagerOptions(create=False, read_only=True)) as mngr:
+                               options=ocp.CheckpointManagerOptions(create=False)) as mngr:
         step = mngr.latest_step() if step is None else step
         if step is None:
             raise CheckpointError(f"checkpoint: {directory!r} holds no checkpoint")

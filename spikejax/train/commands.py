@@ -293,7 +293,10 @@ def sample_main(argv: list[str] | None = None) -> str:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     model, ds = load_lm(args.checkpoint)
-    text = _generate(model, ds, args.prompt, args.chars, args.seed, args.temperature, args.top_k)
+    try:
+        text = _generate(model, ds, args.prompt, args.chars, args.seed, args.temperature, args.top_k)
+    except ValueError as e:
+        raise SystemExit(f"spikejax sample: error: {e}") from None
     print(text)
     return text
 
