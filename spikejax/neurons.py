@@ -73,14 +73,8 @@ def _check_x(x) -> Array:
 def _param(name: str, value: Param, neuron_shape: tuple[int, ...], *, low=None, high=None,
            low_open: bool = False) -> Array:
     """Broadcast a parameter to the neuron shape and flatten it to ``[M]`` float32."""
-    arr = jnp.asarray(value)
-    try:
-        out = jnp.broadcast_to(arr, neuron_shape)
-    except ValueError:
-        raise ValueError(
-            f"{name}: shape {tuple(arr.shape)} is not broadcastable to the neuron shape "
-            f"{neuron_shape} (use a scalar or one value per channel, shape ({neuron_shape[-1]},))"
-        ) from None
+    out = _flat_f32(name, value, neuron_shape,
+                    f"(use a scalar or one value per channel, shape ({neuron_shape[-1]},))")
     host = _concrete(value)
     if host is not None and host.size:
         if low is not None and (np.any(host <= low) if low_open else np.any(host < low)):
@@ -88,6 +82,18 @@ def _param(name: str, value: Param, neuron_shape: tuple[int, ...], *, low=None, 
             raise ValueError(f"{name}: expected values {bound}, got min {host.min()}")
         if high is not None and np.any(host > high):
             raise ValueError(f"{name}: expected values <= {high}, got max {host.max()}")
+    return out
+
+
+def _flat_f32(name: str, value, neuron_shape: tuple[int, ...], hint: str = "") -> Array:
+    """``value`` broadcast to the neuron shape, as a flat ``[M]`` float32 vector."""
+    arr = jnp.asarray(value)
+    try:
+        out = jnp.broadcast_to(arr, neuron_shape)
+    except ValueError:
+        raise ValueError(
+            f"{name}: shape {tuple(arr.shape)} is not broadcastable to the neuron shape {neuron_shape} {hint}".rstrip()
+        ) from None
     return out.astype(jnp.float32).reshape(-1)
 
 
@@ -179,14 +185,8 @@ def _initial_state(state, neuron_shape, adaptive) -> tuple[Array, Array]:
     def flat(name, value):
         if value is None:
             return jnp.zeros((math.prod(neuron_shape),), jnp.float32)
-        value = jnp.asarray(value)
-        try:
-            value = jnp.broadcast_to(value, neuron_shape)
-        except ValueError:
-            raise ValueError(
-                f"state.{name}: shape {tuple(value.shape)} does not match the neuron shape {neuron_shape}"
-            ) from None
-        return value.astype(jnp.float32).reshape(-1)
+        return _flat_f32(f"state.{name}", value, neuron_shape)
+
     return flat("v", v), flat("a", a if adaptive else None)
 
 
