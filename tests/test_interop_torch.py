@@ -245,14 +245,28 @@ def test_spikformer_matches(kw):
     _compare_train_and_eval(jmodel, tmodel, images, bn=cfg.norm == "bn")
 
 
-def test_batchnorm_eval_mode_uses_running_statistics():
-    cfg = snn.SpikingLMConfig(vocab_size=13, d_model=16, num_heads=2, num_layers=1, mlp_ratio=2.0, time_steps=2,
-                              max_len=16, attention="ssa", norm="bn", shortcut="spike")
-    jmodel = _randomize(cfg.build(seed=0), 8)
-    jmodel.eval()
-    tmodel = _load_into_torch(jmodel, tm.SpikingLM(cfg))
-    tokens = np.random.default_rng(9).integers(0, 13, (2, 6))
-    _compare_model(jmodel, tmodel, tokens, train=False, check_grads=False)
+# (BatchNorm in eval mode, on running statistics, is compared by test_spiking_lm_matches[ssa] and
+# test_spikformer_matches[bn-spike-ssa] through _compare_train_and_eval.)
+
+
+def test_linear_attention_default_eps_and_gradient_match_jax():
+    """Same default ε (1) as spikejax.nn, and the same bounded gradient on a query row without spikes."""
+    from spikejax.nn import attention as jattn
+
+    assert tm.LINEAR_ATTENTION_EPS == snn.LINEAR_ATTENTION_EPS == 1.0
+    assert tm.LinearSpikeAttention(8, 2).eps == tm.HybridSpikeAttention(8, 2).eps == 1.0
+    rng = np.random.default_rng(12)
+    q, k, v = ((rng.uniform(size=(2, 2, 6, 4)) < 0.5).astype(np.float32) for _ in range(3))
+    q[..., 3, :] = 0.0
+    g = rng.standard_normal(q.shape).astype(np.float32)
+    jy, jvjp = jax.vjp(lambda q: jattn.linear_attention_core(q, jnp.asarray(k), jnp.asarray(v), chunk_size=4),
+                       jnp.asarray(q))
+    tq = torch.from_numpy(q).requires_grad_(True)
+    ty = tm.linear_attention_core(tq, torch.from_numpy(k), torch.from_numpy(v))
+    (ty * torch.from_numpy(g)).sum().backward()
+    np.testing.assert_allclose(ty.detach().numpy(), np.asarray(jy), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(tq.grad.numpy(), np.asarray(jvjp(jnp.asarray(g))[0]), rtol=1e-5, atol=1e-6)
+    assert np.abs(tq.grad.numpy()[..., 3, :]).max() < 100.0
 
 
 def test_load_model_from_export_and_import_back(tmp_path):

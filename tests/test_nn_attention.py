@@ -94,9 +94,45 @@ def test_linear_attention_core(chunk, feature, normalize):
 def test_linear_attention_core_noncausal():
     rng = np.random.default_rng(2)
     q, k, v = (_spikes(rng, (T, B, H, L, d)) for _ in range(3))
-    out = snn.linear_attention_core(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), causal=False)
+    out = snn.linear_attention_core(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), causal=False, eps=1e-6)
     np.testing.assert_allclose(np.asarray(out), ref_linear(q, k, v, "identity", True, 1e-6, 1.0, causal=False),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_linear_attention_gradient_is_bounded_for_a_query_without_spikes():
+    """Default ε = 1: ``∂y_{i,e}/∂q_{i,d} = (S_{i,de} - y_{i,e} z_{i,d}) / (n_i + ε)``, so on a query row
+    with no spikes (n_i = 0) ``|∂L/∂q_{i,d}| <= 2 max|v| z_{i,d} Σ_e |g_{i,e}| / ε``; with ε = 1e-6 the
+    same row's gradient is ~1e6 times larger."""
+    assert snn.LINEAR_ATTENTION_EPS == 1.0
+    rng = np.random.default_rng(4)
+    q, k, v = (_spikes(rng, (T, B, H, L, d)) for _ in range(3))
+    i = 4
+    q[..., i, :] = 0.0  # position i of every (t, b, h): a query with no spikes
+    g = rng.standard_normal(q.shape).astype(np.float32)  # upstream gradient dL/dy
+    z_i = k[..., : i + 1, :].sum(-2)  # z_i = Σ_{j<=i} k_j
+    bound = 2.0 * np.abs(v).max() * z_i * np.abs(g[..., i, :]).sum(-1, keepdims=True)
+
+    def grad_q(**kw):
+        return np.asarray(jax.grad(lambda q: (snn.linear_attention_core(q, jnp.asarray(k), jnp.asarray(v),
+                                                                         chunk_size=3, **kw) * g).sum())(
+            jnp.asarray(q)))
+
+    gq = grad_q()
+    assert np.isfinite(gq).all()
+    assert (np.abs(gq[..., i, :]) <= bound + 1e-5).all()
+    others = np.abs(np.delete(gq, i, axis=-2)).max()
+    assert np.abs(gq[..., i, :]).max() <= 10 * others  # the same order as rows with spikes
+    # the decode step (same default) and the modules' default agree with the core
+    step_q = jax.grad(lambda qi: (snn.attention.linear_attention_step(
+        qi, jnp.asarray(k[..., i, :]), jnp.asarray(v[..., i, :]),
+        snn.LinearAttentionState(jnp.asarray(np.einsum("...jd,...je->...de", k[..., :i, :], v[..., :i, :])),
+                                 jnp.asarray(k[..., :i, :].sum(-2))))[0] * g[..., i, :]).sum())(
+        jnp.asarray(q[..., i, :]))
+    np.testing.assert_allclose(np.asarray(step_q), gq[..., i, :], rtol=1e-5, atol=1e-5)
+    for cls in (snn.LinearSpikeAttention, snn.HybridSpikeAttention):
+        assert cls(D, H, rngs=nnx.Rngs(0)).eps == 1.0
+    # the ill-conditioned normaliser this default replaces
+    assert np.abs(grad_q(eps=1e-6)[..., i, :]).max() > 1e4 * np.abs(gq[..., i, :]).max()
 
 
 @pytest.mark.parametrize("window", [1, 3, L, L + 5])
@@ -281,6 +317,10 @@ def test_attention_errors_name_the_argument():
         snn.SlidingWindowSpikeAttention(D, H, window=0, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="feature_map"):
         snn.LinearSpikeAttention(D, H, feature_map="exp", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="eps"):
+        snn.LinearSpikeAttention(D, H, eps=0.0, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="eps"):
+        snn.HybridSpikeAttention(D, H, eps=-1.0, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="attention"):
         snn.make_attention("flash", D, H, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="norm"):

@@ -65,6 +65,7 @@ __all__ = [
     "SlidingWindowSpikeAttention",
     "HybridSpikeAttention",
     "ATTENTIONS",
+    "LINEAR_ATTENTION_EPS",
     "make_attention",
     "SpikingMLP",
     "SpikingTransformerBlock",
@@ -260,6 +261,11 @@ def _decay(tau: float | None, beta: float | None, decay_input: bool | None, defa
     return torch.tensor(default_beta, dtype=f32), False if decay_input is None else bool(decay_input)
 
 
+def _param_or_value(learn: bool, shape: tuple[int, ...], value: float) -> nn.Parameter | float:
+    """A per-channel ``nn.Parameter`` filled with ``value`` (``learn``) or the plain float ``value``."""
+    return nn.Parameter(torch.full(shape, float(value))) if learn else float(value)
+
+
 class SpikingNeuron(nn.Module):
     """Base of the neuron layers: surrogate, optional learnable ``surrogate_alpha[C]``, streaming state.
 
@@ -382,10 +388,7 @@ class PLIF(SpikingNeuron):
             raise ValueError(f"init_tau: expected > 1, got {init_tau}")
         self.decay_logit = nn.Parameter(torch.full(self.channel_shape, -math.log(init_tau - 1.0)))
         self.learn_threshold = bool(learn_threshold)
-        if self.learn_threshold:
-            self.threshold = nn.Parameter(torch.full(self.channel_shape, float(threshold)))
-        else:
-            self.threshold = float(threshold)
+        self.threshold = _param_or_value(self.learn_threshold, self.channel_shape, threshold)
         self.decay_input, self.reset = bool(decay_input), _check_reset(reset)
         self.detach_reset, self.reset_delay = bool(detach_reset), bool(reset_delay)
 
@@ -406,10 +409,7 @@ class Ternary(SpikingNeuron):
         self._beta, self.decay_input = _decay(tau, beta, decay_input, 2.0, None)
         self.threshold, self.reset = float(threshold), _check_reset(reset)
         self.learn_amplitude = bool(learn_amplitude)
-        if self.learn_amplitude:
-            self.amplitude = nn.Parameter(torch.full(self.channel_shape, float(amplitude)))
-        else:
-            self.amplitude = float(amplitude)
+        self.amplitude = _param_or_value(self.learn_amplitude, self.channel_shape, amplitude)
         self.detach_reset, self.reset_delay = bool(detach_reset), bool(reset_delay)
 
     def scan_kwargs(self):
@@ -514,9 +514,15 @@ def ssa_core(q: Tensor, k: Tensor, v: Tensor, *, scale: float, causal: bool = Fa
     return (scores @ v) * scale
 
 
+LINEAR_ATTENTION_EPS = 1.0
+"""Default ε of the normalized linear attention (as :data:`spikejax.nn.LINEAR_ATTENTION_EPS`): with
+non-negative features ``ε = 1`` keeps ``∂y_i/∂q_i`` bounded for a query without spikes."""
+
+
 def linear_attention_core(q: Tensor, k: Tensor, v: Tensor, *, feature: str = "identity", normalize: bool = True,
-                          eps: float = 1e-6, scale: float = 1.0, causal: bool = True) -> Tensor:
-    """``φ(q_i)ᵀ S_i / (φ(q_i)ᵀ z_i + ε)`` (or ``· scale`` unnormalized), ``S_i = Σ_{j≤i} φ(k_j) v_jᵀ``.
+                          eps: float = LINEAR_ATTENTION_EPS, scale: float = 1.0, causal: bool = True) -> Tensor:
+    """``φ(q_i)ᵀ S_i / (φ(q_i)ᵀ z_i + ε)`` (or ``· scale`` unnormalized), ``S_i = Σ_{j≤i} φ(k_j) v_jᵀ``,
+    ``z_i = Σ_{j≤i} φ(k_j)``; ``q, k: [..., L, d]``, ``v: [..., L, e]`` -> ``[..., L, e]``.
 
     Computed in the quadratic masked form (same value as the O(L) chunked JAX form)."""
     qf, kf = _feature_map(q, feature), _feature_map(k, feature)
@@ -637,20 +643,34 @@ class SpikeDrivenSelfAttention(SpikeAttentionBase):
         return q * self.kv_neuron(kv)
 
 
+def _set_linear_options(attn: SpikeAttentionBase, feature_map: str, normalize: bool, eps: float,
+                        chunk_size: int) -> None:
+    """Store the linear-attention arguments (of :class:`LinearSpikeAttention` and
+    :class:`HybridSpikeAttention`), checked as in :mod:`spikejax.nn.attention`."""
+    if not float(eps) > 0:
+        raise ValueError(f"eps: expected > 0 (the normaliser φ(q)ᵀz + eps can be 0), got {eps!r}")
+    attn.feature_map, attn.normalize, attn.eps = feature_map, bool(normalize), float(eps)
+    attn.chunk_size = chunk_size  # the JAX chunking; the value does not depend on it
+
+
+def _linear_core(attn: SpikeAttentionBase, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """:func:`linear_attention_core` with ``attn``'s options on heads ``[T, B, H, L, d]``."""
+    return linear_attention_core(q, k, v, feature=attn.feature_map, normalize=attn.normalize, eps=attn.eps,
+                                 scale=attn.scale, causal=attn.causal)
+
+
 class LinearSpikeAttention(SpikeAttentionBase):
-    """Causal linear attention on spikes (:func:`linear_attention_core`)."""
+    """Causal linear attention on spikes (:func:`linear_attention_core`), ``eps`` default 1
+    (:data:`LINEAR_ATTENTION_EPS`)."""
 
     def __init__(self, d_model: int, num_heads: int, *, causal: bool = True, feature_map: str = "identity",
-                 normalize: bool = True, eps: float = 1e-6, chunk_size: int = 64, **kwargs):
-        self.feature_map, self.normalize, self.eps = feature_map, bool(normalize), float(eps)
-        self.chunk_size = chunk_size  # the JAX chunking; the value does not depend on it
+                 normalize: bool = True, eps: float = LINEAR_ATTENTION_EPS, chunk_size: int = 64, **kwargs):
+        _set_linear_options(self, feature_map, normalize, eps, chunk_size)
         super().__init__(d_model, num_heads, causal=causal, **kwargs)
 
     def mix(self, q, k, v):
         h = self.split_heads
-        return self.merge_heads(linear_attention_core(h(q), h(k), h(v), feature=self.feature_map,
-                                                      normalize=self.normalize, eps=self.eps, scale=self.scale,
-                                                      causal=self.causal))
+        return self.merge_heads(_linear_core(self, h(q), h(k), h(v)))
 
 
 class SlidingWindowSpikeAttention(SpikeAttentionBase):
@@ -673,13 +693,12 @@ class HybridSpikeAttention(SpikeAttentionBase):
     """``out_proj(SN([linear ‖ sliding window]))``, mixed width 2D."""
 
     def __init__(self, d_model: int, num_heads: int, *, window: int = 64, softmax: bool = False,
-                 feature_map: str = "identity", normalize: bool = True, eps: float = 1e-6, chunk_size: int = 64,
-                 causal: bool = True, **kwargs):
+                 feature_map: str = "identity", normalize: bool = True, eps: float = LINEAR_ATTENTION_EPS,
+                 chunk_size: int = 64, causal: bool = True, **kwargs):
         if not causal:
             raise ValueError("causal: HybridSpikeAttention is causal; got causal=False")
         self.window, self.softmax = int(window), bool(softmax)
-        self.feature_map, self.normalize, self.eps = feature_map, bool(normalize), float(eps)
-        self.chunk_size = chunk_size
+        _set_linear_options(self, feature_map, normalize, eps, chunk_size)
         super().__init__(d_model, num_heads, causal=True, **kwargs)
 
     @property
@@ -688,8 +707,7 @@ class HybridSpikeAttention(SpikeAttentionBase):
 
     def mix(self, q, k, v):
         qh, kh, vh = self.split_heads(q), self.split_heads(k), self.split_heads(v)
-        lin = linear_attention_core(qh, kh, vh, feature=self.feature_map, normalize=self.normalize, eps=self.eps,
-                                    scale=self.scale, causal=True)
+        lin = _linear_core(self, qh, kh, vh)
         swa = sliding_window_core(qh, kh, vh, window=self.window, scale=self.scale, softmax=self.softmax)
         return torch.cat([self.merge_heads(lin), self.merge_heads(swa)], dim=-1)
 

@@ -11,6 +11,7 @@
 
 from spikejax.nn.attention import (
     ATTENTIONS,
+    LINEAR_ATTENTION_EPS,
     HybridSpikeAttention,
     HybridState,
     LinearAttentionState,
@@ -59,6 +60,7 @@ __all__ = [
     "HybridState",
     "IF",
     "LIF",
+    "LINEAR_ATTENTION_EPS",
     "LatencyEncoder",
     "LinearAttentionState",
     "LinearSpikeAttention",

@@ -17,7 +17,8 @@ core                           equation (per time step and head; ``M`` the causa
 =============================  ======================================================================
 :func:`ssa_core`               ``(Q Kᵀ ⊙ M) V · scale`` (Spikformer SSA, no softmax)
 :func:`linear_attention_core`  ``y_i = φ(q_i)ᵀ S_i / (φ(q_i)ᵀ z_i + ε)``, ``S_i = Σ_{j≤i} φ(k_j) v_jᵀ``,
-                               ``z_i = Σ_{j≤i} φ(k_j)`` (O(L), chunked); unnormalized: ``φ(q_i)ᵀ S_i · scale``
+                               ``z_i = Σ_{j≤i} φ(k_j)`` (O(L), chunked; ε = 1 by default, see
+                               :data:`LINEAR_ATTENTION_EPS`); unnormalized: ``φ(q_i)ᵀ S_i · scale``
 :func:`sliding_window_core`    ``(Q Kᵀ ⊙ B_w) V · scale``, ``B_w[i, j] = 1[i - w < j ≤ i]``; or
                                ``softmax(Q Kᵀ · scale + log B_w) V``
 SDSA (module)                  ``Q ⊗ SN(Σ_j K_j ⊗ V_j)`` (Spike-driven Transformer; Σ over positions,
@@ -64,10 +65,22 @@ __all__ = [
     "HybridState",
     "ATTENTIONS",
     "make_attention",
+    "LINEAR_ATTENTION_EPS",
 ]
 
 NORMS = ("none", "batch", "layer")
 FEATURE_MAPS = ("identity", "relu", "elu1")
+LINEAR_ATTENTION_EPS = 1.0
+"""Default ε of the normalized linear attention, ``y_i = φ(q_i)ᵀ S_i / (φ(q_i)ᵀ z_i + ε)``.
+
+With non-negative features ``n_i = φ(q_i)ᵀ z_i >= 0`` (for binary spikes, the number of query/key
+spike coincidences up to position i) ``ε = 1`` acts as one extra always-matching key of value 0:
+``y_i = Σ_j w_ij v_j / (1 + Σ_j w_ij)``, a bounded average that shrinks toward 0 when few keys match.
+The gradient ``∂y_{i,e}/∂φ(q_i)_d = (S_{i,de} - y_{i,e} z_{i,d}) / (n_i + ε)`` is bounded by
+``2 max|v| z_{i,d} / (n_i + ε)``, which with ε = 1 stays O(the key-spike count) also for a query
+with no spikes (``n_i = 0``); a tiny ε (e.g. 1e-6) multiplies it by 1/ε there (measured at
+initialisation: |∂L/∂q| ~ 1e2 on such rows against ~ 1e-4 elsewhere).
+"""
 
 
 # --- pure cores on heads [T, B, H, L, d] --------------------------------------------------------
@@ -107,12 +120,13 @@ def _exclusive_cumsum(x: Array, axis: int) -> Array:
 
 
 def linear_attention_core(q: Array, k: Array, v: Array, *, feature: str = "identity",
-                          normalize: bool = True, eps: float = 1e-6, scale: float = 1.0,
+                          normalize: bool = True, eps: float = LINEAR_ATTENTION_EPS, scale: float = 1.0,
                           causal: bool = True, chunk_size: int = 64) -> Array:
     """Linear attention with a non-negative feature map φ; ``q, k: [..., L, d]``, ``v: [..., L, e]``.
 
     Causal: ``y_i = φ(q_i)ᵀ S_i / (φ(q_i)ᵀ z_i + ε)`` with ``S_i = Σ_{j≤i} φ(k_j) v_jᵀ`` and
-    ``z_i = Σ_{j≤i} φ(k_j)`` (``normalize``), else ``y_i = φ(q_i)ᵀ S_i · scale``. Computed in chunks
+    ``z_i = Σ_{j≤i} φ(k_j)`` (``normalize``; ε defaults to :data:`LINEAR_ATTENTION_EPS` = 1, which
+    keeps ``∂y_i/∂q_i`` bounded for a query without spikes), else ``y_i = φ(q_i)ᵀ S_i · scale``. Computed in chunks
     of ``chunk_size`` positions: masked attention inside a chunk plus the running state of the
     previous chunks, O(L · (chunk_size + d) · e) time. Non-causal: sums over all positions.
     """
@@ -203,7 +217,8 @@ class HybridState(NamedTuple):
 
 
 def linear_attention_step(q: Array, k: Array, v: Array, state: LinearAttentionState, *,
-                          feature: str = "identity", normalize: bool = True, eps: float = 1e-6,
+                          feature: str = "identity", normalize: bool = True,
+                          eps: float = LINEAR_ATTENTION_EPS,
                           scale: float = 1.0) -> tuple[Array, LinearAttentionState]:
     """One causal linear-attention position on heads ``q, k, v: [..., d]`` -> ``(y[..., d], state)``."""
     qf, kf = feature_map(q, feature), feature_map(k, feature)
@@ -438,6 +453,34 @@ def _check_positive_int(name: str, value) -> int:
     return value
 
 
+def _set_linear_options(attn: SpikeAttentionBase, feature_map: str, normalize: bool, eps: float,
+                        chunk_size: int) -> None:
+    """Validate and store the linear-attention arguments (of :class:`LinearSpikeAttention` and
+    :class:`HybridSpikeAttention`) before the base constructor runs."""
+    _check_feature_map(feature_map)
+    if not float(eps) > 0:
+        raise ValueError(f"eps: expected > 0 (the normaliser φ(q)ᵀz + eps can be 0), got {eps!r}")
+    attn.feature_map = feature_map
+    attn.normalize = bool(normalize)
+    attn.eps = float(eps)
+    attn.chunk_size = _check_positive_int("chunk_size", chunk_size)
+
+
+def _linear_core(attn: SpikeAttentionBase, q: Array, k: Array, v: Array) -> Array:
+    """:func:`linear_attention_core` with ``attn``'s options on heads ``[T, B, H, L, d]``."""
+    return linear_attention_core(q, k, v, feature=attn.feature_map, normalize=attn.normalize, eps=attn.eps,
+                                 scale=attn.scale, causal=attn.causal, chunk_size=attn.chunk_size)
+
+
+def _linear_step(attn: SpikeAttentionBase, heads: list[Array],
+                 state: LinearAttentionState) -> tuple[Array, LinearAttentionState]:
+    """:func:`linear_attention_step` with ``attn``'s options on one position ``heads = [q, k, v]``,
+    each ``[T, B, H, d]``."""
+    q, k, v = heads
+    return linear_attention_step(q, k, v, state, feature=attn.feature_map, normalize=attn.normalize,
+                                 eps=attn.eps, scale=attn.scale)
+
+
 class SpikingSelfAttention(SpikeAttentionBase):
     """Spikformer's spiking self-attention (SSA, Zhou et al. 2023): ``SN((Q Kᵀ ⊙ M) V · scale)``.
 
@@ -500,26 +543,23 @@ class SpikeDrivenSelfAttention(SpikeAttentionBase):
 class LinearSpikeAttention(SpikeAttentionBase):
     """Causal linear attention on spikes, O(L) (:func:`linear_attention_core`), then SN and projection.
 
+    ``y_i = φ(q_i)ᵀ S_i / (φ(q_i)ᵀ z_i + ε)``, ``S_i = Σ_{j≤i} φ(k_j) v_jᵀ``, ``z_i = Σ_{j≤i} φ(k_j)``.
     Extra args: ``feature_map`` (``"identity"`` default: spikes are non-negative, ``"relu"``,
-    ``"elu1"``), ``normalize`` (divide by ``φ(q)ᵀ z + eps``; else multiply by ``scale``), ``eps``,
-    ``chunk_size`` (positions per chunk in the full forward). ``causal`` defaults to True.
+    ``"elu1"``), ``normalize`` (divide by ``φ(q)ᵀ z + eps``; else multiply by ``scale``), ``eps``
+    (default :data:`LINEAR_ATTENTION_EPS` = 1: a well-conditioned normaliser for non-negative
+    features, bounded gradients also for a query without spikes; see that constant), ``chunk_size``
+    (positions per chunk in the full forward). ``causal`` defaults to True.
     Decoding keeps a :class:`LinearAttentionState` (``kv``, ``z``). ``x[T, B, L, D] -> y[T, B, L, D]``.
     """
 
     def __init__(self, d_model: int, num_heads: int, *, causal: bool = True, feature_map: str = "identity",
-                 normalize: bool = True, eps: float = 1e-6, chunk_size: int = 64, **kwargs):
-        _check_feature_map(feature_map)
-        self.feature_map = feature_map
-        self.normalize = bool(normalize)
-        self.eps = float(eps)
-        self.chunk_size = _check_positive_int("chunk_size", chunk_size)
+                 normalize: bool = True, eps: float = LINEAR_ATTENTION_EPS, chunk_size: int = 64, **kwargs):
+        _set_linear_options(self, feature_map, normalize, eps, chunk_size)
         super().__init__(d_model, num_heads, causal=causal, **kwargs)
 
     def core(self, q: Array, k: Array, v: Array) -> Array:
         """The linear-attention core on heads ``[T, B, H, L, d]``."""
-        return linear_attention_core(q, k, v, feature=self.feature_map, normalize=self.normalize,
-                                     eps=self.eps, scale=self.scale, causal=self.causal,
-                                     chunk_size=self.chunk_size)
+        return _linear_core(self, q, k, v)
 
     def mix(self, q, k, v):
         return self.merge_heads(self.core(self.split_heads(q), self.split_heads(k), self.split_heads(v)))
@@ -532,8 +572,7 @@ class LinearSpikeAttention(SpikeAttentionBase):
 
     def _mix_step(self, q, k, v, state):
         heads = [self.split_heads(a)[..., 0, :] for a in (q, k, v)]
-        out, state = linear_attention_step(*heads, state, feature=self.feature_map,
-                                           normalize=self.normalize, eps=self.eps, scale=self.scale)
+        out, state = _linear_step(self, heads, state)
         return self.merge_heads(out[..., None, :]), state
 
 
@@ -579,22 +618,19 @@ class HybridSpikeAttention(SpikeAttentionBase):
 
     ``mix`` returns ``[T, B, L, 2D]`` = ``concat(linear_attention_core, sliding_window_core)``
     (merged heads); ``out_proj`` maps 2D -> D. Args: ``window``, ``softmax`` (for the window
-    branch), ``feature_map``, ``normalize``, ``eps``, ``chunk_size`` as in the two parts.
+    branch), ``feature_map``, ``normalize``, ``eps`` (default 1, :data:`LINEAR_ATTENTION_EPS`),
+    ``chunk_size`` as in the two parts.
     Decoding keeps a :class:`HybridState`. ``x[T, B, L, D] -> y[T, B, L, D]``.
     """
 
     def __init__(self, d_model: int, num_heads: int, *, window: int = 64, softmax: bool = False,
-                 feature_map: str = "identity", normalize: bool = True, eps: float = 1e-6,
+                 feature_map: str = "identity", normalize: bool = True, eps: float = LINEAR_ATTENTION_EPS,
                  chunk_size: int = 64, causal: bool = True, **kwargs):
-        _check_feature_map(feature_map)
         if not causal:
             raise ValueError("causal: HybridSpikeAttention is causal; got causal=False")
         self.window = _check_positive_int("window", window)
         self.softmax = bool(softmax)
-        self.feature_map = feature_map
-        self.normalize = bool(normalize)
-        self.eps = float(eps)
-        self.chunk_size = _check_positive_int("chunk_size", chunk_size)
+        _set_linear_options(self, feature_map, normalize, eps, chunk_size)
         super().__init__(d_model, num_heads, causal=True, **kwargs)
 
     @property
@@ -603,8 +639,7 @@ class HybridSpikeAttention(SpikeAttentionBase):
 
     def mix(self, q, k, v):
         qh, kh, vh = self.split_heads(q), self.split_heads(k), self.split_heads(v)
-        lin = linear_attention_core(qh, kh, vh, feature=self.feature_map, normalize=self.normalize,
-                                    eps=self.eps, scale=self.scale, causal=True, chunk_size=self.chunk_size)
+        lin = _linear_core(self, qh, kh, vh)
         swa = sliding_window_core(qh, kh, vh, window=self.window, scale=self.scale, softmax=self.softmax)
         return jnp.concatenate([self.merge_heads(lin), self.merge_heads(swa)], axis=-1)
 
@@ -619,8 +654,7 @@ class HybridSpikeAttention(SpikeAttentionBase):
 
     def _mix_step(self, q, k, v, state):
         heads = [self.split_heads(a)[..., 0, :] for a in (q, k, v)]
-        out_l, st_l = linear_attention_step(*heads, state.linear, feature=self.feature_map,
-                                            normalize=self.normalize, eps=self.eps, scale=self.scale)
+        out_l, st_l = _linear_step(self, heads, state.linear)
         out_w, st_w = sliding_window_step(*heads, state.window, scale=self.scale, softmax=self.softmax)
         mixed = jnp.concatenate([self.merge_heads(out_l[..., None, :]),
                                  self.merge_heads(out_w[..., None, :])], axis=-1)

@@ -62,6 +62,13 @@ class _ConfigMixin:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
+    def build(self, rngs: nnx.Rngs | None = None, *, seed: int = 0):
+        """Build the model :data:`model_name` of :mod:`spikejax.nn.models` with this config
+        (initializers from ``rngs``, or ``nnx.Rngs(seed)``)."""
+        from spikejax.nn import models
+
+        return getattr(models, self.model_name)(self, rngs=rngs if rngs is not None else nnx.Rngs(seed))
+
 
 def _validate_common(cfg) -> None:
     from spikejax.nn.attention import ATTENTIONS
@@ -93,6 +100,14 @@ class SpikingLMConfig(_ConfigMixin):
     ``attention_kwargs`` (e.g. ``{"window": 16, "softmax": True}``); ``norm`` (``"pre"`` or
     ``"bn"``); ``shortcut`` (``"membrane"`` or ``"spike"``); ``neuron`` and ``neuron_kwargs``;
     ``backend``; ``pos_embedding``.
+
+    Firing at initialisation: with the default neuron (LIF, τ = 2, θ = 1: ``H = V/2 + X/2``) the
+    Q/K/V, attention and MLP-hidden neurons of a fresh model are silent (measured: rate 0.000 for
+    ``SpikingLMConfig(vocab_size=64, max_len=64)`` and every attention kind; only the block-input
+    neurons fire, ~7%), so the first gradients flow through the surrogate alone. For training,
+    ``neuron_kwargs={"beta": 0.5, "threshold": 0.5}`` (``H = V/2 + X``, what ``spikejax train``
+    uses) gives rates of ~0.2-0.35 at initialisation (``{"threshold": 0.5}`` for ``if`` / ``plif``).
+    The default is kept as the plain neuron's so that a config means the same model it always did.
     """
 
     vocab_size: int = 256
@@ -119,12 +134,6 @@ class SpikingLMConfig(_ConfigMixin):
         _pos_int("max_len", self.max_len)
         _validate_common(self)
 
-    def build(self, rngs: nnx.Rngs | None = None, *, seed: int = 0):
-        """Build the model (``rngs`` or ``nnx.Rngs(seed)``)."""
-        from spikejax.nn.models import SpikingLM
-
-        return SpikingLM(self, rngs=rngs if rngs is not None else nnx.Rngs(seed))
-
 
 @dataclasses.dataclass
 class SpikformerConfig(_ConfigMixin):
@@ -134,7 +143,9 @@ class SpikformerConfig(_ConfigMixin):
     ``image_size``), ``num_classes``; ``d_model``, ``num_heads``, ``num_layers``, ``mlp_ratio``,
     ``time_steps``; ``attention`` (default ``"ssa"``, non-causal) and ``attention_kwargs``;
     ``norm`` (default ``"bn"``), ``shortcut`` (default ``"spike"``), ``neuron``, ``neuron_kwargs``,
-    ``backend``.
+    ``backend``. With the default neuron (LIF, τ = 2, θ = 1) a fresh model fires sparsely (measured
+    on 8×8×1 inputs: Q/K/V ~4%, the attention neuron 0%); see :class:`SpikingLMConfig` for
+    ``neuron_kwargs`` that fire at initialisation.
     """
 
     image_size: int = 32
@@ -167,9 +178,3 @@ class SpikformerConfig(_ConfigMixin):
     @property
     def num_patches(self) -> int:
         return (self.image_size // self.patch_size) ** 2
-
-    def build(self, rngs: nnx.Rngs | None = None, *, seed: int = 0):
-        """Build the model (``rngs`` or ``nnx.Rngs(seed)``)."""
-        from spikejax.nn.models import Spikformer
-
-        return Spikformer(self, rngs=rngs if rngs is not None else nnx.Rngs(seed))

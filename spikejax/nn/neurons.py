@@ -156,8 +156,36 @@ class SpikingNeuron(nnx.Module):
 
 
 class _ResetMixin:
+    """Constructor helpers shared by the neuron layers (leak, threshold, reset arguments)."""
+
+    def _set_leak(self, tau: float | None, beta: float | None, decay_input: bool | None, threshold: float) -> None:
+        """Store ``tau`` or ``beta`` (β = 1 - 1/τ; at most one of them), ``decay_input`` and ``threshold``."""
+        if tau is not None and beta is not None:
+            raise ValueError("beta, tau: give one of them, not both (β = 1 - 1/τ)")
+        self.tau = None if tau is None else float(tau)
+        self.beta = None if beta is None else float(beta)
+        self.decay_input = decay_input
+        self.threshold = float(threshold)
+
+    def _set_reset(self, reset: str, detach_reset: bool, reset_delay: bool | None) -> None:
+        """Store the reset arguments (``reset_delay=None``: the neuron has no delayed reset)."""
+        self.reset = _check_reset(reset)
+        self.detach_reset = bool(detach_reset)
+        if reset_delay is not None:
+            self.reset_delay = bool(reset_delay)
+
     def _reset_kwargs(self) -> dict[str, Any]:
         return dict(reset=self.reset, detach_reset=self.detach_reset)
+
+
+def _param_or_value(learn: bool, shape: tuple[int, ...], value: float) -> nnx.Param | float:
+    """A per-channel ``nnx.Param`` filled with ``value`` (``learn``) or the plain float ``value``."""
+    return nnx.Param(jnp.full(shape, value, jnp.float32)) if learn else float(value)
+
+
+def _value(p: nnx.Param | float) -> Array | float:
+    """The array of a parameter made by :func:`_param_or_value`, or the float itself."""
+    return p[...] if isinstance(p, nnx.Param) else p
 
 
 def _check_reset(reset: str) -> str:
@@ -178,9 +206,7 @@ class IF(SpikingNeuron, _ResetMixin):
                  reset_delay: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.threshold = float(threshold)
-        self.reset = _check_reset(reset)
-        self.detach_reset = bool(detach_reset)
-        self.reset_delay = bool(reset_delay)
+        self._set_reset(reset, detach_reset, reset_delay)
 
     def _fire(self, x, state):
         return F.if_(x, state=state, threshold=self.threshold, reset_delay=self.reset_delay,
@@ -199,15 +225,8 @@ class LIF(SpikingNeuron, _ResetMixin):
                  decay_input: bool | None = None, threshold: float = 1.0, reset: str = "subtract",
                  detach_reset: bool = False, reset_delay: bool = False, **kwargs):
         super().__init__(**kwargs)
-        if tau is not None and beta is not None:
-            raise ValueError("beta, tau: give one of them, not both (β = 1 - 1/τ)")
-        self.tau = None if tau is None else float(tau)
-        self.beta = None if beta is None else float(beta)
-        self.decay_input = decay_input
-        self.threshold = float(threshold)
-        self.reset = _check_reset(reset)
-        self.detach_reset = bool(detach_reset)
-        self.reset_delay = bool(reset_delay)
+        self._set_leak(tau, beta, decay_input, threshold)
+        self._set_reset(reset, detach_reset, reset_delay)
 
     def _fire(self, x, state):
         return F.lif(x, state=state, tau=self.tau, beta=self.beta, decay_input=self.decay_input,
@@ -229,16 +248,10 @@ class ALIF(SpikingNeuron, _ResetMixin):
                  adapt_decay: float = 0.9, reset: str = "subtract", detach_reset: bool = False,
                  **kwargs):
         super().__init__(**kwargs)
-        if tau is not None and beta is not None:
-            raise ValueError("beta, tau: give one of them, not both (β = 1 - 1/τ)")
-        self.tau = None if tau is None else float(tau)
-        self.beta = None if beta is None else float(beta)
-        self.decay_input = decay_input
-        self.threshold = float(threshold)
+        self._set_leak(tau, beta, decay_input, threshold)
         self.adapt_scale = float(adapt_scale)
         self.adapt_decay = float(adapt_decay)
-        self.reset = _check_reset(reset)
-        self.detach_reset = bool(detach_reset)
+        self._set_reset(reset, detach_reset, None)
 
     def _fire(self, x, state):
         return F.alif(x, state=state, tau=self.tau, beta=self.beta, decay_input=self.decay_input,
@@ -266,18 +279,12 @@ class PLIF(SpikingNeuron, _ResetMixin):
             raise ValueError(f"threshold: expected > 0, got {threshold}")
         self.decay_logit = nnx.Param(jnp.full(self.channel_shape, -math.log(init_tau - 1.0), jnp.float32))
         self.learn_threshold = bool(learn_threshold)
-        if self.learn_threshold:
-            self.threshold = nnx.Param(jnp.full(self.channel_shape, threshold, jnp.float32))
-        else:
-            self.threshold = float(threshold)
+        self.threshold = _param_or_value(self.learn_threshold, self.channel_shape, threshold)
         self.decay_input = bool(decay_input)
-        self.reset = _check_reset(reset)
-        self.detach_reset = bool(detach_reset)
-        self.reset_delay = bool(reset_delay)
+        self._set_reset(reset, detach_reset, reset_delay)
 
     def _fire(self, x, state):
-        thr = self.threshold[...] if self.learn_threshold else self.threshold
-        return F.plif(x, state=state, decay_logit=self.decay_logit[...], threshold=thr,
+        return F.plif(x, state=state, decay_logit=self.decay_logit[...], threshold=_value(self.threshold),
                       decay_input=self.decay_input, reset_delay=self.reset_delay,
                       **self._reset_kwargs(), **self.common_kwargs())
 
@@ -294,25 +301,14 @@ class Ternary(SpikingNeuron, _ResetMixin):
                  amplitude: float = 1.0, learn_amplitude: bool = True, reset: str = "subtract",
                  detach_reset: bool = False, reset_delay: bool = False, **kwargs):
         super().__init__(num_channels=num_channels, **kwargs)
-        if tau is not None and beta is not None:
-            raise ValueError("beta, tau: give one of them, not both (β = 1 - 1/τ)")
-        self.tau = None if tau is None else float(tau)
-        self.beta = None if beta is None else float(beta)
-        self.decay_input = decay_input
-        self.threshold = float(threshold)
+        self._set_leak(tau, beta, decay_input, threshold)
         self.learn_amplitude = bool(learn_amplitude)
-        if self.learn_amplitude:
-            self.amplitude = nnx.Param(jnp.full(self.channel_shape, amplitude, jnp.float32))
-        else:
-            self.amplitude = float(amplitude)
-        self.reset = _check_reset(reset)
-        self.detach_reset = bool(detach_reset)
-        self.reset_delay = bool(reset_delay)
+        self.amplitude = _param_or_value(self.learn_amplitude, self.channel_shape, amplitude)
+        self._set_reset(reset, detach_reset, reset_delay)
 
     def _fire(self, x, state):
-        amp = self.amplitude[...] if self.learn_amplitude else self.amplitude
         return F.ternary(x, state=state, tau=self.tau, beta=self.beta, decay_input=self.decay_input,
-                         threshold=self.threshold, amplitude=amp, reset_delay=self.reset_delay,
+                         threshold=self.threshold, amplitude=_value(self.amplitude), reset_delay=self.reset_delay,
                          **self._reset_kwargs(), **self.common_kwargs())
 
 
@@ -329,16 +325,9 @@ class MultiLevel(SpikingNeuron, _ResetMixin):
         super().__init__(**kwargs)
         if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
             raise ValueError(f"levels: expected an integer >= 1, got {levels!r}")
-        if tau is not None and beta is not None:
-            raise ValueError("beta, tau: give one of them, not both (β = 1 - 1/τ)")
         self.levels = levels
-        self.tau = None if tau is None else float(tau)
-        self.beta = None if beta is None else float(beta)
-        self.decay_input = decay_input
-        self.threshold = float(threshold)
-        self.reset = _check_reset(reset)
-        self.detach_reset = bool(detach_reset)
-        self.reset_delay = bool(reset_delay)
+        self._set_leak(tau, beta, decay_input, threshold)
+        self._set_reset(reset, detach_reset, reset_delay)
 
     def _fire(self, x, state):
         return F.multilevel(x, state=state, levels=self.levels, tau=self.tau, beta=self.beta,
