@@ -155,3 +155,30 @@ def test_spikformer_smoke():
     rep = metrics.energy_report(model, x)
     assert rep.layers["patch_embed/conv"].macs == rep.layers["patch_embed/conv"].dense_macs
     assert rep.layers["blocks/0/mlp/fc2"].spike_driven
+
+
+def test_probes_give_input_and_output_gradients(net_and_x):
+    """Zero probes added through the interceptor's hooks: ∂L/∂p_in = ∂L/∂x and ∂L/∂p_out = ∂L/∂s of
+    the neuron layer, and the forward is unchanged."""
+    net, x = net_and_x
+    with metrics.record_layers(net, synops=False) as rec:
+        ref_out = net(x)
+    zeros = {p: {"in": jnp.zeros(xi.shape), "out": jnp.zeros(so.shape)} for p, (xi, so) in rec.neuron_io.items()}
+
+    def loss(probes):
+        with metrics.record_layers(net, synops=False, probes=probes):
+            out = net(x)
+        return jnp.sum(out ** 2), out
+
+    g, out = jax.grad(loss, has_aux=True)(zeros)
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(ref_out))
+    h = 2.0 * net.fc1(x)  # the LIF input
+
+    def loss_from_lif(h, ds):
+        s = sj.lif(h, tau=2.0)[0] + ds
+        return jnp.sum(net.head(net.ml(net.fc2(s))).mean(0) ** 2)
+
+    gx, gs = jax.grad(loss_from_lif, argnums=(0, 1))(h, jnp.zeros(h.shape[:-1] + (16,)))
+    np.testing.assert_allclose(g["lif"]["in"], gx, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(g["lif"]["out"], gs, rtol=1e-5, atol=1e-7)
+    assert float(jnp.abs(g["ml"]["in"]).sum()) > 0

@@ -10,11 +10,10 @@ import pytest
 from flax import nnx
 from train_helpers import tiny_cfg, tiny_lm
 
-from spikejax.train import energy_report, make_optimizer
+from spikejax.metrics import E_AC_PJ, E_MAC_PJ, EnergyReport, record_layers, reduce_spike_stats, reduce_synops
+from spikejax.train import make_optimizer
 from spikejax.train.data import CharDataset, batch_rng
-from spikejax.train.energy import E_AC_45NM, E_MAC_45NM
 from spikejax.train.loop import fit
-from spikejax.train.probes import Recorder
 
 
 def test_loss_falls_and_metrics_are_sane():
@@ -73,32 +72,33 @@ def test_energy_matches_hand_computation():
     model = _Two()
     T, B = 2, 5
     x = jax.random.normal(jax.random.key(0), (T, B, 4))
-    with Recorder(model) as rec:
+    with record_layers(model) as rec:
         model(x)
+    neurons, lin = reduce_spike_stats(rec.spikes), reduce_synops(rec.synops)
     spikes = model.lif(model.fc1(x))
     rate = float((spikes != 0).mean())
-    assert math.isclose(float(rec.neurons["lif"]["rate"]), rate)
+    assert math.isclose(neurons["lif"].firing_rate, rate)
     dead = 1.0 - float((spikes != 0).reshape(-1, 6).any(0).mean())
-    assert math.isclose(float(rec.neurons["lif"]["dead"]), dead, abs_tol=1e-7)
-    lin = {p: {k: (v if k == "macs" else np.asarray(v)) for k, v in r.items()} for p, r in rec.linears.items()}
-    assert lin["fc1"]["macs"] == T * B * 4 * 6 and not bool(lin["fc1"]["spiking"])
-    assert lin["fc2"]["macs"] == T * B * 6 * 3 and bool(lin["fc2"]["spiking"])
-    rep = energy_report(lin, T, per=B, unit="sample")
+    assert math.isclose(neurons["lif"].dead_fraction, dead, abs_tol=1e-7)
+    assert lin["fc1"].dense_macs == T * B * 4 * 6 and not lin["fc1"].spike_driven
+    assert lin["fc2"].dense_macs == T * B * 6 * 3 and lin["fc2"].spike_driven
+    report = EnergyReport.from_layers(lin, time_steps=T, samples=B, unit="sample")
+    rep = report.to_dict()
     macs1, macs2 = T * 4 * 6, T * 6 * 3  # per sample
     sops = rate * macs2
-    assert math.isclose(rep.sops, sops, rel_tol=1e-6)
-    assert math.isclose(rep.snn_joules, macs1 * 4.6e-12 + sops * 0.9e-12, rel_tol=1e-6)
-    assert math.isclose(rep.ann_joules, (macs1 + macs2) / T * 4.6e-12, rel_tol=1e-6)
-    assert (E_MAC_45NM, E_AC_45NM) == (4.6e-12, 0.9e-12)
-    assert "ANN / SNN" in rep.table()
+    assert math.isclose(rep["sops"], sops, rel_tol=1e-6)
+    assert math.isclose(rep["snn_joules"], macs1 * 4.6e-12 + sops * 0.9e-12, rel_tol=1e-6)
+    assert math.isclose(rep["ann_joules"], (macs1 + macs2) / T * 4.6e-12, rel_tol=1e-6)
+    assert (E_MAC_PJ * 1e-12, E_AC_PJ * 1e-12) == (4.6e-12, 0.9e-12)
+    assert "ANN / SNN" in report.table()
     with pytest.raises(ValueError, match="time_steps"):
-        energy_report(lin, 0, per=1)
+        EnergyReport.from_layers(lin, time_steps=0, samples=1)
 
 
 def test_recorder_restores_classes():
-    from spikejax.nn import SpikingNeuron
+    from spikejax.nn import LIF, SpikingNeuron
 
-    before = (SpikingNeuron.__call__, nnx.Linear.__call__)
-    with Recorder(_Two()):
-        assert nnx.Linear.__call__ is not before[1]
-    assert (SpikingNeuron.__call__, nnx.Linear.__call__) == before
+    before = (SpikingNeuron.__call__, LIF.__call__, nnx.Linear.__call__)
+    with record_layers(_Two(), probes={}):
+        assert nnx.Linear.__call__ is not before[2] and LIF.__call__ is not before[1]
+    assert (SpikingNeuron.__call__, LIF.__call__, nnx.Linear.__call__) == before

@@ -5,9 +5,10 @@ data parallelism over a device mesh, spiking metrics and energy reports, and the
 - :mod:`spikejax.train.data`: char-level text (Python's own ``pydoc_data`` topics by default) and
   scikit-learn digits; batches are a pure function of ``(seed, step)``, so the data position is the step.
 - :mod:`spikejax.train.steps`: optimizer (AdamW, warm-up + cosine, clipping), jit-compiled train/eval steps.
-- :mod:`spikejax.train.probes`: per-layer firing rate, dead-neuron fraction, surrogate-gradient
-  magnitude and synaptic-operation counts, recorded without changing model code.
-- :mod:`spikejax.train.energy`: 45 nm energy estimate (MAC 4.6 pJ, AC 0.9 pJ) vs the same model as an ANN.
+- :mod:`spikejax.train.probes`: zero probes for the surrogate-gradient magnitude and the model-level
+  means of the per-layer spiking metrics; firing rates, dead fractions, synaptic-operation counts and
+  the 45 nm energy estimate (MAC 4.6 pJ, AC 0.9 pJ) vs the same model as an ANN come from
+  :mod:`spikejax.metrics` (recorded without changing model code).
 - :mod:`spikejax.train.checkpoint`: orbax ``CheckpointManager`` with config checks.
 - :mod:`spikejax.train.sharding`: ``Mesh`` over all devices, batch sharded, parameters replicated.
 - :mod:`spikejax.train.loop` and :mod:`spikejax.train.commands`: the training loop and the CLI.
@@ -15,7 +16,6 @@ data parallelism over a device mesh, spiking metrics and energy reports, and the
 
 from spikejax.train.checkpoint import CheckpointError, CheckpointManager
 from spikejax.train.data import CharDataset, DigitsDataset, default_text
-from spikejax.train.energy import E_AC_45NM, E_MAC_45NM, EnergyReport, energy_report
 from spikejax.train.loop import TrainConfig, fit
 from spikejax.train.steps import TrainState, make_optimizer
 
@@ -24,13 +24,9 @@ __all__ = [
     "CheckpointError",
     "CheckpointManager",
     "DigitsDataset",
-    "E_AC_45NM",
-    "E_MAC_45NM",
-    "EnergyReport",
     "TrainConfig",
     "TrainState",
     "default_text",
-    "energy_report",
     "fit",
     "make_optimizer",
 ]

@@ -23,10 +23,10 @@ from typing import Any
 import jax
 import numpy as np
 
+from spikejax.metrics import EnergyReport, SpikeStats, SynOpStats, reduce_spike_stats, reduce_synops
 from spikejax.train import sharding as shd
 from spikejax.train.checkpoint import CheckpointManager
-from spikejax.train.energy import energy_report
-from spikejax.train.probes import summarize_layers
+from spikejax.train.probes import dotted, summarize_layers
 from spikejax.train.steps import ModelSplit, make_optimizer, make_steps
 
 __all__ = ["TrainConfig", "Task", "fit"]
@@ -165,9 +165,9 @@ def fit(task: Task, cfg: TrainConfig, *, mesh=None, print_fn: Callable[[str], No
                 sums[k] = sums.get(k, 0.0) + float(v)
         return task.eval_summary(sums)
 
-    def probe(state, batch) -> tuple[dict, dict, dict]:
-        neurons, linears, grads = jax.device_get(steps.probe(state, batch))
-        return neurons, linears, grads
+    def probe(state, batch) -> tuple[dict[str, SpikeStats], dict[str, SynOpStats], dict]:
+        spikes, synops, grads = jax.device_get(steps.probe(state, batch))
+        return reduce_spike_stats(spikes), reduce_synops(synops), grads
 
     bar = None
     if cfg.progress and is_main:
@@ -204,8 +204,8 @@ def fit(task: Task, cfg: TrainConfig, *, mesh=None, print_fn: Callable[[str], No
             neurons, _, grads = probe(state, batch)
             last_spiking = summarize_layers(neurons, grads)
             record.update(last_spiking)
-            record["layers"] = {p: {"rate": float(v["rate"]), "dead": float(v["dead"]),
-                                    "grad_in": float(grads[p]["in"])} for p, v in neurons.items()}
+            record["layers"] = {dotted(p): {"rate": s.firing_rate, "dead": s.dead_fraction,
+                                            "grad_in": float(grads[p]["in"])} for p, s in neurons.items()}
             if cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
                 last_eval = evaluate(state)
                 record.update(last_eval)
@@ -240,9 +240,10 @@ def fit(task: Task, cfg: TrainConfig, *, mesh=None, print_fn: Callable[[str], No
     final_eval = evaluate(state) if task.eval_batches else {}
     if final_eval:
         log({"step": int(state.step), "final": True, **final_eval})
-    neurons, linears, grads = probe(state, batch)
+    neurons, synops, grads = probe(state, batch)
     spiking = summarize_layers(neurons, grads)
-    energy = energy_report(linears, T, task.units_per_batch(cfg.batch_size), unit=task.unit)
+    energy = EnergyReport.from_layers(synops, time_steps=T, samples=task.units_per_batch(cfg.batch_size),
+                                      unit=task.unit)
     summary: dict[str, Any] = {
         "task": task.name, "params": split.num_params, "steps": cfg.steps, "start_step": start,
         "end_step": int(state.step), "stopped_early": stopped_early,
@@ -251,7 +252,7 @@ def fit(task: Task, cfg: TrainConfig, *, mesh=None, print_fn: Callable[[str], No
     }
     rows = [(k, v) for k, v in summary.items() if k not in ("task",)]
     say("\n" + _table(rows))
-    layer_rows = sorted(((p, float(v["rate"])) for p, v in neurons.items()), key=lambda r: r[0])
+    layer_rows = sorted((dotted(p), s.firing_rate) for p, s in neurons.items())
     say("per-layer firing rate: " + ", ".join(f"{p}={r:.3f}" for p, r in layer_rows[:8])
         + (f", ... ({len(layer_rows)} layers)" if len(layer_rows) > 8 else ""))
     say(energy.table())

@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from spikejax.train.probes import Recorder, probe_shapes
+from spikejax.metrics import record_layers
+from spikejax.train.probes import probe_shapes
 
 Array = jax.Array
 LossFn = Callable[[nnx.Module, tuple], tuple[Array, dict[str, Array]]]
@@ -96,7 +97,10 @@ def _norm(tree) -> Array:
 
 class Steps(NamedTuple):
     """The compiled steps: ``train(state, batch) -> (state, metrics)``, ``eval(state, batch) -> aux``
-    (a dict of sums), ``probe(state, batch) -> (neurons, linears, grads)``."""
+    (a dict of sums), ``probe(state, batch) -> (spikes, synops, grads)``: the partial sums of
+    :func:`spikejax.metrics.record_layers` per neuron / synaptic layer (reduce them with
+    :func:`spikejax.metrics.reduce_spike_stats` / :func:`~spikejax.metrics.reduce_synops`) and
+    ``{neuron path: {"in": mean |∂L/∂x|, "out": mean |∂L/∂s|}}``."""
 
     init: Callable[[], TrainState]
     train: Callable
@@ -135,22 +139,21 @@ def make_steps(split: ModelSplit, tx: optax.GradientTransformation, loss_fn: Los
     shapes_cache: dict[str, Any] = {}
 
     def probe(state: TrainState, batch):
-        """Forward + backward with zero probes on every neuron: per-layer rates, dead fractions,
-        MAC/SOP records and mean |∂L/∂x|, |∂L/∂s|."""
+        """Forward + backward with zero probes on every neuron: per-layer spike and synaptic-operation
+        partial sums, and mean |∂L/∂x|, |∂L/∂s|."""
         if "shapes" not in shapes_cache:
             shapes_cache["shapes"] = probe_shapes(split.merge, lambda m: loss_fn(m, batch), state.params, state.stats)
         zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes_cache["shapes"])
 
         def objective(probes):
             model = split.merge(state.params, state.stats)
-            with Recorder(model, probes) as rec:
+            with record_layers(model, probes=probes) as rec:
                 loss, _ = loss_fn(model, batch)
-            neurons = {p: {"rate": v["rate"], "dead": v["dead"]} for p, v in rec.neurons.items()}
-            return loss, (neurons, rec.linears)
+            return loss, (rec.spikes, rec.synops)
 
-        (_, (neurons, linears)), g = jax.value_and_grad(objective, has_aux=True)(zeros)
+        (_, (spikes, synops)), g = jax.value_and_grad(objective, has_aux=True)(zeros)
         grads = {p: {"in": jnp.abs(v["in"]).mean(), "out": jnp.abs(v["out"]).mean()} for p, v in g.items()}
-        return neurons, linears, grads
+        return spikes, synops, grads
 
     del example_batch
     return Steps(init, jax.jit(train, donate_argnums=0), jax.jit(evaluate), jax.jit(probe))
