@@ -179,9 +179,6 @@ def intercept_calls(model: nnx.Module, record: Callable[[nnx.Module, tuple, Any]
                 delattr(cls, "__call__")
 
 
-_intercept = intercept_calls
-
-
 # --- result types -------------------------------------------------------------------------------------
 
 

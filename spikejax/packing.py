@@ -208,7 +208,7 @@ def use_packed_spike_linears(model: nnx.Module, *example_inputs, **example_kwarg
     Which layers see spikes is found by one eager forward on ``example_inputs`` (every input
     value in {0, 1}). Returns the swapped layers' paths (``"blocks/0/mlp/fc2"``).
     """
-    from spikejax.metrics import _intercept  # one interceptor for both modules
+    from spikejax.metrics import intercept_calls  # one interceptor for both modules
 
     binary: dict[int, bool] = {}
 
@@ -218,7 +218,7 @@ def use_packed_spike_linears(model: nnx.Module, *example_inputs, **example_kwarg
             ok = bool(np.all((x == 0) | (x == 1)))
             binary[id(module)] = binary.get(id(module), True) and ok
 
-    with _intercept(model, record, (nnx.Linear,)):
+    with intercept_calls(model, record, (nnx.Linear,)):
         model(*example_inputs, **example_kwargs)
     swapped = []
     for path, node in list(nnx.iter_graph(model)):
