@@ -1,0 +1,262 @@
+"""Every kernel backend against the ``lax.scan`` reference (``backend="xla"``).
+
+One harness for the Pallas and Triton backends: values and every gradient (input, initial state,
+beta / tau / decay_logit, threshold, adapt_scale, adapt_decay, amplitude, a learnable per-channel
+surrogate α) on fresh random inputs, for every neuron, reset, surrogate and option, odd M, T = 1,
+bf16, jit / eager, vmap (nested, with batched parameters) and inside ``lax.scan``.
+On CPU the Pallas kernels run in the interpreter (``pallas_interpret``, tiny shapes); ``pallas``
+and ``triton`` run compiled on a GPU (``-m gpu``; triton also needs jax_triton).
+Backend-specific checks live in test_pallas.py and test_triton.py.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import spikejax as sj
+from spikejax import surrogate as sg
+
+SURROGATES = sorted(sg.SURROGATES)
+
+
+BACKENDS = [
+    "pallas_interpret",
+    pytest.param("pallas", marks=pytest.mark.gpu),
+    pytest.param("triton", marks=[pytest.mark.gpu, pytest.mark.triton]),
+]
+
+_seed = [0]
+
+
+def _key():
+    _seed[0] += 1
+    return jax.random.key(1000 + _seed[0])
+
+
+def _rand(shape, scale=1.0, lo=None, hi=None):
+    if lo is not None:
+        return lo + (hi - lo) * jax.random.uniform(_key(), shape, jnp.float32)
+    return jax.random.normal(_key(), shape, jnp.float32) * scale
+
+
+NEURONS = {"if_": sj.if_, "lif": sj.lif, "plif": sj.plif, "alif": sj.alif, "ternary": sj.ternary,
+           "multilevel": sj.multilevel}
+
+# differentiable keyword parameters: name -> sampler(channels)
+_PARAMS = {
+    "beta": lambda c: _rand((c,), lo=0.5, hi=0.95),
+    "tau": lambda c: _rand((c,), lo=1.5, hi=4.0),
+    "long_tau": lambda c: _rand((c,), lo=3.0, hi=30.0),  # γ = 1/τ on both sides of 1/8
+    "decay_logit": lambda c: _rand((c,), 0.7),
+    "threshold": lambda c: _rand((c,), lo=0.6, hi=1.4),
+    "adapt_scale": lambda c: _rand((c,), lo=0.1, hi=0.6),
+    "adapt_decay": lambda c: _rand((c,), lo=0.5, hi=0.95),
+    "amplitude": lambda c: _rand((c,), lo=0.5, hi=1.5),
+}
+
+
+def _compare(neuron, backend, *, shape=(11, 3, 7), dtype=jnp.float32, params=("beta", "threshold"),
+             surrogate="atan", state=True, return_membrane=True, jit=True, **static):
+    """Values and all gradients of ``neuron(..., backend)`` equal ``backend="xla"``."""
+    fn = NEURONS[neuron]
+    C = shape[-1]
+    x = (_rand(shape, 1.2) + 0.35).astype(dtype)
+    p = {("tau" if name == "long_tau" else name): _PARAMS[name](C) for name in params}
+    alpha = _rand((C,), lo=0.5, hi=1.5) * sg.SURROGATES[surrogate][1]
+    adaptive = neuron == "alif"
+    st = None
+    if state:
+        st = sj.NeuronState(_rand(shape[1:], 0.5), _rand(shape[1:], lo=0.0, hi=1.0) if adaptive else None)
+    w = [_rand(shape) for _ in range(2)] + [_rand(shape[1:]) for _ in range(2)]
+
+    def loss(x, st, p, alpha, backend):
+        out = fn(x, state=st, surrogate=sg.Surrogate(surrogate, alpha, learnable=True), backend=backend,
+                 return_membrane=return_membrane, **p, **static)
+        s, final = out[0], out[1]
+        total = (s.astype(jnp.float32) * w[0]).sum() + (final.v * w[2]).sum()
+        if adaptive:
+            total = total + (final.a * w[3]).sum()
+        if return_membrane:
+            total = total + (out[2] * w[1]).sum()
+        return total, out
+
+    grad = jax.value_and_grad(loss, argnums=(0, 1, 2, 3), has_aux=True)
+    if jit:
+        grad = jax.jit(grad, static_argnums=4)
+    (l_ref, out_ref), g_ref = grad(x, st, p, alpha, "xla")
+    (l_new, out_new), g_new = grad(x, st, p, alpha, backend)
+
+    low = dtype != jnp.float32
+    tol = dict(rtol=2e-2, atol=2e-2) if low else dict(rtol=2e-4, atol=2e-5)
+    np.testing.assert_array_equal(np.asarray(out_new[0], np.float32), np.asarray(out_ref[0], np.float32))
+    assert out_new[0].dtype == out_ref[0].dtype == dtype
+    for a, b in zip(jax.tree.leaves(out_new[1:]), jax.tree.leaves(out_ref[1:]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5)
+    np.testing.assert_allclose(l_new, l_ref, rtol=1e-4, atol=1e-4)
+    for name, gn, gr in zip(["x", "state", "params", "alpha"], g_new, g_ref, strict=True):
+        leaves_n, leaves_r = jax.tree.leaves(gn), jax.tree.leaves(gr)
+        assert len(leaves_n) == len(leaves_r), name
+        for a, b in zip(leaves_n, leaves_r, strict=True):
+            assert a.dtype == b.dtype, name
+            a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+            scale = max(1.0, float(np.abs(b).max()))
+            np.testing.assert_allclose(a, b, rtol=tol["rtol"], atol=tol["atol"] * scale, err_msg=name)
+    assert float(jnp.abs(g_ref[0].astype(jnp.float32)).sum()) > 0
+
+
+CASES = [
+    ("if_", dict(params=("threshold",), surrogate="rectangular")),
+    ("if_", dict(params=("threshold",), reset="zero", surrogate="sigmoid")),
+    ("lif", dict(params=("beta", "threshold"))),
+    ("lif", dict(params=("beta", "threshold"), decay_input=True)),
+    ("lif", dict(params=("tau", "threshold"), reset="zero", surrogate="triangular")),
+    ("lif", dict(params=("long_tau", "threshold"), surrogate="fast_sigmoid")),
+    ("lif", dict(params=("beta", "threshold"), reset="none", surrogate="fast_sigmoid")),
+    ("lif", dict(params=("tau", "threshold"), detach_reset=True, surrogate="sigmoid")),
+    ("lif", dict(params=("beta", "threshold"), reset="zero", detach_reset=True)),
+    ("plif", dict(params=("decay_logit", "threshold"), surrogate="fast_sigmoid")),
+    ("plif", dict(params=("decay_logit", "threshold"), decay_input=False, reset="zero")),
+    ("alif", dict(params=("beta", "threshold", "adapt_scale", "adapt_decay"))),
+    ("alif", dict(params=("tau", "threshold", "adapt_scale", "adapt_decay"), reset="zero",
+                  surrogate="triangular")),
+    ("alif", dict(params=("beta", "threshold", "adapt_scale", "adapt_decay"), detach_reset=True,
+                  surrogate="sigmoid")),
+    ("alif", dict(params=("beta", "threshold", "adapt_scale", "adapt_decay"), reset="none",
+                  surrogate="rectangular")),
+    ("ternary", dict(params=("beta", "threshold", "amplitude"))),
+    ("ternary", dict(params=("tau", "threshold", "amplitude"), reset="zero", surrogate="rectangular")),
+    ("ternary", dict(params=("beta", "threshold", "amplitude"), detach_reset=True, surrogate="sigmoid")),
+    ("multilevel", dict(params=("threshold",), levels=3)),
+    ("multilevel", dict(params=("beta", "threshold"), levels=2, reset="zero", surrogate="fast_sigmoid")),
+    ("multilevel", dict(params=("tau", "threshold"), levels=4, detach_reset=True, surrogate="triangular")),
+]
+
+DELAY_CASES = [
+    ("lif", dict(params=("beta", "threshold"))),
+    ("lif", dict(params=("tau", "threshold"))),  # decay_input with the delayed subtract
+    ("lif", dict(params=("beta", "threshold"), detach_reset=True, surrogate="fast_sigmoid")),
+    ("lif", dict(params=("long_tau", "threshold"), reset="zero", surrogate="sigmoid")),
+    ("lif", dict(params=("beta", "threshold"), reset="zero", detach_reset=True, surrogate="triangular")),
+    ("if_", dict(params=("threshold",), reset="none", surrogate="rectangular")),
+    ("ternary", dict(params=("beta", "threshold", "amplitude"))),
+    ("ternary", dict(params=("beta", "threshold", "amplitude"), reset="zero")),
+    ("multilevel", dict(params=("beta", "threshold"), levels=3, surrogate="sigmoid")),
+]
+
+
+def _id(case):
+    neuron, kw = case
+    extra = "-".join(f"{k}={v}" for k, v in kw.items() if k != "params")
+    return f"{neuron}-{'+'.join(kw['params'])}" + (f"-{extra}" if extra else "")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", CASES, ids=_id)
+def test_neuron_matches_xla(case, backend):
+    _compare(case[0], backend, **case[1])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", DELAY_CASES, ids=_id)
+def test_reset_delay_matches_xla(case, backend):
+    _compare(case[0], backend, reset_delay=True, **case[1])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("surrogate", SURROGATES)
+def test_every_surrogate_ternary(surrogate, backend):
+    _compare("ternary", backend, params=("beta", "threshold", "amplitude"), surrogate=surrogate, shape=(6, 5))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("surrogate", SURROGATES)
+def test_every_surrogate_multilevel_delayed(surrogate, backend):
+    _compare("multilevel", backend, params=("beta", "threshold"), levels=3, surrogate=surrogate, shape=(6, 9),
+             reset_delay=True)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shape", [(1, 5), (1, 130), (8, 33), (9, 150), (17, 2, 3), (5, 1), (3, 2053)])
+def test_shapes(shape, backend):
+    """T = 1, M = 1, odd M, several programs with a masked tail."""
+    _compare("lif", backend, shape=shape, params=("beta", "threshold"))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_alif_several_blocks(backend):
+    _compare("alif", backend, shape=(10, 131), params=("beta", "threshold", "adapt_scale", "adapt_decay"))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("neuron", ["lif", "alif", "ternary"])
+def test_bfloat16(neuron, backend):
+    params = {"lif": ("tau", "threshold"), "alif": ("beta", "threshold", "adapt_scale", "adapt_decay"),
+              "ternary": ("beta", "threshold", "amplitude")}[neuron]
+    _compare(neuron, backend, dtype=jnp.bfloat16, params=params, shape=(9, 2, 5))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_no_state_no_membrane_eager(backend):
+    _compare("lif", backend, state=False, return_membrane=False, jit=False)
+
+
+def _lif_loss(backend):
+    def loss(x, beta, thr):
+        s, st, v = sj.lif(x, beta=beta, threshold=thr, backend=backend, return_membrane=True)
+        return (s * jnp.sin(x)).sum() + (v * v).sum() * 0.1 + st.v.sum()
+    return loss
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_jit_vmap_grad(backend):
+    """jit(vmap(grad)) over a batch axis in front of time."""
+    x = _rand((3, 7, 2, 5)) + 0.3
+    beta, thr = _rand((5,), lo=0.5, hi=0.9), _rand((5,), lo=0.7, hi=1.2)
+
+    def run(b):
+        g = jax.grad(_lif_loss(b), argnums=(0, 1, 2))
+        return jax.jit(jax.vmap(g, in_axes=(0, None, None)))(x, beta, thr)
+
+    for a, r in zip(run(backend), run("xla"), strict=True):
+        np.testing.assert_allclose(a, r, rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nested_vmap_batched_params(backend):
+    """vmap(vmap(...)) with per-example parameters, and grad of a vmapped function."""
+    x = _rand((2, 3, 6, 37)) + 0.3  # [B1, B2, T, M]
+    beta = _rand((2, 37), lo=0.5, hi=0.9)  # batched over B1 only
+    thr = _rand((37,), lo=0.7, hi=1.2)
+
+    def run(b):
+        inner = jax.vmap(_lif_loss(b), in_axes=(0, None, None))
+        outer = jax.vmap(inner, in_axes=(0, 0, None))
+        total = lambda x, beta, thr: outer(x, beta, thr).sum()
+        return jax.jit(jax.value_and_grad(total, argnums=(0, 1, 2)))(x, beta, thr)
+
+    (l_new, g_new), (l_ref, g_ref) = run(backend), run("xla")
+    np.testing.assert_allclose(l_new, l_ref, rtol=1e-5, atol=1e-4)
+    for a, r in zip(g_new, g_ref, strict=True):
+        np.testing.assert_allclose(a, r, rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_inside_lax_scan(backend):
+    xs = _rand((3, 5, 4, 6)) + 0.3
+    beta, thr = _rand((6,), lo=0.5, hi=0.9), _rand((6,), lo=0.7, hi=1.2)
+
+    def total(xs, beta, thr, b):
+        def body(v, x):
+            s, st = sj.lif(x, state=v, beta=beta, threshold=thr, backend=b)
+            return st.v, (s * x).sum()
+        v, out = jax.lax.scan(body, jnp.zeros((4, 6)), xs)
+        return out.sum() + (v * v).sum()
+
+    g = jax.jit(jax.value_and_grad(total, argnums=(0, 1, 2)), static_argnums=3)
+    (l_new, g_new), (l_ref, g_ref) = g(xs, beta, thr, backend), g(xs, beta, thr, "xla")
+    np.testing.assert_allclose(l_new, l_ref, rtol=1e-5)
+    for a, r in zip(g_new, g_ref, strict=True):
+        np.testing.assert_allclose(a, r, rtol=2e-4, atol=2e-5)
