@@ -15,21 +15,6 @@ from spikejax import surrogate as sg
 
 SURROGATES = sorted(sg.SURROGATES)
 
-_seed = [0]
-
-
-def _key():
-    _seed[0] += 1
-    return jax.random.key(1000 + _seed[0])
-
-
-def _rand(shape, scale=1.0, lo=None, hi=None):
-    u = jax.random.uniform(_key(), shape, jnp.float32)
-    if lo is not None:
-        return lo + (hi - lo) * u
-    return jax.random.normal(_key(), shape, jnp.float32) * scale
-
-
 # --- the surrogate formulas next to the kernel equal spikejax.surrogate ------------------------
 
 
@@ -48,7 +33,7 @@ def test_kernel_surrogate_formulas_match_spikejax(shape):
 
 def test_tiling_overrides_roundtrip():
     """Non-default block / chunk / checkpoint sizes give the same results (interpret mode)."""
-    x = _rand((13, 70)) + 0.3
+    x = jax.random.normal(jax.random.key(1001), (13, 70)) + 0.3
     m = x.shape[1]
     prm = [jnp.full((m,), 0.8), jnp.full((m,), 1.0), jnp.full((m,), 0.2), jnp.full((m,), 0.9),
            jnp.full((m,), 2.0)]

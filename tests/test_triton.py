@@ -20,26 +20,12 @@ from spikejax import backends
 
 needs_triton = [pytest.mark.gpu, pytest.mark.triton]
 
-_seed = [0]
-
-
-def _key():
-    _seed[0] += 1
-    return jax.random.key(7000 + _seed[0])
-
-
-def _rand(shape, scale=1.0, lo=None, hi=None):
-    if lo is not None:
-        return lo + (hi - lo) * jax.random.uniform(_key(), shape, jnp.float32)
-    return jax.random.normal(_key(), shape, jnp.float32) * scale
-
-
 def test_kernel_contract_direct():
     """triton_kernels' functions follow the backends contract (shapes, dtypes, None membrane)."""
     import triton_kernels
 
     T, M = 6, 45
-    x = (_rand((T, M)) + 0.3).astype(jnp.bfloat16)
+    x = (jax.random.normal(jax.random.key(7001), (T, M)) + 0.3).astype(jnp.bfloat16)
     vec = [jnp.zeros((M,)), jnp.zeros((M,)), jnp.full((M,), 0.9), jnp.ones((M,)), jnp.zeros((M,)),
            jnp.zeros((M,)), jnp.full((M,), 2.0)]
     cfg = backends.ScanSpec().kernel_config()
@@ -81,7 +67,7 @@ def test_triton_off_gpu_raises_with_reason():
 def test_auto_is_xla_on_cpu():
     assert backends.auto_choice(backends.ScanSpec(), (128, 1 << 20)) == "xla"
     assert backends.resolve_backend("auto", backends.ScanSpec(), (8, 4 << 20)) == "xla"
-    x = _rand((5, 2, 3)) + 0.5
+    x = jax.random.normal(jax.random.key(7002), (5, 2, 3)) + 0.5
     s_auto, st_auto = sj.lif(x, backend="auto")
     s_xla, st_xla = sj.lif(x, backend="xla")
     np.testing.assert_array_equal(s_auto, s_xla)
