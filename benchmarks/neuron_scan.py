@@ -47,10 +47,28 @@ import spikejax as sj
 
 
 def _writable_triton_cache() -> None:
-    """SpikingJelly's Triton kernels need a cache dir; point it at a writable temp dir unless set."""
-    if not os.environ.get("TRITON_CACHE_DIR"):
-        os.environ["TRITON_CACHE_DIR"] = os.path.join(tempfile.gettempdir(), "spikejax-triton-cache")
-    os.makedirs(os.environ["TRITON_CACHE_DIR"], exist_ok=True)
+    """SpikingJelly's Triton kernels need a writable cache: point HOME-derived and explicit Triton
+    cache settings at a temp dir unless set (before torch/triton are imported), and, once triton is
+    importable, its ``knobs.cache`` too."""
+    root = os.path.join(tempfile.gettempdir(), "spikejax-triton")
+    for var, sub in (("TRITON_HOME", ""), ("TRITON_CACHE_DIR", "cache"), ("TORCHINDUCTOR_CACHE_DIR", "inductor")):
+        if not os.environ.get(var):
+            os.environ[var] = os.path.join(root, sub)
+        os.makedirs(os.environ[var], exist_ok=True)
+    os.environ.setdefault("SPIKEJAX_TRITON_CACHE", os.environ["TRITON_CACHE_DIR"])
+    os.environ.setdefault("TRITON_CACHE_MANAGER", "benchmarks._triton_cache:WritableCacheManager")
+
+
+def _triton_cache_report() -> str:
+    """Where triton thinks its caches are (for a failing peer's error line)."""
+    try:
+        import triton
+
+        c = triton.knobs.cache
+        env = os.environ.get("TRITON_CACHE_DIR")
+        return f"triton {triton.__version__} cache.dir={c.dir!r} env TRITON_CACHE_DIR={env!r} manager={c.manager_class}"
+    except Exception as err:  # noqa: BLE001 - diagnostics only
+        return f"triton cache: {type(err).__name__}: {err}"
 
 
 SHAPES = [(128, 1 << 20), (32, 1 << 16), (512, 1 << 14), (8, 1 << 22)]
@@ -163,26 +181,39 @@ def _torch_inputs(T, M, dtype, n):
 
 
 def bench_spikingjelly(T: int, M: int, dtype: str) -> dict:
+    """SpikingJelly 2.0's multi-step LIF (``functional.lif_multi_step``, what ``LIFNode(step_mode="m")``
+    calls) with an f32 initial membrane, so bf16 inputs also take its fused CUDA path (``LIFNode``
+    materialises v in the input dtype, which sends bf16 to its unfused Torch reference)."""
     import torch
-    from spikingjelly.activation_based import neuron
+    from spikingjelly.activation_based import functional, surrogate
 
-    node = neuron.LIFNode(tau=TAU, decay_input=True, v_threshold=1.0, v_reset=None, step_mode="m")
+    try:
+        import triton
+
+        triton.knobs.cache.dir = os.environ["TRITON_CACHE_DIR"]
+    except Exception:  # noqa: BLE001 - older triton or none: SpikingJelly picks its own path
+        pass
     n = _n_buffers(T * M * (4 if dtype == "float32" else 2))
     xs, gs = _torch_inputs(T, M, dtype, n)
+    v0 = torch.zeros(M, device="cuda", dtype=torch.float32)
+    sg = surrogate.ATan()
+
+    def lif(x):
+        return functional.lif_multi_step(x, v0, TAU, True, 1.0, None, sg, False, False)[0]
 
     def fwd(i):
-        node.reset()
         with torch.no_grad():
-            node(xs[i])
+            lif(xs[i])
 
     xg = [x.clone().requires_grad_(True) for x in xs]
 
     def fb(i):
-        node.reset()
-        s = node(xg[i])
-        s.backward(gs)
+        lif(xg[i]).backward(gs)
 
-    return {"fwd": _torch_time(fwd, n), "fwdbwd": _torch_time(fb, n)}
+    try:
+        return {"fwd": _torch_time(fwd, n), "fwdbwd": _torch_time(fb, n)}
+    except Exception as err:
+        raise RuntimeError(f"{err} [{_triton_cache_report()}]") from err
 
 
 def bench_snntorch(T: int, M: int, dtype: str) -> dict:
@@ -265,43 +296,53 @@ def min_bytes(T: int, M: int, dtype: str) -> tuple[int, int]:
     return T * M * 2 * b, T * M * 4 * b
 
 
-def _sweep_one(pk, cfg: dict, tk: dict, xs: list, gs: list, M: int) -> tuple[float, float, float]:
-    """(forward, backward, forward writing an f32 membrane trace) seconds for one tiling."""
+def _sweep_one(pk, cfg: dict, tk: dict, xs: list, gs: list, M: int) -> tuple[float, float]:
+    """(forward, backward) seconds for one launch configuration ``tk`` of the Pallas kernels."""
     z = jnp.zeros((M,), jnp.float32)
     prm = [z + 0.5, z + 1.0, z, z, z + 2.0]
 
-    def fwd(x, membrane=False):
-        return pk.neuron_scan_forward(x, z, z, *prm, **{**cfg, "return_membrane": membrane}, **tk)
+    def fwd(x):
+        return pk.neuron_scan_forward(x, z, z, *prm, **cfg, **tk)
 
     tf = _time_jax(lambda x: fwd(x)[0], [(x,) for x in xs], reps=5)
     res = [fwd(x)[4] for x in xs]
     tb = _time_jax(lambda r, g: pk.neuron_scan_backward(r, g, z, z, None, **cfg, **tk)[0],
                    list(zip(res, gs, strict=True)), reps=5)
-    tt = _time_jax(lambda x: fwd(x, True)[3], [(x,) for x in xs], reps=5)
-    return tf, tb, tt
+    return tf, tb
 
 
-def sweep(out_lines: list[str]) -> None:
-    """Tiling sweep of the Pallas kernels (direct calls), and the cost of writing a f32 trace."""
+# (block_m, chunk, num_warps, evict, num_stages); None = default_tiling's choice
+SWEEP = {
+    (128, 1 << 20): [(None, None, None, False, None), (None, None, None, True, None), (512, 8, 4, True, None),
+                     (1024, 16, 8, True, None), (1024, 8, 4, True, None), (256, 16, 2, True, None),
+                     (2048, 8, 8, True, None), (512, 16, 4, True, 2), (128, 32, 1, True, None)],
+    (512, 1 << 14): [(None, None, None, False, None), (None, None, None, True, None), (64, 32, 1, False, None),
+                     (128, 32, 2, False, None), (64, 64, 1, False, None), (32, 32, 1, False, None)],
+}
+
+
+def sweep(out_lines: list[str], bw: float) -> None:
+    """Launch-configuration sweep of the Pallas kernels (direct calls, f32)."""
     import pallas_kernels as pk
 
     cfg = dict(kind="binary", levels=1, adaptive=False, decay_input=True, reset="subtract",
                detach_reset=False, reset_delay=False, surrogate="atan", return_membrane=False)
-    out_lines.append("\n### Pallas tiling sweep (LIF, f32; ms per call)\n")
-    out_lines.append("| T x M | block_m | chunk | warps | fwd | bwd | fwd (+f32 trace) |")
-    out_lines.append("|---|---|---|---|---|---|---|")
-    for T, M in [(128, 1 << 20), (512, 1 << 14)]:
+    out_lines.append("\n### Pallas launch sweep (LIF, f32; ms per call; floors from the best copy)\n")
+    out_lines.append("| T x M | block_m | chunk | warps | evict_first | stages | fwd | fwd / floor | bwd "
+                     "| fwd+bwd / floor |")
+    out_lines.append("|---|---|---|---|---|---|---|---|---|---|")
+    for (T, M), configs in SWEEP.items():
         n = _n_buffers(T * M * 4)
         xs, gs = _inputs(T, M, jnp.float32, n)
-        for bm, k, w in [(None, None, None), (256, 8, 2), (512, 8, 4), (1024, 8, 4), (128, 16, 1),
-                         (512, 16, 4), (64, 16, 1)]:
-            tk = dict(block_m=bm, chunk=k, num_warps=w)
+        f_fwd, f_fb = (b / bw for b in min_bytes(T, M, "float32"))
+        for bm, k, w, ev, st in configs:
+            tk = dict(block_m=bm, chunk=k, num_warps=w, evict=ev, num_stages=st)
+            head = f"| {T}x{_fmt_m(M)} | {bm or 'default'} | {k or 'default'} | {w or 'default'} | {ev} | {st or 1} |"
             try:
-                tf, tb, tt = _sweep_one(pk, cfg, tk, xs, gs, M)
-                line = (f"| {T}x{_fmt_m(M)} | {bm or 'default'} | {k or 'default'} | {w or 'default'} | "
-                        f"{tf * 1e3:.3f} | {tb * 1e3:.3f} | {tt * 1e3:.3f} |")
+                tf, tb = _sweep_one(pk, cfg, tk, xs, gs, M)
+                line = f"{head} {tf * 1e3:.3f} | {tf / f_fwd:.2f} | {tb * 1e3:.3f} | {(tf + tb) / f_fb:.2f} |"
             except Exception as err:  # noqa: BLE001
-                line = f"| {T}x{_fmt_m(M)} | {bm} | {k} | {w} | error: {type(err).__name__}: {str(err)[:80]} | | |"
+                line = f"{head} error: {type(err).__name__}: {str(err)[:80]} | | | |"
             print(line, flush=True)
             out_lines.append(line)
         del xs, gs
@@ -314,6 +355,7 @@ def main() -> None:
     ap.add_argument("--sweep", action="store_true", help="also run the Pallas tiling sweep")
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--shapes", default=None, help="override, e.g. 8x1024,16x4096 (smoke tests)")
+    ap.add_argument("--impls", default=None, help="only these rows, e.g. pallas,triton,spikingjelly")
     args = ap.parse_args()
     _writable_triton_cache()
 
@@ -347,6 +389,8 @@ def main() -> None:
                 (b, functools.partial(bench_spikejax, b, T, M, jnp.dtype(dtype))) for b in backends
             ]
             impls += [(p, functools.partial(PEERS[p], T, M, dtype)) for p, why in peers.items() if why is None]
+            if args.impls:
+                impls = [(n, f) for n, f in impls if n in args.impls.split(",")]
             for name, run in impls:
                 try:
                     r = run()
@@ -367,7 +411,7 @@ def main() -> None:
                 print(line, flush=True)
                 lines.append(line)
     if args.sweep:
-        sweep(lines)
+        sweep(lines, bw)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "neuron_scan.md"), "w") as f:
         f.write("\n".join(lines) + "\n")

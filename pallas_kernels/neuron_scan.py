@@ -180,6 +180,14 @@ class _Cfg(NamedTuple):
     Kf: int  # forward chunk (a multiple of K)
     num_warps: int
     masked: bool
+    evict: bool  # streaming [T, M] loads/stores hint evict_first (each byte is touched once)
+    num_stages: int  # Triton software-pipelining stages of the time loop
+
+
+EVICT_FIRST_MIN_M = 1 << 18
+"""From this many neurons on, the ``[T, M]`` streams are loaded/stored with the evict-first cache
+hint by default (H100, 128 x 1M f32: backward 0.946 -> 0.850 ms, forward 0.614 -> 0.597 ms). Below
+it, ``x`` (<= 1 MiB per step) is left to stay in L2 for the backward's re-read."""
 
 
 def default_tiling(T: int, M: int, which: str = "fwd", interpret: bool = False) -> tuple[int, int, int, int]:
@@ -206,7 +214,8 @@ def default_tiling(T: int, M: int, which: str = "fwd", interpret: bool = False) 
 
 
 def _make_cfg(T, M, *, kind, levels, adaptive, decay_input, reset, detach_reset, reset_delay, surrogate,
-              return_membrane, block_m, chunk, num_warps, checkpoint_every, which, interpret) -> _Cfg:
+              return_membrane, block_m, chunk, num_warps, checkpoint_every, evict, which, interpret,
+              num_stages=None) -> _Cfg:
     if kind not in ("binary", "ternary", "multilevel"):
         raise ValueError(f"kind: unknown spike kind {kind!r}; expected binary, ternary or multilevel")
     if reset not in ("subtract", "zero", "none"):
@@ -241,6 +250,8 @@ def _make_cfg(T, M, *, kind, levels, adaptive, decay_input, reset, detach_reset,
         Kf=kf,
         num_warps=warps,
         masked=M % bm != 0,
+        evict=(M >= EVICT_FIRST_MIN_M if evict is None else bool(evict)) and not interpret,
+        num_stages=num_stages or 1,
     )
 
 
@@ -253,20 +264,22 @@ def _mask(c: _Cfg):
     return pl.program_id(0) * c.BM + jnp.arange(c.BM, dtype=jnp.int32) < c.M
 
 
-def _ld(ref, mask) -> Array:
-    """Load a ``[BM]`` ref (view) with the tail mask (0 outside)."""
-    if mask is None:
+def _ld(ref, mask, evict: bool = False) -> Array:
+    """Load a ``[BM]`` ref (view) with the tail mask (0 outside); ``evict``: evict-first hint."""
+    policy = "evict_first" if evict else None
+    if mask is None and policy is None:
         return ref[...]
     if _pltriton is not None and hasattr(_pltriton, "load"):
-        return _pltriton.load(ref, mask=mask, other=0)
+        return _pltriton.load(ref, mask=mask, other=None if mask is None else 0, eviction_policy=policy)
     return pl.load(ref, (slice(None),), mask=mask, other=0)  # pragma: no cover - older jax
 
 
-def _st(ref, val, mask) -> None:
-    if mask is None:
+def _st(ref, val, mask, evict: bool = False) -> None:
+    policy = "evict_first" if evict else None
+    if mask is None and policy is None:
         ref[...] = val
     elif _pltriton is not None and hasattr(_pltriton, "store"):
-        _pltriton.store(ref, val, mask=mask)
+        _pltriton.store(ref, val, mask=mask, eviction_policy=policy)
     else:  # pragma: no cover - older jax
         pl.store(ref, (slice(None),), val, mask=mask)
 
@@ -492,7 +505,7 @@ def _fwd_kernel(c: _Cfg, *refs):
     nf, r = _chunks(c, c.Kf)
 
     def load_rows(t0, n):
-        return tuple(_ld(_row(x_ref, t0 + i), mask) for i in range(n))
+        return tuple(_ld(_row(x_ref, t0 + i), mask, c.evict) for i in range(n))
 
     def run(ci, xs, v, a, first):
         """Steps of forward chunk ci; checkpoints (v, a) every K steps, except at t = 0 (= v0)."""
@@ -504,7 +517,7 @@ def _fwd_kernel(c: _Cfg, *refs):
                 if c.use_a:
                     _st(_row(cka_ref, ci * per + i // c.K), a, mask)
             s, v, a = _step(c, p, v, a, xt.astype(_F32))
-            _st(_row(s_ref, t0 + i), s.astype(out_dtype), mask)
+            _st(_row(s_ref, t0 + i), s.astype(out_dtype), mask, c.evict)
             if c.membrane:
                 _st(_row(vseq_ref, t0 + i), v, mask)
         return v, a
@@ -554,8 +567,8 @@ def _bwd_kernel(c: _Cfg, *refs):
     nf, r = _chunks(c, c.K)
 
     def chunk(ci, t0, n, g_v, g_a, acc, first):
-        xs = [_ld(_row(x_ref, t0 + i), mask).astype(_F32) for i in range(n)]
-        gss = [_ld(_row(gs_ref, t0 + i), mask).astype(_F32) for i in range(n)]
+        xs = [_ld(_row(x_ref, t0 + i), mask, c.evict).astype(_F32) for i in range(n)]
+        gss = [_ld(_row(gs_ref, t0 + i), mask, c.evict).astype(_F32) for i in range(n)]
         gvs = [_ld(_row(gvseq_ref, t0 + i), mask) for i in range(n)] if c.membrane else None
         if first:  # chunk 0 starts from the initial state itself (no checkpoint stored)
             v = _ld(v0_ref, mask)
@@ -572,7 +585,7 @@ def _bwd_kernel(c: _Cfg, *refs):
         for i in reversed(range(n)):
             gv_tot = g_v + gvs[i] if c.membrane else g_v
             g_x, g_v, g_a, acc = _step_bwd(c, p, vs[i], as_[i], xs[i], gss[i], gv_tot, g_a, acc)
-            _st(_row(gx_ref, t0 + i), g_x.astype(out_dtype), mask)
+            _st(_row(gx_ref, t0 + i), g_x.astype(out_dtype), mask, c.evict)
         return g_v, g_a, acc
 
     if r > 0:
@@ -612,7 +625,7 @@ def _specs(c: _Cfg, rows: list[int | None]):
 def _compiler_params(c: _Cfg, interpret: bool):
     if interpret or _pltriton is None:
         return None
-    return _pltriton.CompilerParams(num_warps=c.num_warps, num_stages=1)
+    return _pltriton.CompilerParams(num_warps=c.num_warps, num_stages=c.num_stages)
 
 
 def _call(kernel, c: _Cfg, in_rows, out_shapes, out_rows, interpret: bool, name: str):
@@ -668,12 +681,16 @@ def neuron_scan_forward(
     chunk: int | None = None,
     num_warps: int | None = None,
     checkpoint_every: int | None = None,
+    evict: bool | None = None,
+    num_stages: int | None = None,
 ):
     """Forward neuron scan over ``x[T, M]`` (see the module docstring for the equations).
 
     ``v0, a0`` and the parameters are ``[M]`` float32. ``block_m`` / ``chunk`` / ``num_warps`` /
     ``checkpoint_every`` override :func:`default_tiling` (pass the same ``checkpoint_every`` to
-    :func:`neuron_scan_backward`).
+    :func:`neuron_scan_backward`); ``evict`` marks the ``[T, M]`` streams evict-first in the caches
+    (default: from :data:`EVICT_FIRST_MIN_M` neurons on);
+    ``num_stages`` is Triton's pipelining depth (default 1: the kernel prefetches chunks itself).
 
     Returns ``(s[T, M] x.dtype, v_T[M] f32, a_T[M] f32, v_seq[T, M] f32 or None, residuals)``;
     ``residuals`` hold ``x``, the per-chunk checkpoints of ``v`` (and ``a``) and the parameters.
@@ -682,7 +699,8 @@ def neuron_scan_forward(
     c = _make_cfg(T, M, kind=kind, levels=levels, adaptive=adaptive, decay_input=decay_input, reset=reset,
                   detach_reset=detach_reset, reset_delay=reset_delay, surrogate=surrogate,
                   return_membrane=return_membrane, block_m=block_m, chunk=chunk, num_warps=num_warps,
-                  checkpoint_every=checkpoint_every, which="fwd", interpret=interpret)
+                  checkpoint_every=checkpoint_every, evict=evict, which="fwd", interpret=interpret,
+                  num_stages=num_stages)
     f32 = lambda z: jnp.asarray(z, _F32)
     v0, a0 = f32(v0), f32(a0)
     params = tuple(f32(z) for z in (beta, threshold, adapt_scale, adapt_decay, alpha))
@@ -732,6 +750,8 @@ def neuron_scan_backward(
     num_warps: int | None = None,
     checkpoint_every: int | None = None,
     chunk: int | None = None,
+    evict: bool | None = None,
+    num_stages: int | None = None,
 ):
     """Reverse-time scan: cotangents of every input of :func:`neuron_scan_forward`.
 
@@ -745,7 +765,8 @@ def neuron_scan_backward(
     c = _make_cfg(T, M, kind=kind, levels=levels, adaptive=adaptive, decay_input=decay_input, reset=reset,
                   detach_reset=detach_reset, reset_delay=reset_delay, surrogate=surrogate,
                   return_membrane=return_membrane, block_m=block_m, chunk=None, num_warps=num_warps,
-                  checkpoint_every=checkpoint_every, which="bwd", interpret=interpret)
+                  checkpoint_every=checkpoint_every, evict=evict, which="bwd", interpret=interpret,
+                  num_stages=num_stages)
     nc = -(-T // c.K)
     if ckv.shape != (nc, M):
         raise ValueError(f"residuals: checkpoints {ckv.shape} do not match chunk {c.K} for T={T}")
