@@ -25,8 +25,9 @@ Norm hyper-parameters match Flax: ``LayerNorm(eps=1e-6)``, ``BatchNorm(eps=1e-5,
 
 Known differences: in training mode PyTorch's BatchNorm updates ``running_var`` with the unbiased
 batch variance while Flax uses the biased one (the normalized outputs are the same); the
-``backend`` argument is accepted and ignored (always the step loop); decoding states
-(``decode_step``) are not mirrored.
+``backend`` argument is accepted and ignored (always the step loop); so is a model config's
+``dtype`` (the JAX compute dtype: the mirrors compute in the dtype of their float32 parameters; call
+``.to(torch.bfloat16)`` for bfloat16); decoding states (``decode_step``) are not mirrored.
 
 Build from an exported config with :func:`build_model` or load an export with :func:`load_model`.
 """
@@ -801,11 +802,11 @@ def _blocks(cfg: dict[str, Any], causal: bool) -> nn.ModuleList:
 _LM_DEFAULTS: dict[str, Any] = dict(
     vocab_size=256, d_model=64, num_heads=4, num_layers=2, mlp_ratio=4.0, time_steps=4, max_len=256,
     attention="linear", attention_kwargs={}, norm="pre", shortcut="membrane", neuron="lif", neuron_kwargs={},
-    backend="xla", pos_embedding=True)
+    backend="xla", pos_embedding=True, dtype="float32")
 _SPIKFORMER_DEFAULTS: dict[str, Any] = dict(
     image_size=32, in_channels=3, patch_size=4, num_classes=10, d_model=64, num_heads=4, num_layers=2,
     mlp_ratio=4.0, time_steps=4, attention="ssa", attention_kwargs={}, norm="bn", shortcut="spike",
-    neuron="lif", neuron_kwargs={}, backend="xla")
+    neuron="lif", neuron_kwargs={}, backend="xla", dtype="float32")
 
 
 def _config(config: Any, defaults: dict[str, Any], name: str) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from spikejax.nn.attention import (
     ssa_core,
 )
 from spikejax.nn.blocks import SpikingMLP, SpikingTransformerBlock
-from spikejax.nn.config import SpikformerConfig, SpikingLMConfig
+from spikejax.nn.config import DTYPES, SpikformerConfig, SpikingLMConfig
 from spikejax.nn.encoders import (
     DeltaEncoder,
     DirectEncoder,
@@ -54,6 +54,7 @@ from spikejax.nn.neurons import (
 __all__ = [
     "ALIF",
     "ATTENTIONS",
+    "DTYPES",
     "DeltaEncoder",
     "DirectEncoder",
     "HybridSpikeAttention",

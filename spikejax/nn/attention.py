@@ -25,6 +25,11 @@ SDSA (module)                  ``Q ⊗ SN(Σ_j K_j ⊗ V_j)`` (Spike-driven Tran
                                prefix sums ``Σ_{j≤i}`` if causal; channel-wise, so heads do not matter)
 =============================  ======================================================================
 
+Mixed precision: with bfloat16 inputs (a model built with ``dtype="bfloat16"``) the cores multiply
+in bfloat16 but accumulate in float32 (``preferred_element_type``), compute softmax, linear
+attention's running sums and its normaliser in float32, and return the input's dtype; decoding
+states are float32 whatever the compute dtype.
+
 Causal modules decode one position at a time: ``state = attn.init_state(batch, time_steps)``,
 ``y, state = attn.decode_step(x_t[T, B, 1, D], state)``; ``attn(x, return_state=True)`` returns
 the state after the whole sequence (prefill). Decoding equals the full forward exactly when the
@@ -97,20 +102,28 @@ def feature_map(x: Array, kind: str) -> Array:
     raise ValueError(f"feature_map: unknown feature map {kind!r}; expected one of {FEATURE_MAPS}")
 
 
+def _dot(spec: str, a: Array, b: Array) -> Array:
+    """``jnp.einsum(spec, a, b)`` accumulated and returned in float32 (bfloat16 inputs stay bfloat16
+    in the multiply; float32 inputs give exactly the plain einsum)."""
+    return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
+
+
 def _causal_mask(L: int) -> Array:
     return jnp.tril(jnp.ones((L, L), bool))
 
 
 def ssa_core(q: Array, k: Array, v: Array, *, scale: float, causal: bool = False) -> Array:
-    """Spikformer's spiking self-attention ``(Q Kᵀ ⊙ M) V · scale``; ``q, k, v: [..., L, d]``."""
-    L = q.shape[-2]
+    """Spikformer's spiking self-attention ``(Q Kᵀ ⊙ M) V · scale``; ``q, k, v: [..., L, d]``
+    (products in their dtype, accumulated in float32, returned in ``q``'s dtype)."""
+    L, dt = q.shape[-2], q.dtype
     if causal:
-        scores = jnp.einsum("...id,...jd->...ij", q, k)
-        scores = jnp.where(_causal_mask(L), scores, 0.0)
-        return jnp.einsum("...ij,...jd->...id", scores, v) * scale
-    if L > q.shape[-1]:  # Q (Kᵀ V) is cheaper when L > d; same value
-        return jnp.einsum("...id,...de->...ie", q, jnp.einsum("...jd,...je->...de", k, v)) * scale
-    return jnp.einsum("...ij,...jd->...id", jnp.einsum("...id,...jd->...ij", q, k), v) * scale
+        scores = jnp.where(_causal_mask(L), _dot("...id,...jd->...ij", q, k), 0.0)
+        out = _dot("...ij,...jd->...id", scores.astype(dt), v)
+    elif L > q.shape[-1]:  # Q (Kᵀ V) is cheaper when L > d; same value
+        out = _dot("...id,...de->...ie", q, _dot("...jd,...je->...de", k, v).astype(dt))
+    else:
+        out = _dot("...ij,...jd->...id", _dot("...id,...jd->...ij", q, k).astype(dt), v)
+    return (out * scale).astype(dt)
 
 
 def _exclusive_cumsum(x: Array, axis: int) -> Array:
@@ -129,12 +142,16 @@ def linear_attention_core(q: Array, k: Array, v: Array, *, feature: str = "ident
     keeps ``∂y_i/∂q_i`` bounded for a query without spikes), else ``y_i = φ(q_i)ᵀ S_i · scale``. Computed in chunks
     of ``chunk_size`` positions: masked attention inside a chunk plus the running state of the
     previous chunks, O(L · (chunk_size + d) · e) time. Non-causal: sums over all positions.
+    Products in the inputs' dtype; the running sums ``S``, ``z``, the normaliser and the division
+    in float32; returns ``q``'s dtype.
     """
+    dt = q.dtype
     qf, kf = feature_map(q, feature), feature_map(k, feature)
+    f32 = jnp.float32
     if not causal:
-        kv = jnp.einsum("...jd,...je->...de", kf, v)
-        num = jnp.einsum("...id,...de->...ie", qf, kv)
-        den = jnp.einsum("...id,...d->...i", qf, kf.sum(-2))
+        kv = _dot("...jd,...je->...de", kf, v)
+        num = _dot("...id,...de->...ie", qf, kv.astype(dt))
+        den = jnp.einsum("...id,...d->...i", qf.astype(f32), kf.sum(-2, dtype=f32))
     else:
         L = q.shape[-2]
         C = max(1, min(int(chunk_size), L))
@@ -147,19 +164,18 @@ def linear_attention_core(q: Array, k: Array, v: Array, *, feature: str = "ident
             return a.reshape(*a.shape[:-2], n, C, a.shape[-1])
 
         qc, kc, vc = chunks(qf), chunks(kf), chunks(v)
-        scores = jnp.einsum("...nid,...njd->...nij", qc, kc)
-        scores = jnp.where(_causal_mask(C), scores, 0.0)
-        num = jnp.einsum("...nij,...nje->...nie", scores, vc)
+        scores = jnp.where(_causal_mask(C), _dot("...nid,...njd->...nij", qc, kc), 0.0)
+        num = _dot("...nij,...nje->...nie", scores.astype(dt), vc)
         den = scores.sum(-1)
-        kv_prev = _exclusive_cumsum(jnp.einsum("...njd,...nje->...nde", kc, vc), axis=-3)
-        z_prev = _exclusive_cumsum(kc.sum(-2), axis=-2)
-        num = num + jnp.einsum("...nid,...nde->...nie", qc, kv_prev)
-        den = den + jnp.einsum("...nid,...nd->...ni", qc, z_prev)
+        kv_prev = _exclusive_cumsum(_dot("...njd,...nje->...nde", kc, vc), axis=-3)
+        z_prev = _exclusive_cumsum(kc.sum(-2, dtype=f32), axis=-2)
+        num = num + _dot("...nid,...nde->...nie", qc, kv_prev.astype(dt))
+        den = den + jnp.einsum("...nid,...nd->...ni", qc.astype(f32), z_prev)
         num = num.reshape(*num.shape[:-3], n * C, num.shape[-1])[..., :L, :]
         den = den.reshape(*den.shape[:-2], n * C)[..., :L]
     if normalize:
-        return num / (den[..., None] + eps)
-    return num * scale
+        return (num / (den[..., None] + eps)).astype(dt)
+    return (num * scale).astype(dt)
 
 
 def _band_mask(L: int, window: int) -> Array:
@@ -173,16 +189,17 @@ def sliding_window_core(q: Array, k: Array, v: Array, *, window: int, scale: flo
     """Causal sliding-window attention: position i sees ``j`` with ``i - w < j ≤ i``.
 
     ``(Q Kᵀ ⊙ B_w) V · scale`` (spike-driven, no softmax) or ``softmax(Q Kᵀ · scale + log B_w) V``;
-    ``q, k, v: [..., L, d]``. With ``w >= L`` this is full causal attention.
+    ``q, k, v: [..., L, d]``. With ``w >= L`` this is full causal attention. Scores accumulate in
+    float32 and the softmax runs in float32; returns ``q``'s dtype.
     """
-    L = q.shape[-2]
+    L, dt = q.shape[-2], q.dtype
     mask = _band_mask(L, window)
-    scores = jnp.einsum("...id,...jd->...ij", q, k)
+    scores = _dot("...id,...jd->...ij", q, k)
     if softmax:
-        scores = jnp.where(mask, scores * scale, -jnp.inf)
-        return jnp.einsum("...ij,...jd->...id", jax.nn.softmax(scores, axis=-1), v)
+        p = jax.nn.softmax(jnp.where(mask, scores * scale, -jnp.inf), axis=-1)
+        return _dot("...ij,...jd->...id", p.astype(v.dtype), v).astype(dt)
     scores = jnp.where(mask, scores, 0.0)
-    return jnp.einsum("...ij,...jd->...id", scores, v) * scale
+    return (_dot("...ij,...jd->...id", scores.astype(dt), v) * scale).astype(dt)
 
 
 # --- decoding states ----------------------------------------------------------------------------
@@ -220,26 +237,32 @@ def linear_attention_step(q: Array, k: Array, v: Array, state: LinearAttentionSt
                           feature: str = "identity", normalize: bool = True,
                           eps: float = LINEAR_ATTENTION_EPS,
                           scale: float = 1.0) -> tuple[Array, LinearAttentionState]:
-    """One causal linear-attention position on heads ``q, k, v: [..., d]`` -> ``(y[..., d], state)``."""
+    """One causal linear-attention position on heads ``q, k, v: [..., d]`` -> ``(y[..., d], state)``
+    (the state float32, ``y`` in ``q``'s dtype)."""
+    dt = q.dtype
     qf, kf = feature_map(q, feature), feature_map(k, feature)
-    kv = state.kv + jnp.einsum("...d,...e->...de", kf, v)
-    z = state.z + kf
+    kv = state.kv + _dot("...d,...e->...de", kf, v)
+    z = state.z + kf.astype(jnp.float32)
+    qf = qf.astype(jnp.float32)
     num = jnp.einsum("...d,...de->...e", qf, kv)
     if normalize:
-        return num / (jnp.einsum("...d,...d->...", qf, z)[..., None] + eps), LinearAttentionState(kv, z)
-    return num * scale, LinearAttentionState(kv, z)
+        y = num / (jnp.einsum("...d,...d->...", qf, z)[..., None] + eps)
+        return y.astype(dt), LinearAttentionState(kv, z)
+    return (num * scale).astype(dt), LinearAttentionState(kv, z)
 
 
 def linear_attention_state(k: Array, v: Array, *, feature: str = "identity") -> LinearAttentionState:
     """The running sums after a whole sequence, ``k, v: [..., L, d]``."""
     kf = feature_map(k, feature)
-    return LinearAttentionState(jnp.einsum("...jd,...je->...de", kf, v).astype(jnp.float32),
-                                kf.sum(-2).astype(jnp.float32))
+    return LinearAttentionState(_dot("...jd,...je->...de", kf, v), kf.sum(-2, dtype=jnp.float32))
 
 
 def sliding_window_step(q: Array, k: Array, v: Array, state: SlidingWindowState, *, scale: float,
                         softmax: bool = False) -> tuple[Array, SlidingWindowState]:
-    """One sliding-window position on heads ``q, k, v: [..., d]`` -> ``(y[..., d], state)``."""
+    """One sliding-window position on heads ``q, k, v: [..., d]`` -> ``(y[..., d], state)``
+    (the state float32, ``y`` in ``q``'s dtype)."""
+    dt = q.dtype
+    q = q.astype(jnp.float32)
     kc = jnp.concatenate([state.k[..., 1:, :], k[..., None, :].astype(jnp.float32)], axis=-2)
     vc = jnp.concatenate([state.v[..., 1:, :], v[..., None, :].astype(jnp.float32)], axis=-2)
     valid = jnp.concatenate([state.valid[1:], jnp.ones((1,), bool)])
@@ -249,7 +272,7 @@ def sliding_window_step(q: Array, k: Array, v: Array, state: SlidingWindowState,
         out = jnp.einsum("...j,...jd->...d", p, vc)
     else:
         out = jnp.einsum("...j,...jd->...d", jnp.where(valid, scores, 0.0), vc) * scale
-    return out, SlidingWindowState(kc, vc, valid)
+    return out.astype(dt), SlidingWindowState(kc, vc, valid)
 
 
 def sliding_window_state(k: Array, v: Array, *, window: int) -> SlidingWindowState:
@@ -276,18 +299,24 @@ def _empty_window_state(T: int, B: int, H: int, d: int, w: int) -> SlidingWindow
 # --- modules ------------------------------------------------------------------------------------
 
 
-def _make_norm(kind: str, features: int, rngs: nnx.Rngs) -> nnx.Module | None:
+def _make_norm(kind: str, features: int, rngs: nnx.Rngs, dtype: Any = None) -> nnx.Module | None:
+    """A norm by name; ``dtype`` is its output dtype (statistics and parameters stay float32)."""
     if kind == "none":
         return None
     if kind == "batch":
-        return nnx.BatchNorm(features, rngs=rngs)
+        return nnx.BatchNorm(features, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
     if kind == "layer":
-        return nnx.LayerNorm(features, rngs=rngs)
+        return nnx.LayerNorm(features, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
     raise ValueError(f"norm: unknown norm {kind!r}; expected one of {NORMS}")
 
 
 def _apply(module: nnx.Module | None, x: Array) -> Array:
     return x if module is None else module(x)
+
+
+def _linear(d_in: int, d_out: int, rngs: nnx.Rngs, dtype: Any = None, **kwargs) -> nnx.Linear:
+    """``nnx.Linear`` computing in ``dtype`` (None: from the inputs) with float32 parameters."""
+    return nnx.Linear(d_in, d_out, dtype=dtype, param_dtype=jnp.float32, rngs=rngs, **kwargs)
 
 
 class SpikeAttentionBase(nnx.Module):
@@ -306,6 +335,8 @@ class SpikeAttentionBase(nnx.Module):
       output_neuron: fire a neuron on the output (spike-shortcut blocks).
       use_bias: biases in the projections.
       backend: neuron backend (``"xla"``, ``"pallas"``, ``"triton"``, ``"auto"``).
+      dtype: compute dtype of the projections and norms (e.g. ``jnp.bfloat16``; None: the inputs');
+        parameters are float32 either way.
       rngs: ``nnx.Rngs`` for the initializers.
 
     Call: ``attn(x[T, B, L, D]) -> y[T, B, L, D]`` (``y`` real-valued, or spikes with
@@ -318,7 +349,7 @@ class SpikeAttentionBase(nnx.Module):
                  neuron: str = "lif", neuron_kwargs: dict[str, Any] | None = None,
                  attn_threshold: float = 0.5, norm: str = "none", input_neuron: bool = False,
                  output_neuron: bool = False, use_bias: bool = True, backend: str = "xla",
-                 rngs: nnx.Rngs):
+                 dtype: Any = None, rngs: nnx.Rngs):
         for name, val in (("d_model", d_model), ("num_heads", num_heads)):
             if isinstance(val, bool) or not isinstance(val, int) or val < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {val!r}")
@@ -339,20 +370,20 @@ class SpikeAttentionBase(nnx.Module):
 
         D = d_model
         self.input_neuron = neuron_(D) if input_neuron else None
-        self.q_proj = nnx.Linear(D, D, use_bias=use_bias, rngs=rngs)
-        self.k_proj = nnx.Linear(D, D, use_bias=use_bias, rngs=rngs)
-        self.v_proj = nnx.Linear(D, D, use_bias=use_bias, rngs=rngs)
-        self.q_norm = _make_norm(norm, D, rngs)
-        self.k_norm = _make_norm(norm, D, rngs)
-        self.v_norm = _make_norm(norm, D, rngs)
+        self.q_proj = _linear(D, D, rngs, dtype, use_bias=use_bias)
+        self.k_proj = _linear(D, D, rngs, dtype, use_bias=use_bias)
+        self.v_proj = _linear(D, D, rngs, dtype, use_bias=use_bias)
+        self.q_norm = _make_norm(norm, D, rngs, dtype)
+        self.k_norm = _make_norm(norm, D, rngs, dtype)
+        self.v_norm = _make_norm(norm, D, rngs, dtype)
         self.q_neuron = neuron_(D)
         self.k_neuron = neuron_(D)
         self.v_neuron = neuron_(D)
         self._build_mixer(neuron_, rngs)
         mixed = self.mixed_dim
         self.attn_neuron = neuron_(mixed, threshold=attn_threshold) if self.uses_attn_neuron else None
-        self.out_proj = nnx.Linear(mixed, D, use_bias=use_bias, rngs=rngs)
-        self.out_norm = _make_norm(norm, D, rngs)
+        self.out_proj = _linear(mixed, D, rngs, dtype, use_bias=use_bias)
+        self.out_norm = _make_norm(norm, D, rngs, dtype)
         self.output_neuron = neuron_(D) if output_neuron else None
 
     # subclass hooks -------------------------------------------------------------------------
@@ -525,19 +556,20 @@ class SpikeDrivenSelfAttention(SpikeAttentionBase):
         self.kv_neuron = neuron_(self.d_model, threshold=self.kv_threshold)
 
     def mix(self, q, k, v):
-        kv = k * v
-        kv = jnp.cumsum(kv, axis=2) if self.causal else kv.sum(axis=2, keepdims=True)
-        return q * self.kv_neuron(kv)
+        kv = k * v  # sums over positions in float32 (counts beyond bfloat16's exact integers)
+        f32 = jnp.float32
+        kv = jnp.cumsum(kv, axis=2, dtype=f32) if self.causal else kv.sum(axis=2, keepdims=True, dtype=f32)
+        return q * self.kv_neuron(kv).astype(q.dtype)
 
     def init_state(self, batch_size, time_steps):
         return SDSAState(jnp.zeros((time_steps, batch_size, 1, self.d_model), jnp.float32))
 
     def _final_state(self, q, k, v):
-        return SDSAState((k * v).sum(axis=2, keepdims=True).astype(jnp.float32))
+        return SDSAState((k * v).sum(axis=2, keepdims=True, dtype=jnp.float32))
 
     def _mix_step(self, q, k, v, state):
-        kv = state.kv + k * v
-        return q * self.kv_neuron(kv.astype(q.dtype)), SDSAState(kv)
+        kv = state.kv + (k * v).astype(jnp.float32)
+        return q * self.kv_neuron(kv).astype(q.dtype), SDSAState(kv)
 
 
 class LinearSpikeAttention(SpikeAttentionBase):

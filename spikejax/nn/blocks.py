@@ -25,7 +25,7 @@ from typing import Any
 import jax
 from flax import nnx
 
-from spikejax.nn.attention import _apply, _make_norm, make_attention
+from spikejax.nn.attention import _apply, _linear, _make_norm, make_attention
 from spikejax.nn.neurons import make_neuron
 
 Array = jax.Array
@@ -45,6 +45,7 @@ class SpikingMLP(nnx.Module):
       norm: ``"none"``, ``"batch"`` or ``"layer"`` after fc1 and fc2.
       input_neuron / output_neuron: spiking neuron on the input / output (see the module doc).
       neuron, neuron_kwargs, backend: the spiking neurons' kind and settings.
+      dtype: compute dtype of fc1 / fc2 and the norms (None: the inputs'); parameters are float32.
       rngs: ``nnx.Rngs``.
 
     Call: ``x[..., D] -> y[..., D]`` with time first (``[T, ..., D]``) for the neurons.
@@ -52,7 +53,7 @@ class SpikingMLP(nnx.Module):
 
     def __init__(self, d_model: int, hidden_dim: int, *, norm: str = "none", input_neuron: bool = False,
                  output_neuron: bool = False, neuron: str = "lif", neuron_kwargs: dict[str, Any] | None = None,
-                 use_bias: bool = True, backend: str = "xla", rngs: nnx.Rngs):
+                 use_bias: bool = True, backend: str = "xla", dtype: Any = None, rngs: nnx.Rngs):
         for name, val in (("d_model", d_model), ("hidden_dim", hidden_dim)):
             if isinstance(val, bool) or not isinstance(val, int) or val < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {val!r}")
@@ -60,11 +61,11 @@ class SpikingMLP(nnx.Module):
         self.hidden_dim = hidden_dim
         kw = {**(neuron_kwargs or {}), "backend": backend}
         self.input_neuron = make_neuron(neuron, num_channels=d_model, **kw) if input_neuron else None
-        self.fc1 = nnx.Linear(d_model, hidden_dim, use_bias=use_bias, rngs=rngs)
-        self.norm1 = _make_norm(norm, hidden_dim, rngs)
+        self.fc1 = _linear(d_model, hidden_dim, rngs, dtype, use_bias=use_bias)
+        self.norm1 = _make_norm(norm, hidden_dim, rngs, dtype)
         self.hidden_neuron = make_neuron(neuron, num_channels=hidden_dim, **kw)
-        self.fc2 = nnx.Linear(hidden_dim, d_model, use_bias=use_bias, rngs=rngs)
-        self.norm2 = _make_norm(norm, d_model, rngs)
+        self.fc2 = _linear(hidden_dim, d_model, rngs, dtype, use_bias=use_bias)
+        self.norm2 = _make_norm(norm, d_model, rngs, dtype)
         self.output_neuron = make_neuron(neuron, num_channels=d_model, **kw) if output_neuron else None
 
     def __call__(self, x: Array) -> Array:
@@ -90,6 +91,8 @@ class SpikingTransformerBlock(nnx.Module):
       causal: causal attention (``linear``/``sliding``/``hybrid`` are always causal).
       attention_kwargs: extra arguments of the attention (``window``, ``softmax``, ``scale``, ...).
       neuron, neuron_kwargs, backend: the spiking neurons' kind and settings.
+      dtype: compute dtype of every projection and norm (e.g. ``jnp.bfloat16``; None: the inputs');
+        parameters are float32 either way.
       rngs: ``nnx.Rngs``.
 
     Call: ``block(x[T, B, L, D]) -> [T, B, L, D]``; ``block(x, return_state=True)`` also returns the
@@ -99,7 +102,8 @@ class SpikingTransformerBlock(nnx.Module):
     def __init__(self, d_model: int, num_heads: int, *, attention: str = "ssa", mlp_ratio: float = 4.0,
                  norm: str = "pre", shortcut: str = "membrane", causal: bool = False,
                  attention_kwargs: dict[str, Any] | None = None, neuron: str = "lif",
-                 neuron_kwargs: dict[str, Any] | None = None, backend: str = "xla", rngs: nnx.Rngs):
+                 neuron_kwargs: dict[str, Any] | None = None, backend: str = "xla", dtype: Any = None,
+                 rngs: nnx.Rngs):
         if norm not in BLOCK_NORMS:
             raise ValueError(f"norm: unknown block norm {norm!r}; expected one of {BLOCK_NORMS}")
         if shortcut not in SHORTCUTS:
@@ -110,14 +114,14 @@ class SpikingTransformerBlock(nnx.Module):
         self.shortcut = shortcut
         inner = "batch" if norm == "bn" else "none"
         membrane = shortcut == "membrane"
-        common = dict(neuron=neuron, neuron_kwargs=neuron_kwargs, backend=backend, rngs=rngs)
+        common = dict(neuron=neuron, neuron_kwargs=neuron_kwargs, backend=backend, dtype=dtype, rngs=rngs)
         akw = dict(attention_kwargs or {})
         if attention in ("ssa", "sdsa"):
             akw["causal"] = causal
-        self.attn_norm = nnx.LayerNorm(d_model, rngs=rngs) if norm == "pre" else None
+        self.attn_norm = _make_norm("layer", d_model, rngs, dtype) if norm == "pre" else None
         self.attn = make_attention(attention, d_model, num_heads, norm=inner, input_neuron=membrane,
                                    output_neuron=not membrane, **akw, **common)
-        self.mlp_norm = nnx.LayerNorm(d_model, rngs=rngs) if norm == "pre" else None
+        self.mlp_norm = _make_norm("layer", d_model, rngs, dtype) if norm == "pre" else None
         hidden = max(1, int(round(mlp_ratio * d_model)))
         self.mlp = SpikingMLP(d_model, hidden, norm=inner, input_neuron=membrane, output_neuron=not membrane,
                               **common)

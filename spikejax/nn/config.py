@@ -11,9 +11,13 @@ import dataclasses
 import json
 from typing import Any, ClassVar
 
+import numpy as np
 from flax import nnx
 
-__all__ = ["SpikingLMConfig", "SpikformerConfig"]
+__all__ = ["SpikingLMConfig", "SpikformerConfig", "DTYPES"]
+
+DTYPES = ("float32", "bfloat16")
+"""Compute dtypes a model config accepts (``dtype``): parameters always stay float32."""
 
 
 def _pos_int(name: str, value) -> None:
@@ -58,6 +62,13 @@ class _ConfigMixin:
         # do not mutate one after building a model from it
         return hash((type(self).__name__, self.to_json()))
 
+    @property
+    def compute_dtype(self):
+        """``dtype`` as a numpy/JAX dtype (``jnp.float32`` or ``jnp.bfloat16``)."""
+        import jax.numpy as jnp
+
+        return jnp.dtype(self.dtype)
+
     def replace(self, **changes):
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
@@ -85,6 +96,14 @@ def _validate_common(cfg) -> None:
     _choice("norm", cfg.norm, BLOCK_NORMS)
     _choice("shortcut", cfg.shortcut, SHORTCUTS)
     _choice("neuron", cfg.neuron, NEURONS)
+    if not isinstance(cfg.dtype, str):  # accept jnp.bfloat16 / np.dtype("float32"); stored by name
+        try:
+            name = np.dtype(cfg.dtype).name
+        except TypeError:
+            name = None
+        if name in DTYPES:
+            cfg.dtype = name
+    _choice("dtype", cfg.dtype, DTYPES)
     for name in ("attention_kwargs", "neuron_kwargs"):
         if not isinstance(getattr(cfg, name), dict):
             raise TypeError(f"{name}: expected a dict, got {type(getattr(cfg, name))!r}")
@@ -99,7 +118,14 @@ class SpikingLMConfig(_ConfigMixin):
     ``attention`` (``"linear"``, ``"sliding"``, ``"hybrid"``, ``"ssa"``, ``"sdsa"``; always causal) and
     ``attention_kwargs`` (e.g. ``{"window": 16, "softmax": True}``); ``norm`` (``"pre"`` or
     ``"bn"``); ``shortcut`` (``"membrane"`` or ``"spike"``); ``neuron`` and ``neuron_kwargs``;
-    ``backend``; ``pos_embedding``.
+    ``backend``; ``pos_embedding``; ``dtype`` (the compute dtype, see below).
+
+    Mixed precision: ``dtype="bfloat16"`` runs activations and the matmuls / convolutions of every
+    ``nnx.Linear``, ``nnx.Conv`` and norm in bfloat16 while the parameters (and so the optimizer)
+    stay float32. Numerically sensitive parts stay float32: LayerNorm / BatchNorm statistics, neuron
+    membranes (spikes come out in bfloat16), the attention normalisers, softmax and linear
+    attention's running sums, the embedding gather (so its gradient accumulates in float32) and the
+    logits (the head accumulates in float32; the model returns float32 logits). Default ``"float32"``.
 
     Firing at initialisation: with the default neuron (LIF, τ = 2, θ = 1: ``H = V/2 + X/2``) the
     Q/K/V, attention and MLP-hidden neurons of a fresh model are silent (measured: rate 0.000 for
@@ -125,6 +151,7 @@ class SpikingLMConfig(_ConfigMixin):
     neuron_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     backend: str = "xla"
     pos_embedding: bool = True
+    dtype: str = "float32"
 
     model_name: ClassVar[str] = "SpikingLM"
     __hash__ = _ConfigMixin.__hash__
@@ -143,9 +170,10 @@ class SpikformerConfig(_ConfigMixin):
     ``image_size``), ``num_classes``; ``d_model``, ``num_heads``, ``num_layers``, ``mlp_ratio``,
     ``time_steps``; ``attention`` (default ``"ssa"``, non-causal) and ``attention_kwargs``;
     ``norm`` (default ``"bn"``), ``shortcut`` (default ``"spike"``), ``neuron``, ``neuron_kwargs``,
-    ``backend``. With the default neuron (LIF, τ = 2, θ = 1) a fresh model fires sparsely (measured
-    on 8×8×1 inputs: Q/K/V ~4%, the attention neuron 0%); see :class:`SpikingLMConfig` for
-    ``neuron_kwargs`` that fire at initialisation.
+    ``backend``, ``dtype`` (compute dtype, ``"float32"`` or ``"bfloat16"``; parameters stay float32,
+    logits are float32; see :class:`SpikingLMConfig`). With the default neuron (LIF, τ = 2, θ = 1) a
+    fresh model fires sparsely (measured on 8×8×1 inputs: Q/K/V ~4%, the attention neuron 0%); see
+    :class:`SpikingLMConfig` for ``neuron_kwargs`` that fire at initialisation.
     """
 
     image_size: int = 32
@@ -164,6 +192,7 @@ class SpikformerConfig(_ConfigMixin):
     neuron: str = "lif"
     neuron_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     backend: str = "xla"
+    dtype: str = "float32"
 
     model_name: ClassVar[str] = "Spikformer"
     __hash__ = _ConfigMixin.__hash__

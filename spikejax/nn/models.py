@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from spikejax import encoding
+from spikejax.nn.attention import _linear, _make_norm
 from spikejax.nn.blocks import SpikingTransformerBlock
 from spikejax.nn.config import SpikformerConfig, SpikingLMConfig
 from spikejax.nn.neurons import make_neuron
@@ -26,9 +27,16 @@ def _blocks(cfg, *, causal: bool, rngs: nnx.Rngs) -> nnx.List:
         SpikingTransformerBlock(
             cfg.d_model, cfg.num_heads, attention=cfg.attention, mlp_ratio=cfg.mlp_ratio, norm=cfg.norm,
             shortcut=cfg.shortcut, causal=causal, attention_kwargs=cfg.attention_kwargs,
-            neuron=cfg.neuron, neuron_kwargs=cfg.neuron_kwargs, backend=cfg.backend, rngs=rngs)
+            neuron=cfg.neuron, neuron_kwargs=cfg.neuron_kwargs, backend=cfg.backend, dtype=cfg.compute_dtype,
+            rngs=rngs)
         for _ in range(cfg.num_layers)
     ])
+
+
+def _head(d_in: int, d_out: int, dtype, rngs: nnx.Rngs) -> nnx.Linear:
+    """The readout projection: multiplies in ``dtype``, accumulates and returns float32 logits."""
+    extra = {} if dtype == jnp.float32 else {"preferred_element_type": jnp.float32}
+    return _linear(d_in, d_out, rngs, dtype, **extra)
 
 
 class SpikingLMState(NamedTuple):
@@ -45,7 +53,9 @@ class SpikingLM(nnx.Module):
     ``tokens[B, L]`` → ``e = token_embed(tokens) + pos_embed(0..L-1)`` ``[B, L, D]`` → direct
     encoding over T steps ``[T, B, L, D]`` (→ ``embed_neuron`` spikes with the spike shortcut) →
     ``num_layers`` causal :class:`~spikejax.nn.SpikingTransformerBlock` → ``final_norm`` →
-    ``head`` → mean over T → ``logits[B, L, vocab]``. Position i depends on tokens ``≤ i`` only.
+    ``head`` → mean over T → ``logits[B, L, vocab]`` (float32). Position i depends on tokens ``≤ i`` only.
+    With ``config.dtype="bfloat16"`` everything after the embedding runs in bfloat16 (parameters
+    float32; see :class:`~spikejax.nn.SpikingLMConfig`); the logits are float32 either way.
 
     Args:
       config: a :class:`~spikejax.nn.SpikingLMConfig`.
@@ -61,15 +71,18 @@ class SpikingLM(nnx.Module):
             raise TypeError(f"config: expected a SpikingLMConfig, got {type(config)!r}")
         self.config = config
         D = config.d_model
-        self.token_embed = nnx.Embed(config.vocab_size, D, rngs=rngs)
-        self.pos_embed = nnx.Embed(config.max_len, D, rngs=rngs) if config.pos_embedding else None
+        # the embedding gather stays float32 (its gradient is a scatter-add over B·L tokens, which
+        # would lose precision in bfloat16); the sum is cast to the compute dtype in `embed`
+        embed = functools.partial(nnx.Embed, dtype=jnp.float32, param_dtype=jnp.float32, rngs=rngs)
+        self.token_embed = embed(config.vocab_size, D)
+        self.pos_embed = embed(config.max_len, D) if config.pos_embedding else None
         self.embed_neuron = (
             make_neuron(config.neuron, num_channels=D, backend=config.backend, **config.neuron_kwargs)
             if config.shortcut == "spike" else None
         )
         self.blocks = _blocks(config, causal=True, rngs=rngs)
-        self.final_norm = nnx.LayerNorm(D, rngs=rngs)
-        self.head = nnx.Linear(D, config.vocab_size, rngs=rngs)
+        self.final_norm = _make_norm("layer", D, rngs, config.compute_dtype)
+        self.head = _head(D, config.vocab_size, config.compute_dtype, rngs)
 
     # --- pieces ---------------------------------------------------------------------------------
 
@@ -87,12 +100,12 @@ class SpikingLM(nnx.Module):
         e = self.token_embed(tokens)
         if self.pos_embed is not None:
             e = e + self.pos_embed(start + jnp.arange(tokens.shape[1]))[None]
-        x = encoding.direct(e, self.config.time_steps)
+        x = encoding.direct(e.astype(self.config.compute_dtype), self.config.time_steps)
         return x if self.embed_neuron is None else self.embed_neuron(x)
 
     def readout(self, x: Array) -> Array:
-        """``[T, B, L, D] -> logits[B, L, vocab]``: ``mean_t head(final_norm(x_t))``."""
-        return self.head(self.final_norm(x)).mean(axis=0)
+        """``[T, B, L, D] -> logits[B, L, vocab]`` (float32): ``mean_t head(final_norm(x_t))``."""
+        return self.head(self.final_norm(x)).astype(jnp.float32).mean(axis=0)
 
     # --- forward and decoding ---------------------------------------------------------------------
 
@@ -201,23 +214,24 @@ class SpikingPatchEmbed(nnx.Module):
 
     ``conv`` (3×3, C→D, same) → ``conv_norm`` → ``neuron`` → ``proj`` (p×p conv, stride p, D→D)
     → ``proj_norm``; N = (H/p)(W/p). Norms are BatchNorm (``norm="batch"``) or LayerNorm.
-    The output is real-valued (a membrane input for the first block).
+    The output is real-valued (a membrane input for the first block), in ``dtype`` (the compute
+    dtype of the convolutions and norms; None: the inputs'; parameters are float32).
     """
 
     def __init__(self, in_channels: int, d_model: int, patch_size: int, *, norm: str = "batch",
                  neuron: str = "lif", neuron_kwargs: dict[str, Any] | None = None, backend: str = "xla",
-                 rngs: nnx.Rngs):
+                 dtype: Any = None, rngs: nnx.Rngs):
         if norm not in ("batch", "layer"):
             raise ValueError(f"norm: expected 'batch' or 'layer', got {norm!r}")
         self.in_channels = in_channels
         self.patch_size = patch_size
-        make_norm = (lambda n: nnx.BatchNorm(n, rngs=rngs)) if norm == "batch" else (
-            lambda n: nnx.LayerNorm(n, rngs=rngs))
-        self.conv = nnx.Conv(in_channels, d_model, (3, 3), padding="SAME", rngs=rngs)
+        make_norm = lambda n: _make_norm(norm, n, rngs, dtype)
+        conv = functools.partial(nnx.Conv, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+        self.conv = conv(in_channels, d_model, (3, 3), padding="SAME")
         self.conv_norm = make_norm(d_model)
         self.neuron = make_neuron(neuron, num_channels=d_model, backend=backend, **(neuron_kwargs or {}))
-        self.proj = nnx.Conv(d_model, d_model, (patch_size, patch_size), strides=(patch_size, patch_size),
-                             padding="VALID", rngs=rngs)
+        self.proj = conv(d_model, d_model, (patch_size, patch_size), strides=(patch_size, patch_size),
+                         padding="VALID")
         self.proj_norm = make_norm(d_model)
 
     def __call__(self, x: Array) -> Array:
@@ -241,7 +255,8 @@ class Spikformer(nnx.Module):
     ``images[B, H, W, C]`` (NHWC; direct-encoded over T) or pre-encoded spikes ``[T, B, H, W, C]``
     → :class:`SpikingPatchEmbed` ``[T, B, N, D]`` + ``pos_embed[N, D]`` (→ ``embed_neuron`` with the
     spike shortcut) → ``num_layers`` non-causal blocks → mean over tokens → ``final_norm``
-    (``norm="pre"`` only) → ``head`` → mean over T → ``logits[B, num_classes]``.
+    (``norm="pre"`` only) → ``head`` → mean over T → ``logits[B, num_classes]`` (float32; the
+    blocks compute in ``config.dtype``, see :class:`~spikejax.nn.SpikformerConfig`).
 
     Args:
       config: a :class:`~spikejax.nn.SpikformerConfig`.
@@ -255,15 +270,16 @@ class Spikformer(nnx.Module):
         D = config.d_model
         self.patch_embed = SpikingPatchEmbed(
             config.in_channels, D, config.patch_size, norm="batch" if config.norm == "bn" else "layer",
-            neuron=config.neuron, neuron_kwargs=config.neuron_kwargs, backend=config.backend, rngs=rngs)
+            neuron=config.neuron, neuron_kwargs=config.neuron_kwargs, backend=config.backend,
+            dtype=config.compute_dtype, rngs=rngs)
         self.pos_embed = nnx.Param(0.02 * jax.random.normal(rngs.params(), (config.num_patches, D)))
         self.embed_neuron = (
             make_neuron(config.neuron, num_channels=D, backend=config.backend, **config.neuron_kwargs)
             if config.shortcut == "spike" else None
         )
         self.blocks = _blocks(config, causal=False, rngs=rngs)
-        self.final_norm = nnx.LayerNorm(D, rngs=rngs) if config.norm == "pre" else None
-        self.head = nnx.Linear(D, config.num_classes, rngs=rngs)
+        self.final_norm = _make_norm("layer", D, rngs, config.compute_dtype) if config.norm == "pre" else None
+        self.head = _head(D, config.num_classes, config.compute_dtype, rngs)
 
     def __call__(self, images: Array) -> Array:
         """``images[B, H, W, C]`` or spikes ``[T, B, H, W, C]`` -> ``logits[B, num_classes]``."""
@@ -279,7 +295,9 @@ class Spikformer(nnx.Module):
             raise ValueError(
                 f"images: expected H=W=image_size={size} and C=in_channels={C}, got shape {tuple(images.shape)}"
             )
-        x = self.patch_embed(x) + self.pos_embed[...]
+        dt = cfg.compute_dtype
+        # the float32 add keeps the position embedding's gradient (a sum over T·B) in float32
+        x = (self.patch_embed(x.astype(dt)).astype(jnp.float32) + self.pos_embed[...]).astype(dt)
         if self.embed_neuron is not None:
             x = self.embed_neuron(x)
         for block in self.blocks:
@@ -287,4 +305,4 @@ class Spikformer(nnx.Module):
         h = x.mean(axis=2)
         if self.final_norm is not None:
             h = self.final_norm(h)
-        return self.head(h).mean(axis=0)
+        return self.head(h).astype(jnp.float32).mean(axis=0)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -101,15 +102,20 @@ class CheckpointManager:
       keep: how many recent checkpoints to keep.
       resume: continue from the latest checkpoint; without it, existing checkpoints are an error.
       must_match: meta keys (top level) that must be equal to resume.
+      upgrade: optional ``stored_meta -> meta`` applied to a checkpoint's meta before that comparison,
+        to bring an older checkpoint's description to this version's form (e.g. fill a model-config
+        field added since with its default, so an old run resumes).
     """
 
     def __init__(self, directory: str | os.PathLike, meta: dict, *, save_every: int, keep: int = 2,
-                 resume: bool = False, must_match: tuple[str, ...] = ("model", "data", "train")):
+                 resume: bool = False, must_match: tuple[str, ...] = ("model", "data", "train"),
+                 upgrade: Callable[[dict], dict] | None = None):
         if isinstance(save_every, bool) or not isinstance(save_every, int) or save_every < 1:
             raise ValueError(f"checkpoint_every: expected a positive integer, got {save_every!r}")
         self.directory = os.path.abspath(os.fspath(directory))
         self.meta = json.loads(json.dumps(meta))
         self.must_match = must_match
+        self.upgrade = upgrade
         self.resume = resume
         os.makedirs(self.directory, exist_ok=True)
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=save_every, create=True)
@@ -131,6 +137,8 @@ class CheckpointManager:
         if step is None:
             return None
         _, stored = read_meta(self.directory, step)
+        if self.upgrade is not None:
+            stored = self.upgrade(stored)
         problems = []
         for key in self.must_match:
             problems += _diff(stored.get(key, "<missing>"), self.meta.get(key, "<missing>"), key)

@@ -86,6 +86,9 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--neuron", default="lif", help="lif, if, alif, plif, ternary, multilevel")
     g.add_argument("--beta", type=float, default=NEURON_DEFAULTS["beta"], help="membrane decay of the neurons")
     g.add_argument("--threshold", type=float, default=NEURON_DEFAULTS["threshold"], help="firing threshold")
+    g.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="compute dtype of activations and matmuls (parameters and optimizer stay float32; "
+                        "bfloat16 is faster on GPUs; stored in the run's model config)")
 
 
 def _neuron_kwargs(args) -> dict[str, Any]:
@@ -120,14 +123,14 @@ def _train_config(args, preset: dict, task: str):
 
 def _lm_loss(model, batch):
     x, y = batch
-    logits = model(x)
+    logits = model(x).astype(jnp.float32)  # float32 already (the models' readout); the loss needs it
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
     return loss, {"accuracy": (logits.argmax(-1) == y).mean()}
 
 
 def _lm_eval(model, batch):
     x, y = batch
-    logits = model(x)
+    logits = model(x).astype(jnp.float32)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
     return {"loss_sum": ce.sum(), "count": jnp.asarray(ce.size, jnp.float32),
             "correct": (logits.argmax(-1) == y).sum().astype(jnp.float32)}
@@ -152,8 +155,10 @@ def _generate(model, ds, prompt: str, n: int, seed: int, temperature: float, top
 def lm_task(ds, *, d_model: int, layers: int, heads: int, time_steps: int, seq_len: int, attention: str,
             window: int | None = None, mlp_ratio: float = 4.0, neuron: str = "lif",
             neuron_kwargs: dict | None = None, backend: str = "xla", eval_batches: int = 8,
-            eval_batch_size: int = 32, sample_chars: int = 0, sample_prompt: str | None = None):
-    """The char-level language-model :class:`~spikejax.train.loop.Task` on a :class:`CharDataset`."""
+            eval_batch_size: int = 32, sample_chars: int = 0, sample_prompt: str | None = None,
+            dtype: str = "float32"):
+    """The char-level language-model :class:`~spikejax.train.loop.Task` on a :class:`CharDataset`
+    (``dtype``: the model's compute dtype, ``"float32"`` or ``"bfloat16"``)."""
     from spikejax.nn import SpikingLMConfig
     from spikejax.train.loop import Task
 
@@ -166,7 +171,7 @@ def lm_task(ds, *, d_model: int, layers: int, heads: int, time_steps: int, seq_l
     cfg = SpikingLMConfig(vocab_size=ds.vocab_size, d_model=d_model, num_heads=heads, num_layers=layers,
                           mlp_ratio=mlp_ratio, time_steps=time_steps, max_len=seq_len, attention=attention,
                           attention_kwargs=akw, neuron=neuron, neuron_kwargs=dict(neuron_kwargs or {}),
-                          backend=backend)
+                          backend=backend, dtype=dtype)
 
     def after(model, say):
         if not sample_chars:
@@ -189,14 +194,14 @@ def lm_task(ds, *, d_model: int, layers: int, heads: int, time_steps: int, seq_l
 
 def _vision_loss(model, batch):
     x, y = batch
-    logits = model(x)
+    logits = model(x).astype(jnp.float32)
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), {
         "accuracy": (logits.argmax(-1) == y).mean()}
 
 
 def _vision_eval(model, batch):
     x, y, mask = batch
-    logits = model(x)
+    logits = model(x).astype(jnp.float32)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
     return {"loss_sum": (ce * mask).sum(), "count": mask.sum(), "correct": ((logits.argmax(-1) == y) * mask).sum()}
 
@@ -207,15 +212,16 @@ def _vision_summary(s: dict) -> dict:
 
 def vision_task(ds, *, d_model: int, layers: int, heads: int, time_steps: int, patch_size: int = 2,
                 attention: str = "ssa", mlp_ratio: float = 4.0, neuron: str = "lif",
-                neuron_kwargs: dict | None = None, backend: str = "xla", eval_batch_size: int = 120):
-    """Spikformer on :class:`DigitsDataset` (8×8×1 images, 10 classes)."""
+                neuron_kwargs: dict | None = None, backend: str = "xla", eval_batch_size: int = 120,
+                dtype: str = "float32"):
+    """Spikformer on :class:`DigitsDataset` (8×8×1 images, 10 classes; ``dtype`` the compute dtype)."""
     from spikejax.nn import SpikformerConfig
     from spikejax.train.loop import Task
 
     cfg = SpikformerConfig(image_size=8, in_channels=1, patch_size=patch_size, num_classes=10, d_model=d_model,
                            num_heads=heads, num_layers=layers, mlp_ratio=mlp_ratio, time_steps=time_steps,
                            attention=attention, neuron=neuron, neuron_kwargs=dict(neuron_kwargs or {}),
-                           backend=backend)
+                           backend=backend, dtype=dtype)
     return Task(
         name="vision", model_config=cfg, loss_fn=_vision_loss, eval_fn=_vision_eval,
         train_batch=lambda seed, step, b: ds.batch(seed, step, b), eval_batches=ds.eval_batches(eval_batch_size),
@@ -266,7 +272,7 @@ def train_main(argv: list[str] | None = None) -> dict[str, Any]:
                        window=args.window, mlp_ratio=_pick(args, {"mlp_ratio": 4.0, **preset}, "mlp_ratio"),
                        neuron=args.neuron,
                        neuron_kwargs=_neuron_kwargs(args), backend=args.backend, eval_batches=args.eval_batches,
-                       sample_chars=args.sample_chars)
+                       sample_chars=args.sample_chars, dtype=args.dtype)
     else:
         preset = VISION_DEFAULTS
         task = vision_task(DigitsDataset(), d_model=_pick(args, preset, "d_model"),
@@ -274,7 +280,7 @@ def train_main(argv: list[str] | None = None) -> dict[str, Any]:
                            time_steps=_pick(args, preset, "time_steps"),
                            patch_size=args.patch_size, attention=_pick(args, preset, "attention"),
                            mlp_ratio=args.mlp_ratio or 4.0, neuron=args.neuron, neuron_kwargs=_neuron_kwargs(args),
-                           backend=args.backend)
+                           backend=args.backend, dtype=args.dtype)
     cfg = _train_config(args, preset, args.task)
     print(f"spikejax train {args.task}: data {task.data_meta['name']}, run directory {cfg.out}", flush=True)
     return fit(task, cfg)

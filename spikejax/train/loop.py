@@ -12,6 +12,7 @@ checkpoints. At the end it prints a summary table and the energy report and writ
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -113,6 +114,20 @@ def _table(rows: list[tuple[str, Any]]) -> str:
     return "\n".join([line, *body, line])
 
 
+def _upgrade_meta(config_cls, stored: dict) -> dict:
+    """A checkpoint's meta with its model config re-read through ``config_cls`` (fields added since
+    that checkpoint was written get their defaults, e.g. ``dtype="float32"``), so older runs resume.
+    A config that does not parse is left as stored (the comparison then names the difference)."""
+    model = stored.get("model")
+    if not isinstance(model, dict):
+        return stored
+    try:
+        model = config_cls.from_dict(model).to_dict()
+    except (TypeError, ValueError):
+        return stored
+    return {**stored, "model": model}
+
+
 def fit(task: Task, cfg: TrainConfig, *, mesh=None, print_fn: Callable[[str], None] = print) -> dict[str, Any]:
     """Train ``task`` under ``cfg``; returns the summary (final metrics, energy report, the per-step
     losses of this invocation as ``"losses"`` and the step it started from as ``"start_step"``)."""
@@ -134,7 +149,8 @@ def fit(task: Task, cfg: TrainConfig, *, mesh=None, print_fn: Callable[[str], No
     if cfg.out is not None:
         os.makedirs(cfg.out, exist_ok=True)
         ckpt = CheckpointManager(os.path.join(cfg.out, "checkpoints"), meta,
-                                 save_every=cfg.checkpoint_every or cfg.steps, resume=cfg.resume)
+                                 save_every=cfg.checkpoint_every or cfg.steps, resume=cfg.resume,
+                                 upgrade=functools.partial(_upgrade_meta, type(task.model_config)))
         if cfg.resume:
             restored = ckpt.restore(state)
             if restored is None:
