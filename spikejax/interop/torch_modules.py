@@ -644,10 +644,15 @@ class SpikeDrivenSelfAttention(SpikeAttentionBase):
         return q * self.kv_neuron(kv)
 
 
+SIGNED_SPIKE_NEURONS = ("ternary",)  # as spikejax.nn.attention.SIGNED_SPIKE_NEURONS
+
+
 def _set_linear_options(attn: SpikeAttentionBase, feature_map: str, normalize: bool, eps: float,
-                        chunk_size: int) -> None:
+                        chunk_size: int, neuron: str = "lif") -> None:
     """Store the linear-attention arguments (of :class:`LinearSpikeAttention` and
-    :class:`HybridSpikeAttention`), checked as in :mod:`spikejax.nn.attention`."""
+    :class:`HybridSpikeAttention`), checked and resolved (``"auto"``) as in :mod:`spikejax.nn.attention`."""
+    if feature_map == "auto":
+        feature_map = "relu" if neuron in SIGNED_SPIKE_NEURONS else "identity"
     if not float(eps) > 0:
         raise ValueError(f"eps: expected > 0 (the normaliser φ(q)ᵀz + eps can be 0), got {eps!r}")
     attn.feature_map, attn.normalize, attn.eps = feature_map, bool(normalize), float(eps)
@@ -664,9 +669,9 @@ class LinearSpikeAttention(SpikeAttentionBase):
     """Causal linear attention on spikes (:func:`linear_attention_core`), ``eps`` default 1
     (:data:`LINEAR_ATTENTION_EPS`)."""
 
-    def __init__(self, d_model: int, num_heads: int, *, causal: bool = True, feature_map: str = "identity",
+    def __init__(self, d_model: int, num_heads: int, *, causal: bool = True, feature_map: str = "auto",
                  normalize: bool = True, eps: float = LINEAR_ATTENTION_EPS, chunk_size: int = 64, **kwargs):
-        _set_linear_options(self, feature_map, normalize, eps, chunk_size)
+        _set_linear_options(self, feature_map, normalize, eps, chunk_size, kwargs.get("neuron", "lif"))
         super().__init__(d_model, num_heads, causal=causal, **kwargs)
 
     def mix(self, q, k, v):
@@ -694,12 +699,12 @@ class HybridSpikeAttention(SpikeAttentionBase):
     """``out_proj(SN([linear ‖ sliding window]))``, mixed width 2D."""
 
     def __init__(self, d_model: int, num_heads: int, *, window: int = 64, softmax: bool = False,
-                 feature_map: str = "identity", normalize: bool = True, eps: float = LINEAR_ATTENTION_EPS,
+                 feature_map: str = "auto", normalize: bool = True, eps: float = LINEAR_ATTENTION_EPS,
                  chunk_size: int = 64, causal: bool = True, **kwargs):
         if not causal:
             raise ValueError("causal: HybridSpikeAttention is causal; got causal=False")
         self.window, self.softmax = int(window), bool(softmax)
-        _set_linear_options(self, feature_map, normalize, eps, chunk_size)
+        _set_linear_options(self, feature_map, normalize, eps, chunk_size, kwargs.get("neuron", "lif"))
         super().__init__(d_model, num_heads, causal=True, **kwargs)
 
     @property
@@ -802,7 +807,8 @@ def _blocks(cfg: dict[str, Any], causal: bool) -> nn.ModuleList:
 _LM_DEFAULTS: dict[str, Any] = dict(
     vocab_size=256, d_model=64, num_heads=4, num_layers=2, mlp_ratio=4.0, time_steps=4, max_len=256,
     attention="linear", attention_kwargs={}, norm="pre", shortcut="membrane", neuron="lif", neuron_kwargs={},
-    backend="xla", pos_embedding=True, dtype="float32")
+    backend="xla", pos_embedding=True, dtype="float32",
+    dropout=0.0)  # training-only in spikejax (needs a dropout key); the mirror is the inference model
 _SPIKFORMER_DEFAULTS: dict[str, Any] = dict(
     image_size=32, in_channels=3, patch_size=4, num_classes=10, d_model=64, num_heads=4, num_layers=2,
     mlp_ratio=4.0, time_steps=4, attention="ssa", attention_kwargs={}, norm="bn", shortcut="spike",

@@ -484,11 +484,23 @@ def _check_positive_int(name: str, value) -> int:
     return value
 
 
+SIGNED_SPIKE_NEURONS = ("ternary",)
+"""Neuron kinds whose spikes can be negative: the identity feature map would let the linear-attention
+normaliser ``φ(q)ᵀz + eps`` reach 0 or below (non-finite outputs and gradients)."""
+
+
 def _set_linear_options(attn: SpikeAttentionBase, feature_map: str, normalize: bool, eps: float,
-                        chunk_size: int) -> None:
+                        chunk_size: int, neuron: str = "lif") -> None:
     """Validate and store the linear-attention arguments (of :class:`LinearSpikeAttention` and
-    :class:`HybridSpikeAttention`) before the base constructor runs."""
+    :class:`HybridSpikeAttention`) before the base constructor runs. ``feature_map="auto"``:
+    ``identity`` for non-negative spikes, ``relu`` for signed ones (:data:`SIGNED_SPIKE_NEURONS`)."""
+    signed = neuron in SIGNED_SPIKE_NEURONS
+    if feature_map == "auto":
+        feature_map = "relu" if signed else "identity"
     _check_feature_map(feature_map)
+    if signed and feature_map == "identity" and normalize:
+        raise ValueError(f"feature_map: 'identity' with {neuron!r} neurons (signed spikes) lets the normaliser "
+                         "φ(q)ᵀz + eps reach 0; use 'relu' or 'elu1' (or 'auto')")
     if not float(eps) > 0:
         raise ValueError(f"eps: expected > 0 (the normaliser φ(q)ᵀz + eps can be 0), got {eps!r}")
     attn.feature_map = feature_map
@@ -584,9 +596,9 @@ class LinearSpikeAttention(SpikeAttentionBase):
     Decoding keeps a :class:`LinearAttentionState` (``kv``, ``z``). ``x[T, B, L, D] -> y[T, B, L, D]``.
     """
 
-    def __init__(self, d_model: int, num_heads: int, *, causal: bool = True, feature_map: str = "identity",
+    def __init__(self, d_model: int, num_heads: int, *, causal: bool = True, feature_map: str = "auto",
                  normalize: bool = True, eps: float = LINEAR_ATTENTION_EPS, chunk_size: int = 64, **kwargs):
-        _set_linear_options(self, feature_map, normalize, eps, chunk_size)
+        _set_linear_options(self, feature_map, normalize, eps, chunk_size, kwargs.get("neuron", "lif"))
         super().__init__(d_model, num_heads, causal=causal, **kwargs)
 
     def core(self, q: Array, k: Array, v: Array) -> Array:
@@ -656,13 +668,13 @@ class HybridSpikeAttention(SpikeAttentionBase):
     """
 
     def __init__(self, d_model: int, num_heads: int, *, window: int = 64, softmax: bool = False,
-                 feature_map: str = "identity", normalize: bool = True, eps: float = LINEAR_ATTENTION_EPS,
+                 feature_map: str = "auto", normalize: bool = True, eps: float = LINEAR_ATTENTION_EPS,
                  chunk_size: int = 64, causal: bool = True, **kwargs):
         if not causal:
             raise ValueError("causal: HybridSpikeAttention is causal; got causal=False")
         self.window = _check_positive_int("window", window)
         self.softmax = bool(softmax)
-        _set_linear_options(self, feature_map, normalize, eps, chunk_size)
+        _set_linear_options(self, feature_map, normalize, eps, chunk_size, kwargs.get("neuron", "lif"))
         super().__init__(d_model, num_heads, causal=True, **kwargs)
 
     @property

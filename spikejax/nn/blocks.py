@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from spikejax.nn.attention import _apply, _linear, _make_norm, make_attention
@@ -30,10 +31,20 @@ from spikejax.nn.neurons import make_neuron
 
 Array = jax.Array
 
-__all__ = ["SpikingMLP", "SpikingTransformerBlock", "BLOCK_NORMS", "SHORTCUTS"]
+__all__ = ["SpikingMLP", "SpikingTransformerBlock", "BLOCK_NORMS", "SHORTCUTS", "time_shared_dropout"]
 
 BLOCK_NORMS = ("pre", "bn")
 SHORTCUTS = ("membrane", "spike")
+
+
+def time_shared_dropout(x: Array, rate: float, key: Array | None) -> Array:
+    """Inverted dropout of ``x[T, ...]`` with one keep-mask over ``x.shape[1:]`` shared by all T steps
+    (a dropped neuron is dropped for the whole sample, as in multi-step SNN dropout):
+    ``y = x · m / (1 - rate)``, ``m ~ Bernoulli(1 - rate)``. Identity when ``key`` is None or rate is 0."""
+    if key is None or rate == 0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape[1:])
+    return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
 
 
 class SpikingMLP(nnx.Module):
@@ -93,25 +104,30 @@ class SpikingTransformerBlock(nnx.Module):
       neuron, neuron_kwargs, backend: the spiking neurons' kind and settings.
       dtype: compute dtype of every projection and norm (e.g. ``jnp.bfloat16``; None: the inputs');
         parameters are float32 either way.
+      dropout: rate of :func:`time_shared_dropout` on each branch output (only with a ``dropout_key``).
       rngs: ``nnx.Rngs``.
 
     Call: ``block(x[T, B, L, D]) -> [T, B, L, D]``; ``block(x, return_state=True)`` also returns the
-    attention's decoding state; ``block.decode_step(x[T, B, 1, D], state)`` processes one position.
+    attention's decoding state; ``block(x, dropout_key=key)`` applies dropout (training);
+    ``block.decode_step(x[T, B, 1, D], state)`` processes one position.
     """
 
     def __init__(self, d_model: int, num_heads: int, *, attention: str = "ssa", mlp_ratio: float = 4.0,
                  norm: str = "pre", shortcut: str = "membrane", causal: bool = False,
                  attention_kwargs: dict[str, Any] | None = None, neuron: str = "lif",
                  neuron_kwargs: dict[str, Any] | None = None, backend: str = "xla", dtype: Any = None,
-                 rngs: nnx.Rngs):
+                 dropout: float = 0.0, rngs: nnx.Rngs):
         if norm not in BLOCK_NORMS:
             raise ValueError(f"norm: unknown block norm {norm!r}; expected one of {BLOCK_NORMS}")
         if shortcut not in SHORTCUTS:
             raise ValueError(f"shortcut: unknown shortcut {shortcut!r}; expected one of {SHORTCUTS}")
         if not mlp_ratio > 0:
             raise ValueError(f"mlp_ratio: expected > 0, got {mlp_ratio}")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout: expected a rate in [0, 1), got {dropout!r}")
         self.norm = norm
         self.shortcut = shortcut
+        self.dropout = float(dropout)
         inner = "batch" if norm == "bn" else "none"
         membrane = shortcut == "membrane"
         common = dict(neuron=neuron, neuron_kwargs=neuron_kwargs, backend=backend, dtype=dtype, rngs=rngs)
@@ -130,15 +146,16 @@ class SpikingTransformerBlock(nnx.Module):
     def causal(self) -> bool:
         return self.attn.causal
 
-    def _mlp_branch(self, x: Array) -> Array:
-        return x + self.mlp(_apply(self.mlp_norm, x))
+    def _mlp_branch(self, x: Array, key: Array | None = None) -> Array:
+        return x + time_shared_dropout(self.mlp(_apply(self.mlp_norm, x)), self.dropout, key)
 
-    def __call__(self, x: Array, *, return_state: bool = False):
+    def __call__(self, x: Array, *, return_state: bool = False, dropout_key: Array | None = None):
+        k_attn, k_mlp = (None, None) if dropout_key is None else tuple(jax.random.split(dropout_key))
         h = _apply(self.attn_norm, x)
         if return_state:
             a, state = self.attn(h, return_state=True)
-            return self._mlp_branch(x + a), state
-        return self._mlp_branch(x + self.attn(h))
+            return self._mlp_branch(x + time_shared_dropout(a, self.dropout, k_attn), k_mlp), state
+        return self._mlp_branch(x + time_shared_dropout(self.attn(h), self.dropout, k_attn), k_mlp)
 
     def init_state(self, batch_size: int, time_steps: int):
         """An empty decoding state (the attention's)."""

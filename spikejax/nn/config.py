@@ -127,6 +127,10 @@ class SpikingLMConfig(_ConfigMixin):
     attention's running sums, the embedding gather (so its gradient accumulates in float32) and the
     logits (the head accumulates in float32; the model returns float32 logits). Default ``"float32"``.
 
+    ``dropout``: rate of inverted dropout on the embedding and on the output of every attention and
+    MLP branch, applied only when the model is called with a ``dropout_key`` (training); one mask per
+    neuron shared by all T time steps. Default 0 (none).
+
     Firing at initialisation: with the default neuron (LIF, τ = 2, θ = 1: ``H = V/2 + X/2``) the
     Q/K/V, attention and MLP-hidden neurons of a fresh model are silent (measured: rate 0.000 for
     ``SpikingLMConfig(vocab_size=64, max_len=64)`` and every attention kind; only the block-input
@@ -152,12 +156,16 @@ class SpikingLMConfig(_ConfigMixin):
     backend: str = "xla"
     pos_embedding: bool = True
     dtype: str = "float32"
+    dropout: float = 0.0
 
     model_name: ClassVar[str] = "SpikingLM"
     __hash__ = _ConfigMixin.__hash__
 
     def __post_init__(self):
         _pos_int("vocab_size", self.vocab_size)
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout: expected a rate in [0, 1), got {self.dropout!r}")
+        self.dropout = float(self.dropout)
         _pos_int("max_len", self.max_len)
         _validate_common(self)
 

@@ -13,7 +13,7 @@ from flax import nnx
 
 from spikejax import encoding
 from spikejax.nn.attention import _linear, _make_norm
-from spikejax.nn.blocks import SpikingTransformerBlock
+from spikejax.nn.blocks import SpikingTransformerBlock, time_shared_dropout
 from spikejax.nn.config import SpikformerConfig, SpikingLMConfig
 from spikejax.nn.neurons import make_neuron
 
@@ -28,7 +28,7 @@ def _blocks(cfg, *, causal: bool, rngs: nnx.Rngs) -> nnx.List:
             cfg.d_model, cfg.num_heads, attention=cfg.attention, mlp_ratio=cfg.mlp_ratio, norm=cfg.norm,
             shortcut=cfg.shortcut, causal=causal, attention_kwargs=cfg.attention_kwargs,
             neuron=cfg.neuron, neuron_kwargs=cfg.neuron_kwargs, backend=cfg.backend, dtype=cfg.compute_dtype,
-            rngs=rngs)
+            dropout=getattr(cfg, "dropout", 0.0), rngs=rngs)
         for _ in range(cfg.num_layers)
     ])
 
@@ -109,21 +109,25 @@ class SpikingLM(nnx.Module):
 
     # --- forward and decoding ---------------------------------------------------------------------
 
-    def __call__(self, tokens: Array, *, return_state: bool = False):
+    def __call__(self, tokens: Array, *, return_state: bool = False, dropout_key: Array | None = None):
         """``tokens[B, L]`` (int) -> ``logits[B, L, vocab]`` (float32); with ``return_state`` also the
-        :class:`SpikingLMState` after the sequence (to continue with :meth:`decode_step`)."""
+        :class:`SpikingLMState` after the sequence (to continue with :meth:`decode_step`). A
+        ``dropout_key`` turns on ``config.dropout`` (training); without one the model is deterministic."""
         tokens = self._check_tokens(tokens)
         L = tokens.shape[1]
         if self.pos_embedding_enabled and L > self.config.max_len:
             raise ValueError(f"tokens: sequence length {L} exceeds max_len={self.config.max_len}")
-        x = self.embed(tokens)
+        keys = [None] * (len(self.blocks) + 1)
+        if dropout_key is not None and self.config.dropout > 0:
+            keys = list(jax.random.split(dropout_key, len(self.blocks) + 1))
+        x = time_shared_dropout(self.embed(tokens), self.config.dropout, keys[0])
         states = []
-        for block in self.blocks:
+        for block, key in zip(self.blocks, keys[1:], strict=True):
             if return_state:
-                x, st = block(x, return_state=True)
+                x, st = block(x, return_state=True, dropout_key=key)
                 states.append(st)
             else:
-                x = block(x)
+                x = block(x, dropout_key=key)
         logits = self.readout(x)
         if return_state:
             return logits, SpikingLMState(jnp.asarray(L, jnp.int32), tuple(states))

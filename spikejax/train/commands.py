@@ -27,11 +27,12 @@ LM_PRESETS: dict[str, dict[str, Any]] = {
     # CPU quick run: ~118k parameters, about two minutes on two cores.
     "tiny": dict(d_model=64, layers=2, heads=4, time_steps=4, seq_len=64, batch_size=32, steps=150, lr=3e-3,
                  warmup=15, eval_every=150, log_every=25, checkpoint_every=50, attention="linear"),
-    # One GPU, TinyShakespeare: 10.8M parameters (6 x 384, MLP 3.5x), T=4, context 256. About 0.12 s per
-    # step on one H100 (BENCHMARKS.md), so the 4000-step schedule fits in ten minutes.
-    "shakespeare": dict(d_model=384, layers=6, heads=6, time_steps=4, seq_len=256, batch_size=64, steps=4000,
-                        lr=1e-3, warmup=200, eval_every=500, log_every=100, checkpoint_every=500,
-                        attention="hybrid", mlp_ratio=3.5),
+    # One GPU, TinyShakespeare: 10.8M parameters (6 x 384, MLP 3.5x), T=4, context 256, dropout 0.2 (without
+    # it the model overfits the 1M characters: H100 run, val 1.73 at step 3000 -> 1.87 at 6000 while train
+    # fell to 1.05). ~46 ms per step on one H100 with --dtype bfloat16 --backend pallas (BENCHMARKS.md).
+    "shakespeare": dict(d_model=384, layers=6, heads=6, time_steps=4, seq_len=256, batch_size=64, steps=7000,
+                        lr=2e-3, warmup=300, eval_every=500, log_every=250, checkpoint_every=1000,
+                        attention="hybrid", mlp_ratio=3.5, dropout=0.2),
 }
 NEURON_DEFAULTS: dict[str, Any] = {"beta": 0.5, "threshold": 0.5}
 
@@ -121,9 +122,9 @@ def _train_config(args, preset: dict, task: str):
 # --- language model ------------------------------------------------------------------------------
 
 
-def _lm_loss(model, batch):
+def _lm_loss(model, batch, key=None):
     x, y = batch
-    logits = model(x).astype(jnp.float32)  # float32 already (the models' readout); the loss needs it
+    logits = model(x, dropout_key=key).astype(jnp.float32)  # float32 already (the models' readout); the loss needs it
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
     return loss, {"accuracy": (logits.argmax(-1) == y).mean()}
 
@@ -156,9 +157,10 @@ def lm_task(ds, *, d_model: int, layers: int, heads: int, time_steps: int, seq_l
             window: int | None = None, mlp_ratio: float = 4.0, neuron: str = "lif",
             neuron_kwargs: dict | None = None, backend: str = "xla", eval_batches: int = 8,
             eval_batch_size: int = 32, sample_chars: int = 0, sample_prompt: str | None = None,
-            dtype: str = "float32"):
+            dtype: str = "float32", dropout: float = 0.0):
     """The char-level language-model :class:`~spikejax.train.loop.Task` on a :class:`CharDataset`
-    (``dtype``: the model's compute dtype, ``"float32"`` or ``"bfloat16"``)."""
+    (``dtype``: the model's compute dtype, ``"float32"`` or ``"bfloat16"``; ``dropout``: the
+    model's training dropout rate)."""
     from spikejax.nn import SpikingLMConfig
     from spikejax.train.loop import Task
 
@@ -171,7 +173,7 @@ def lm_task(ds, *, d_model: int, layers: int, heads: int, time_steps: int, seq_l
     cfg = SpikingLMConfig(vocab_size=ds.vocab_size, d_model=d_model, num_heads=heads, num_layers=layers,
                           mlp_ratio=mlp_ratio, time_steps=time_steps, max_len=seq_len, attention=attention,
                           attention_kwargs=akw, neuron=neuron, neuron_kwargs=dict(neuron_kwargs or {}),
-                          backend=backend, dtype=dtype)
+                          backend=backend, dtype=dtype, dropout=dropout)
 
     def after(model, say):
         if not sample_chars:
@@ -192,7 +194,8 @@ def lm_task(ds, *, d_model: int, layers: int, heads: int, time_steps: int, seq_l
 # --- vision ----------------------------------------------------------------------------------------
 
 
-def _vision_loss(model, batch):
+def _vision_loss(model, batch, key=None):
+    del key  # no stochastic regulariser in the vision model
     x, y = batch
     logits = model(x).astype(jnp.float32)
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), {
@@ -245,6 +248,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="size preset; any flag below overrides it (default: tiny, a CPU run)")
     lm.add_argument("--seq-len", type=_pos_int, help="context length L")
     lm.add_argument("--eval-batches", type=_pos_int, default=8, help="validation batches per evaluation")
+    lm.add_argument("--dropout", type=float, help="dropout rate on the embedding and every branch output "
+                    "(training only; one mask shared over the T steps; default: the preset's)")
     lm.add_argument("--sample-chars", type=_nonneg_int, default=120, help="characters sampled after training")
     _model_flags(lm)
     _common_flags(lm)
@@ -272,7 +277,8 @@ def train_main(argv: list[str] | None = None) -> dict[str, Any]:
                        window=args.window, mlp_ratio=_pick(args, {"mlp_ratio": 4.0, **preset}, "mlp_ratio"),
                        neuron=args.neuron,
                        neuron_kwargs=_neuron_kwargs(args), backend=args.backend, eval_batches=args.eval_batches,
-                       sample_chars=args.sample_chars, dtype=args.dtype)
+                       sample_chars=args.sample_chars, dtype=args.dtype,
+                       dropout=_pick(args, {"dropout": 0.0, **preset}, "dropout"))
     else:
         preset = VISION_DEFAULTS
         task = vision_task(DigitsDataset(), d_model=_pick(args, preset, "d_model"),

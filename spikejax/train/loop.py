@@ -139,7 +139,7 @@ def fit(task: Task, cfg: TrainConfig, *, mesh=None, print_fn: Callable[[str], No
     model = task.model_config.build(seed=cfg.seed)
     split = ModelSplit(model)
     tx = make_optimizer(cfg.lr, cfg.steps, warmup=cfg.warmup, weight_decay=cfg.weight_decay, clip=cfg.clip)
-    steps = make_steps(split, tx, task.loss_fn, task.eval_fn, None)
+    steps = make_steps(split, tx, task.loss_fn, task.eval_fn, None, seed=cfg.seed)
     state = shd.replicate(steps.init(), mesh)
     T = task.model_config.time_steps
 

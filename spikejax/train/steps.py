@@ -5,8 +5,10 @@ The model is split once into a static ``graphdef``, its ``nnx.Param`` leaves (tr
 neuron carries, kept as built). Parameters and statistics live in flat ``{path: array}`` dicts
 (:class:`TrainState`), which is what checkpoints store and what the device mesh replicates.
 
-A task supplies ``loss_fn(model, batch) -> (loss, aux)`` with ``aux`` a dict of scalars
-(e.g. ``{"accuracy": ...}``); everything else is generic.
+A task supplies ``loss_fn(model, batch, key) -> (loss, aux)`` with ``aux`` a dict of scalars
+(e.g. ``{"accuracy": ...}``) and ``key`` a PRNG key for stochastic regularisers such as dropout
+(``fold_in(key(seed), step)``, so a resumed run draws the same masks; ``None`` outside training);
+everything else is generic.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from spikejax.metrics import record_layers
 from spikejax.train.probes import probe_shapes
 
 Array = jax.Array
-LossFn = Callable[[nnx.Module, tuple], tuple[Array, dict[str, Array]]]
+LossFn = Callable[..., tuple[Array, dict[str, Array]]]
 
 __all__ = ["TrainState", "ModelSplit", "make_optimizer", "make_steps"]
 
@@ -109,20 +111,23 @@ class Steps(NamedTuple):
 
 
 def make_steps(split: ModelSplit, tx: optax.GradientTransformation, loss_fn: LossFn, eval_fn: LossFn,
-               example_batch: tuple) -> Steps:
+               example_batch: tuple, *, seed: int = 0) -> Steps:
     """Build the jit-compiled steps of a model split.
 
-    ``loss_fn(model, batch) -> (loss, aux)`` is minimised; ``eval_fn(model, batch) -> (count, sums)``
-    gives sums to be accumulated over evaluation batches.
+    ``loss_fn(model, batch, key) -> (loss, aux)`` is minimised (``key``: the step's PRNG key, derived
+    from ``seed``); ``eval_fn(model, batch) -> (count, sums)`` gives sums to be accumulated over
+    evaluation batches.
     """
 
     def init() -> TrainState:
         return TrainState(jnp.zeros((), jnp.int32), split.params, split.stats, tx.init(split.params))
 
     def train(state: TrainState, batch):
+        key = jax.random.fold_in(jax.random.key(seed), state.step)
+
         def objective(params):
             model = split.merge(params, state.stats)
-            loss, aux = loss_fn(model, batch)
+            loss, aux = loss_fn(model, batch, key)
             return loss, (aux, split.stats_of(model))
 
         (loss, (aux, stats)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
@@ -142,13 +147,14 @@ def make_steps(split: ModelSplit, tx: optax.GradientTransformation, loss_fn: Los
         """Forward + backward with zero probes on every neuron: per-layer spike and synaptic-operation
         partial sums, and mean |∂L/∂x|, |∂L/∂s|."""
         if "shapes" not in shapes_cache:
-            shapes_cache["shapes"] = probe_shapes(split.merge, lambda m: loss_fn(m, batch), state.params, state.stats)
+            shapes_cache["shapes"] = probe_shapes(split.merge, lambda m: loss_fn(m, batch, None), state.params,
+                                                  state.stats)
         zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes_cache["shapes"])
 
         def objective(probes):
             model = split.merge(state.params, state.stats)
             with record_layers(model, probes=probes) as rec:
-                loss, _ = loss_fn(model, batch)
+                loss, _ = loss_fn(model, batch, None)
             return loss, (rec.spikes, rec.synops)
 
         (_, (spikes, synops)), g = jax.value_and_grad(objective, has_aux=True)(zeros)
