@@ -102,3 +102,10 @@ def test_recorder_restores_classes():
     with record_layers(_Two(), probes={}):
         assert nnx.Linear.__call__ is not before[2] and LIF.__call__ is not before[1]
     assert (SpikingNeuron.__call__, LIF.__call__, nnx.Linear.__call__) == before
+
+
+def test_lm_task_window_softmax_defaults_and_override():
+    assert tiny_lm(attention="hybrid").model_config.attention_kwargs["softmax"] is True
+    assert tiny_lm(attention="sliding").model_config.attention_kwargs["softmax"] is False  # spike-driven window
+    assert tiny_lm(attention="sliding", window_softmax=True).model_config.attention_kwargs["softmax"] is True
+    assert tiny_lm(attention="hybrid", window_softmax=False).model_config.attention_kwargs["softmax"] is False

@@ -154,7 +154,8 @@ def _generate(model, ds, prompt: str, n: int, seed: int, temperature: float, top
 
 
 def lm_task(ds, *, d_model: int, layers: int, heads: int, time_steps: int, seq_len: int, attention: str,
-            window: int | None = None, mlp_ratio: float = 4.0, neuron: str = "lif",
+            window: int | None = None, window_softmax: bool | None = None, mlp_ratio: float = 4.0,
+            neuron: str = "lif",
             neuron_kwargs: dict | None = None, backend: str = "xla", eval_batches: int = 8,
             eval_batch_size: int = 32, sample_chars: int = 0, sample_prompt: str | None = None,
             dtype: str = "float32", dropout: float = 0.0):
@@ -169,7 +170,8 @@ def lm_task(ds, *, d_model: int, layers: int, heads: int, time_steps: int, seq_l
         akw["eps"] = 1.0  # the nn default, stored explicitly so run configs say it
     if attention in ("sliding", "hybrid"):
         akw["window"] = window or min(64, seq_len)
-        akw["softmax"] = attention == "hybrid"
+        # hybrid: softmax window + linear long range; sliding: the spike-driven (no softmax) window unless asked
+        akw["softmax"] = attention == "hybrid" if window_softmax is None else bool(window_softmax)
     cfg = SpikingLMConfig(vocab_size=ds.vocab_size, d_model=d_model, num_heads=heads, num_layers=layers,
                           mlp_ratio=mlp_ratio, time_steps=time_steps, max_len=seq_len, attention=attention,
                           attention_kwargs=akw, neuron=neuron, neuron_kwargs=dict(neuron_kwargs or {}),
@@ -248,6 +250,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="size preset; any flag below overrides it (default: tiny, a CPU run)")
     lm.add_argument("--seq-len", type=_pos_int, help="context length L")
     lm.add_argument("--eval-batches", type=_pos_int, default=8, help="validation batches per evaluation")
+    lm.add_argument("--window-softmax", action=argparse.BooleanOptionalAction, default=None,
+                    help="softmax over the window of sliding / hybrid attention (default: on for hybrid, "
+                         "off for sliding, i.e. the spike-driven window)")
     lm.add_argument("--dropout", type=float, help="dropout rate on the embedding and every branch output "
                     "(training only; one mask shared over the T steps; default: the preset's)")
     lm.add_argument("--sample-chars", type=_nonneg_int, default=120, help="characters sampled after training")
@@ -274,7 +279,8 @@ def train_main(argv: list[str] | None = None) -> dict[str, Any]:
         task = lm_task(ds, d_model=_pick(args, preset, "d_model"), layers=_pick(args, preset, "layers"),
                        heads=_pick(args, preset, "heads"), time_steps=_pick(args, preset, "time_steps"),
                        seq_len=_pick(args, preset, "seq_len"), attention=_pick(args, preset, "attention"),
-                       window=args.window, mlp_ratio=_pick(args, {"mlp_ratio": 4.0, **preset}, "mlp_ratio"),
+                       window=args.window, window_softmax=args.window_softmax,
+                       mlp_ratio=_pick(args, {"mlp_ratio": 4.0, **preset}, "mlp_ratio"),
                        neuron=args.neuron,
                        neuron_kwargs=_neuron_kwargs(args), backend=args.backend, eval_batches=args.eval_batches,
                        sample_chars=args.sample_chars, dtype=args.dtype,
