@@ -47,9 +47,9 @@ import spikejax as sj
 
 
 def _writable_triton_cache() -> None:
-    """SpikingJelly's Triton kernels need a writable cache: point HOME-derived and explicit Triton
-    cache settings at a temp dir unless set (before torch/triton are imported), and, once triton is
-    importable, its ``knobs.cache`` too."""
+    """SpikingJelly's Triton kernels need a writable cache: point the Triton cache settings at a temp
+    dir unless set, and install :class:`benchmarks._triton_cache.WritableCacheManager` (the knob
+    itself reads back empty inside this process on the GPU machine)."""
     root = os.path.join(tempfile.gettempdir(), "spikejax-triton")
     for var, sub in (("TRITON_HOME", ""), ("TRITON_CACHE_DIR", "cache"), ("TORCHINDUCTOR_CACHE_DIR", "inductor")):
         if not os.environ.get(var):
@@ -187,12 +187,6 @@ def bench_spikingjelly(T: int, M: int, dtype: str) -> dict:
     import torch
     from spikingjelly.activation_based import functional, surrogate
 
-    try:
-        import triton
-
-        triton.knobs.cache.dir = os.environ["TRITON_CACHE_DIR"]
-    except Exception:  # noqa: BLE001 - older triton or none: SpikingJelly picks its own path
-        pass
     n = _n_buffers(T * M * (4 if dtype == "float32" else 2))
     xs, gs = _torch_inputs(T, M, dtype, n)
     v0 = torch.zeros(M, device="cuda", dtype=torch.float32)

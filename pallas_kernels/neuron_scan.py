@@ -214,8 +214,8 @@ def default_tiling(T: int, M: int, which: str = "fwd", interpret: bool = False) 
 
 
 def _make_cfg(T, M, *, kind, levels, adaptive, decay_input, reset, detach_reset, reset_delay, surrogate,
-              return_membrane, block_m, chunk, num_warps, checkpoint_every, evict, which, interpret,
-              num_stages=None) -> _Cfg:
+              return_membrane, block_m, chunk, num_warps, checkpoint_every, evict, num_stages, which,
+              interpret) -> _Cfg:
     if kind not in ("binary", "ternary", "multilevel"):
         raise ValueError(f"kind: unknown spike kind {kind!r}; expected binary, ternary or multilevel")
     if reset not in ("subtract", "zero", "none"):

@@ -124,14 +124,14 @@ def _train_config(args, preset: dict, task: str):
 
 def _lm_loss(model, batch, key=None):
     x, y = batch
-    logits = model(x, dropout_key=key).astype(jnp.float32)  # float32 already (the models' readout); the loss needs it
+    logits = model(x, dropout_key=key)  # float32 (the models' readout)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
     return loss, {"accuracy": (logits.argmax(-1) == y).mean()}
 
 
 def _lm_eval(model, batch):
     x, y = batch
-    logits = model(x).astype(jnp.float32)
+    logits = model(x)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
     return {"loss_sum": ce.sum(), "count": jnp.asarray(ce.size, jnp.float32),
             "correct": (logits.argmax(-1) == y).sum().astype(jnp.float32)}
@@ -199,14 +199,14 @@ def lm_task(ds, *, d_model: int, layers: int, heads: int, time_steps: int, seq_l
 def _vision_loss(model, batch, key=None):
     del key  # no stochastic regulariser in the vision model
     x, y = batch
-    logits = model(x).astype(jnp.float32)
+    logits = model(x)
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), {
         "accuracy": (logits.argmax(-1) == y).mean()}
 
 
 def _vision_eval(model, batch):
     x, y, mask = batch
-    logits = model(x).astype(jnp.float32)
+    logits = model(x)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
     return {"loss_sum": (ce * mask).sum(), "count": mask.sum(), "correct": ((logits.argmax(-1) == y) * mask).sum()}
 
