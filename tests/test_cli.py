@@ -54,5 +54,8 @@ def test_usage_and_flag_errors(capsys):
     with pytest.raises(SystemExit):
         cli.main(["train", "lm", "--steps", "0"])
     assert "--steps" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["train", "lm", "--dropout", "1.5"])
+    assert "--dropout" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="--resume"):
         cli.main(["train", "lm", "--resume"])

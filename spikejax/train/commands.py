@@ -44,6 +44,13 @@ def _pos_int(text: str) -> int:
     return v
 
 
+def _rate(text: str) -> float:
+    v = float(text)
+    if not 0 <= v < 1:
+        raise argparse.ArgumentTypeError(f"expected a rate in [0, 1), got {text}")
+    return v
+
+
 def _nonneg_int(text: str) -> int:
     v = int(text)
     if v < 0:
@@ -253,7 +260,7 @@ def _parser() -> argparse.ArgumentParser:
     lm.add_argument("--window-softmax", action=argparse.BooleanOptionalAction, default=None,
                     help="softmax over the window of sliding / hybrid attention (default: on for hybrid, "
                          "off for sliding, i.e. the spike-driven window)")
-    lm.add_argument("--dropout", type=float, help="dropout rate on the embedding and every branch output "
+    lm.add_argument("--dropout", type=_rate, help="dropout rate on the embedding and every branch output "
                     "(training only; one mask shared over the T steps; default: the preset's)")
     lm.add_argument("--sample-chars", type=_nonneg_int, default=120, help="characters sampled after training")
     _model_flags(lm)
