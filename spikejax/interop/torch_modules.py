@@ -558,8 +558,8 @@ class SpikeAttentionBase(nn.Module):
 
     def __init__(self, d_model: int, num_heads: int, *, causal: bool = False, scale: float | None = None,
                  neuron: str = "lif", neuron_kwargs: dict[str, Any] | None = None, attn_threshold: float = 0.5,
-                 norm: str = "none", input_neuron: bool = False, output_neuron: bool = False,
-                 use_bias: bool = True, backend: str = "xla"):
+                 mix_norm: str = "none", norm: str = "none", input_neuron: bool = False,
+                 output_neuron: bool = False, use_bias: bool = True, backend: str = "xla"):
         super().__init__()
         if d_model % num_heads:
             raise ValueError(f"d_model: {d_model} is not divisible by num_heads={num_heads}")
@@ -581,6 +581,7 @@ class SpikeAttentionBase(nn.Module):
         self.q_neuron, self.k_neuron, self.v_neuron = (neuron_(D) for _ in range(3))
         self._build_mixer(neuron_)
         mixed = self.mixed_dim
+        self.mix_norm = _make_norm(mix_norm, mixed)
         self.attn_neuron = neuron_(mixed, threshold=attn_threshold) if self.uses_attn_neuron else None
         self.out_proj = nn.Linear(mixed, D, bias=use_bias)
         self.out_norm = _make_norm(norm, D)
@@ -614,7 +615,7 @@ class SpikeAttentionBase(nn.Module):
         q = self.q_neuron(_apply(self.q_norm, self.q_proj(h)))
         k = self.k_neuron(_apply(self.k_norm, self.k_proj(h)))
         v = self.v_neuron(_apply(self.v_norm, self.v_proj(h)))
-        y = self.out_proj(_apply(self.attn_neuron, self.mix(q, k, v)))
+        y = self.out_proj(_apply(self.attn_neuron, _apply(self.mix_norm, self.mix(q, k, v))))
         return _apply(self.output_neuron, _apply(self.out_norm, y))
 
 

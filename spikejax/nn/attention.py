@@ -3,9 +3,9 @@
 Every module follows the papers' layout (Spikformer, Spike-driven Transformer)::
 
     x ─(input_neuron)─┬─ q_proj ─ q_norm ─ q_neuron ─ q ┐
-                      ├─ k_proj ─ k_norm ─ k_neuron ─ k ├─ mix(q, k, v) ─ attn_neuron ─┐
-                      └─ v_proj ─ v_norm ─ v_neuron ─ v ┘                               │
-      y ─(output_neuron)─ out_norm ─ out_proj ─────────────────────────────────────────┘
+                      ├─ k_proj ─ k_norm ─ k_neuron ─ k ├─ mix(q, k, v) ─ (mix_norm) ─ attn_neuron ─┐
+                      └─ v_proj ─ v_norm ─ v_neuron ─ v ┘                                            │
+      y ─(output_neuron)─ out_norm ─ out_proj ──────────────────────────────────────────────────────┘
 
 so Q, K, V are spikes. ``input_neuron`` (a spiking neuron on the input, for membrane shortcuts)
 and ``output_neuron`` (for spike shortcuts) are optional; norms are ``"none"``, ``"batch"``
@@ -330,6 +330,9 @@ class SpikeAttentionBase(nnx.Module):
       neuron: neuron kind for every spiking neuron (see :data:`spikejax.nn.NEURONS`).
       neuron_kwargs: extra constructor arguments of those neurons (``tau``, ``surrogate``, ...).
       attn_threshold: threshold of the neuron after the mixing core (Spikformer's attn_lif: 0.5).
+      mix_norm: ``"none"``, ``"batch"`` or ``"layer"``: a norm of the mixing core's output, before
+        ``attn_neuron`` (a normalised attention output is an average of V spikes, mostly below the
+        threshold; the norm rescales it so the neuron fires). Not with cores that end in spikes (SDSA).
       norm: ``"none"``, ``"batch"`` or ``"layer"`` after each projection.
       input_neuron: fire a neuron on the input first (membrane-shortcut blocks).
       output_neuron: fire a neuron on the output (spike-shortcut blocks).
@@ -347,9 +350,9 @@ class SpikeAttentionBase(nnx.Module):
 
     def __init__(self, d_model: int, num_heads: int, *, causal: bool = False, scale: float | None = None,
                  neuron: str = "lif", neuron_kwargs: dict[str, Any] | None = None,
-                 attn_threshold: float = 0.5, norm: str = "none", input_neuron: bool = False,
-                 output_neuron: bool = False, use_bias: bool = True, backend: str = "xla",
-                 dtype: Any = None, rngs: nnx.Rngs):
+                 attn_threshold: float = 0.5, mix_norm: str = "none", norm: str = "none",
+                 input_neuron: bool = False, output_neuron: bool = False, use_bias: bool = True,
+                 backend: str = "xla", dtype: Any = None, rngs: nnx.Rngs):
         for name, val in (("d_model", d_model), ("num_heads", num_heads)):
             if isinstance(val, bool) or not isinstance(val, int) or val < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {val!r}")
@@ -357,6 +360,11 @@ class SpikeAttentionBase(nnx.Module):
             raise ValueError(f"d_model: {d_model} is not divisible by num_heads={num_heads}")
         if norm not in NORMS:
             raise ValueError(f"norm: unknown norm {norm!r}; expected one of {NORMS}")
+        if mix_norm not in NORMS:
+            raise ValueError(f"mix_norm: unknown norm {mix_norm!r}; expected one of {NORMS}")
+        if mix_norm != "none" and not self.uses_attn_neuron:
+            raise ValueError(f"mix_norm: {type(self).__name__} ends its mixing in spikes (no attn_neuron); "
+                             f"expected 'none', got {mix_norm!r}")
         self.d_model = d_model
         self.num_heads = num_heads
         self.head_dim = d_model // num_heads
@@ -381,6 +389,7 @@ class SpikeAttentionBase(nnx.Module):
         self.v_neuron = neuron_(D)
         self._build_mixer(neuron_, rngs)
         mixed = self.mixed_dim
+        self.mix_norm = _make_norm(mix_norm, mixed, rngs, dtype)
         self.attn_neuron = neuron_(mixed, threshold=attn_threshold) if self.uses_attn_neuron else None
         self.out_proj = _linear(mixed, D, rngs, dtype, use_bias=use_bias)
         self.out_norm = _make_norm(norm, D, rngs, dtype)
@@ -442,8 +451,8 @@ class SpikeAttentionBase(nnx.Module):
         return q, k, v
 
     def output(self, mixed: Array) -> Array:
-        """attn_neuron -> out_proj -> out_norm -> output_neuron on ``[T, B, L, mixed_dim]``."""
-        y = self.out_proj(_apply(self.attn_neuron, mixed))
+        """mix_norm -> attn_neuron -> out_proj -> out_norm -> output_neuron on ``[T, B, L, mixed_dim]``."""
+        y = self.out_proj(_apply(self.attn_neuron, _apply(self.mix_norm, mixed)))
         return _apply(self.output_neuron, _apply(self.out_norm, y))
 
     def __call__(self, x: Array, *, return_state: bool = False):

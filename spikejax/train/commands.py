@@ -161,14 +161,13 @@ def _generate(model, ds, prompt: str, n: int, seed: int, temperature: float, top
 
 
 def lm_task(ds, *, d_model: int, layers: int, heads: int, time_steps: int, seq_len: int, attention: str,
-            window: int | None = None, window_softmax: bool | None = None, mlp_ratio: float = 4.0,
-            neuron: str = "lif",
-            neuron_kwargs: dict | None = None, backend: str = "xla", eval_batches: int = 8,
+            window: int | None = None, window_softmax: bool | None = None, mix_norm: str = "none",
+            mlp_ratio: float = 4.0, neuron: str = "lif", neuron_kwargs: dict | None = None, backend: str = "xla", eval_batches: int = 8,
             eval_batch_size: int = 32, sample_chars: int = 0, sample_prompt: str | None = None,
             dtype: str = "float32", dropout: float = 0.0):
     """The char-level language-model :class:`~spikejax.train.loop.Task` on a :class:`CharDataset`
     (``dtype``: the model's compute dtype, ``"float32"`` or ``"bfloat16"``; ``dropout``: the
-    model's training dropout rate)."""
+    model's training dropout rate; ``mix_norm``: the attention's norm before its ``attn_neuron``)."""
     from spikejax.nn import SpikingLMConfig
     from spikejax.train.loop import Task
 
@@ -179,6 +178,8 @@ def lm_task(ds, *, d_model: int, layers: int, heads: int, time_steps: int, seq_l
         akw["window"] = window or min(64, seq_len)
         # hybrid: softmax window + linear long range; sliding: the spike-driven (no softmax) window unless asked
         akw["softmax"] = attention == "hybrid" if window_softmax is None else bool(window_softmax)
+    if mix_norm != "none":
+        akw["mix_norm"] = mix_norm
     cfg = SpikingLMConfig(vocab_size=ds.vocab_size, d_model=d_model, num_heads=heads, num_layers=layers,
                           mlp_ratio=mlp_ratio, time_steps=time_steps, max_len=seq_len, attention=attention,
                           attention_kwargs=akw, neuron=neuron, neuron_kwargs=dict(neuron_kwargs or {}),
@@ -260,6 +261,9 @@ def _parser() -> argparse.ArgumentParser:
     lm.add_argument("--window-softmax", action=argparse.BooleanOptionalAction, default=None,
                     help="softmax over the window of sliding / hybrid attention (default: on for hybrid, "
                          "off for sliding, i.e. the spike-driven window)")
+    lm.add_argument("--mix-norm", choices=("none", "layer"),
+                    help="LayerNorm on the attention's mixed output before its spiking neuron "
+                         "(default: the preset's)")
     lm.add_argument("--dropout", type=_rate, help="dropout rate on the embedding and every branch output "
                     "(training only; one mask shared over the T steps; default: the preset's)")
     lm.add_argument("--sample-chars", type=_nonneg_int, default=120, help="characters sampled after training")
@@ -287,6 +291,7 @@ def train_main(argv: list[str] | None = None) -> dict[str, Any]:
                        heads=_pick(args, preset, "heads"), time_steps=_pick(args, preset, "time_steps"),
                        seq_len=_pick(args, preset, "seq_len"), attention=_pick(args, preset, "attention"),
                        window=args.window, window_softmax=args.window_softmax,
+                       mix_norm=_pick(args, {"mix_norm": "none", **preset}, "mix_norm"),
                        mlp_ratio=_pick(args, {"mlp_ratio": 4.0, **preset}, "mlp_ratio"),
                        neuron=args.neuron,
                        neuron_kwargs=_neuron_kwargs(args), backend=args.backend, eval_batches=args.eval_batches,
