@@ -19,9 +19,11 @@ Per neuron layer (spikes ``s[T, ..., C]``, time first) — :class:`SpikeStats`:
 Per synaptic layer (``nnx.Linear`` / ``nnx.Conv`` with input ``x``, output ``y``, kernel ``W``) —
 :class:`SynOpStats`: ``dense_macs = y.size · prod(W.shape[:-1])``; the input is *spike-driven*
 when every value is an integer (binary / ternary / multi-level spike counts, sums of spikes) or
-all non-zero values share one magnitude (amplitude-scaled spikes). Then the layer does
-``acs = dense_macs · mean|x|/m`` accumulates (``m`` = 1 for integers, else the common magnitude:
-one AC per unit spike and fan-out) and no MACs; otherwise ``macs = dense_macs``. Energy, with the
+the non-zero values of each input channel (last axis) share one magnitude ``α_c`` (amplitude-scaled
+spikes, e.g. the ternary neuron's learnable per-channel amplitude: ``W (α ⊙ s) = (W diag α) s``, the
+amplitude folds into the weights). Then the layer does ``acs = dense_macs · u`` accumulates, with
+``u = mean|x|`` for integers (one AC per unit spike and fan-out) and ``u = mean 1[x ≠ 0]`` for
+amplitude-scaled spikes (one AC per spike), and no MACs; otherwise ``macs = dense_macs``. Energy, with the
 45 nm figures of Horowitz (2014) used by the SNN literature: ``E = 4.6 pJ · MACs + 0.9 pJ · ACs``.
 Attention mixing products inside the functional cores (``Q Kᵀ V``) are not modules and are not
 counted. Counts are for the whole forward call (all time steps and the whole batch). Against the
@@ -329,14 +331,14 @@ def _synop_partials(module: nnx.Module, x: Array, y: Array) -> dict[str, Array]:
     xf = jnp.asarray(x).astype(jnp.float32)
     ax = jnp.abs(xf)
     integer = jnp.all(xf == jnp.round(xf))
-    mag = jnp.max(ax)
-    single = jnp.all((ax == 0) | (ax == mag))
+    channel_mag = jnp.max(ax.reshape(-1, ax.shape[-1]), axis=0)  # α_c over everything but the channel axis
+    scaled = jnp.all((ax == 0) | (ax == channel_mag))
+    nonzero = jnp.mean((xf != 0).astype(jnp.float32))
     return {
         "dense": jnp.asarray(dense, jnp.float32),
-        "mean_abs": jnp.mean(ax),
-        "unit": jnp.where(integer, 1.0, jnp.where(mag > 0, mag, 1.0)).astype(jnp.float32),
-        "nonzero": jnp.mean((xf != 0).astype(jnp.float32)),
-        "spike_driven": integer | single,
+        "ac_units": jnp.where(integer, jnp.mean(ax), nonzero),
+        "nonzero": nonzero,
+        "spike_driven": integer | scaled,
     }
 
 
@@ -439,14 +441,14 @@ def reduce_synops(partials: dict[str, list[dict]], *, e_mac_pj: float = E_MAC_PJ
                   e_ac_pj: float = E_AC_PJ) -> dict[str, SynOpStats]:
     """:class:`SynOpStats` per synaptic layer from the (fetched) partial sums of
     :attr:`LayerRecord.synops`, summed over calls: a spike-driven call does
-    ``dense_macs · mean|x| / m`` ACs, any other ``dense_macs`` MACs (see the module docstring)."""
+    ``dense_macs · u`` ACs, any other ``dense_macs`` MACs (see the module docstring)."""
     out: dict[str, SynOpStats] = {}
     for name, parts in sorted(partials.items()):
         dense = macs = acs = nonzero = 0.0
         for p in parts:
             d = float(p["dense"])
             if bool(p["spike_driven"]):
-                acs += d * float(p["mean_abs"]) / float(p["unit"])
+                acs += d * float(p["ac_units"])
             else:
                 macs += d
             dense += d

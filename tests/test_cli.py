@@ -59,3 +59,19 @@ def test_usage_and_flag_errors(capsys):
     assert "--dropout" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="--resume"):
         cli.main(["train", "lm", "--resume"])
+
+
+def test_shakespeare_preset_builds_ternary_with_dropout_and_flags_override(tmp_path, capsys):
+    """The GPU preset (ternary spikes, dropout 0.2; BENCHMARKS.md) shrunk by flags to a CPU size; an
+    explicit --neuron wins over the preset."""
+    data = tmp_path / "text.txt"
+    data.write_text("To be, or not to be, that is the question.\n" * 40)
+    small = ["--d-model", "16", "--layers", "1", "--heads", "2", "--seq-len", "16", "--batch-size", "4",
+             "--steps", "1", "--warmup", "0", "--eval-every", "0", "--checkpoint-every", "0", "--sample-chars", "0",
+             "--eval-batches", "1", "--no-progress", "--data", str(data)]
+    for extra, neuron in (([], "ternary"), (["--neuron", "lif"], "lif")):
+        out = tmp_path / neuron
+        assert cli.main(["train", "lm", "--preset", "shakespeare", *small, *extra, "--out", str(out)]) == 0
+        model = json.load(open(out / "run.json"))["model"]
+        assert model["neuron"] == neuron and model["dropout"] == 0.2 and model["attention"] == "hybrid"
+    capsys.readouterr()

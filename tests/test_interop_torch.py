@@ -210,10 +210,11 @@ LM_CASES = [
     dict(attention="ssa", norm="bn", shortcut="spike", neuron_kwargs={"learnable_surrogate": True}),
     dict(attention="sdsa", neuron="ternary", neuron_kwargs={"surrogate": "sigmoid"}),
     dict(attention="hybrid", attention_kwargs={"window": 3}, neuron="ternary"),  # feature_map "auto" -> relu
+    dict(attention="linear", attention_kwargs={"mix_norm": "layer"}, neuron="ternary"),
 ]
 
 
-@pytest.mark.parametrize("kw", LM_CASES, ids=[f'{c["attention"]}-{c.get("neuron", "lif")}' for c in LM_CASES])
+@pytest.mark.parametrize("kw", LM_CASES, ids=[f'{c["attention"]}-{c.get("neuron", "lif")}-{i}' for i, c in enumerate(LM_CASES)])
 def test_spiking_lm_matches(kw):
     cfg = snn.SpikingLMConfig(vocab_size=13, d_model=16, num_heads=2, num_layers=2, mlp_ratio=2.0, time_steps=3,
                               max_len=16, **kw)

@@ -9,7 +9,7 @@ from flax import nnx
 
 import spikejax as sj
 from spikejax import metrics
-from spikejax.nn import LIF, MultiLevel
+from spikejax.nn import LIF, MultiLevel, Ternary
 
 
 class TwoLayer(nnx.Module):
@@ -112,6 +112,44 @@ def test_synops_and_energy_hand_count(net_and_x):
     flat = metrics.summarize(metrics.collect_spike_stats(net, x), rep)
     assert {"firing_rate/lif", "firing_rate/ml", "energy/total_uj", "energy/ratio"} <= set(flat)
     assert all(isinstance(v, float) for v in flat.values())
+
+
+class TernaryNet(nnx.Module):
+    """x[T, B, 6] -> fc1 -> Ternary (per-channel amplitude) -> fc2."""
+
+    def __init__(self, rngs):
+        self.fc1 = nnx.Linear(6, 16, rngs=rngs)
+        self.tern = Ternary(num_channels=16, threshold=0.5)
+        self.fc2 = nnx.Linear(16, 4, rngs=rngs)
+
+    def __call__(self, x):
+        return self.fc2(self.tern(self.fc1(x)))
+
+
+def test_synops_per_channel_amplitude_spikes_are_accumulates():
+    """Ternary spikes α_c · {-1, 0, 1} with a different α per channel fold into the weights: one AC per
+    non-zero spike and fan-out; the same values with one channel perturbed are real-valued (MACs)."""
+    net = TernaryNet(nnx.Rngs(0))
+    net.tern.amplitude[...] = jnp.linspace(0.5, 2.0, 16)
+    x = 3.0 * jax.random.normal(jax.random.key(1), (5, 4, 6))
+    s = np.asarray(sj.ternary(net.fc1(x), threshold=0.5, amplitude=net.tern.amplitude[...])[0])
+    assert (s > 0).any() and (s < 0).any() and len(np.unique(np.abs(s[s != 0]))) > 1
+    fc2 = metrics.energy_report(net, x).layers["fc2"]
+    assert fc2.spike_driven and fc2.macs == 0
+    np.testing.assert_allclose(fc2.acs, np.count_nonzero(s) * 4, rtol=1e-6)
+
+    net.tern.amplitude[...] = jnp.ones(16)
+    fc2_unit = metrics.energy_report(net, x).layers["fc2"]
+    np.testing.assert_allclose(fc2_unit.acs, np.count_nonzero(s) * 4, rtol=1e-6)  # same spikes, amplitude 1
+
+    class Perturbed(TernaryNet):
+        def __call__(self, x):
+            h = self.tern(self.fc1(x))
+            return self.fc2(h.at[0, 0, 0].add(0.123))  # one channel gets a second magnitude
+
+    bad = Perturbed(nnx.Rngs(0))
+    fc2_real = metrics.energy_report(bad, x).layers["fc2"]
+    assert not fc2_real.spike_driven and fc2_real.macs == fc2_real.dense_macs and fc2_real.acs == 0
 
 
 def test_collection_does_not_mutate_and_restores_classes():

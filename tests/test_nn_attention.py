@@ -162,6 +162,12 @@ def _lif(x, threshold=1.0):
     return np.asarray(spikejax.lif(jnp.asarray(x, jnp.float32), threshold=threshold)[0], np.float64)
 
 
+def _layer_norm(x, ln):
+    mu = x.mean(-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(-1, keepdims=True)
+    return (x - mu) / np.sqrt(var + ln.epsilon) * _np(ln.scale) + _np(ln.bias)
+
+
 def _heads(x):
     return x.reshape(T, B, -1, H, d).transpose(0, 1, 3, 2, 4)
 
@@ -180,6 +186,7 @@ KINDS = {
     "sliding_softmax": dict(window=4, softmax=True),
     "hybrid": dict(window=3, chunk_size=4),
     "hybrid_softmax": dict(window=2, softmax=True),
+    "hybrid_mixnorm": dict(window=3, mix_norm="layer"),
 }
 
 
@@ -212,6 +219,8 @@ def _reference(attn, kind, x):
     else:
         mixed = np.concatenate([_merge(ref_linear(qh, kh, vh, "identity", True, attn.eps, attn.scale)),
                                 _merge(ref_window(qh, kh, vh, attn.window, attn.scale, attn.softmax))], -1)
+    if attn.mix_norm is not None:
+        mixed = _layer_norm(mixed, attn.mix_norm)
     att = _lif(mixed, ATTN_THRESHOLD)
     return _lin(attn.out_proj, att), (q, k, v, att)
 
@@ -247,7 +256,7 @@ def _decode_all(attn, x):
 
 
 @pytest.mark.parametrize("kind", ["ssa", "sdsa", "linear", "sliding", "sliding_softmax", "hybrid",
-                                  "hybrid_softmax"])
+                                  "hybrid_softmax", "hybrid_mixnorm"])
 def test_decode_step_equals_full_forward(kind):
     rng = np.random.default_rng(11)
     x = jnp.asarray(_spikes(rng, (T, B, L, D)))
@@ -259,6 +268,22 @@ def test_decode_step_equals_full_forward(kind):
     # the output depends on the past: flipping position 0 changes later positions
     full2 = nnx.jit(lambda m, x: m(x))(attn, x.at[:, :, 0].set(1.0 - x[:, :, 0]))
     assert not np.allclose(np.asarray(full2[:, :, 1:]), np.asarray(full[:, :, 1:]))
+
+
+def test_mix_norm_lifts_the_attention_neuron_and_is_refused_by_sdsa():
+    """Normalised attention outputs are averages of V spikes, mostly below the attention neuron's
+    threshold; the LayerNorm before it makes it fire more (same weights)."""
+    rng = np.random.default_rng(13)
+    x = jnp.asarray(_spikes(rng, (T, B, L, D)))
+    plain = snn.LinearSpikeAttention(D, H, attn_threshold=1.0, neuron_kwargs=NEURON, rngs=nnx.Rngs(5))
+    normed = snn.LinearSpikeAttention(D, H, attn_threshold=1.0, mix_norm="layer", neuron_kwargs=NEURON,
+                                      rngs=nnx.Rngs(5))
+    rate = nnx.jit(lambda m, x: m.attn_neuron(m.mix_norm(m.mix(*m.qkv(x))) if m.mix_norm else m.mix(*m.qkv(x))).mean())
+    assert float(rate(plain, x)) < 0.02 < float(rate(normed, x))
+    with pytest.raises(ValueError, match="mix_norm"):
+        snn.SpikeDrivenSelfAttention(D, H, mix_norm="layer", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="mix_norm"):
+        snn.LinearSpikeAttention(D, H, mix_norm="rms", rngs=nnx.Rngs(0))
 
 
 def test_window_at_least_L_equals_full_causal_attention():

@@ -109,3 +109,9 @@ def test_lm_task_window_softmax_defaults_and_override():
     assert tiny_lm(attention="sliding").model_config.attention_kwargs["softmax"] is False  # spike-driven window
     assert tiny_lm(attention="sliding", window_softmax=True).model_config.attention_kwargs["softmax"] is True
     assert tiny_lm(attention="hybrid", window_softmax=False).model_config.attention_kwargs["softmax"] is False
+
+
+
+def test_lm_task_mix_norm():
+    assert tiny_lm(mix_norm="layer").model_config.attention_kwargs["mix_norm"] == "layer"
+    assert "mix_norm" not in tiny_lm().model_config.attention_kwargs

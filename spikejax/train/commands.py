@@ -27,12 +27,12 @@ LM_PRESETS: dict[str, dict[str, Any]] = {
     # CPU quick run: ~118k parameters, about two minutes on two cores.
     "tiny": dict(d_model=64, layers=2, heads=4, time_steps=4, seq_len=64, batch_size=32, steps=150, lr=3e-3,
                  warmup=15, eval_every=150, log_every=25, checkpoint_every=50, attention="linear"),
-    # One GPU, TinyShakespeare: 10.8M parameters (6 x 384, MLP 3.5x), T=4, context 256, dropout 0.2 (without
-    # it the model overfits the 1M characters: H100 run, val 1.73 at step 3000 -> 1.87 at 6000 while train
-    # fell to 1.05). ~46 ms per step on one H100 with --dtype bfloat16 --backend pallas (BENCHMARKS.md).
-    "shakespeare": dict(d_model=384, layers=6, heads=6, time_steps=4, seq_len=256, batch_size=64, steps=7000,
-                        lr=2e-3, warmup=300, eval_every=500, log_every=250, checkpoint_every=1000,
-                        attention="hybrid", mlp_ratio=3.5, dropout=0.2),
+    # One GPU, TinyShakespeare: 10.8M parameters (6 x 384, MLP 3.5x), ternary spikes, T=4, context 256,
+    # dropout 0.2, 3000 steps (~55 ms per step on one H100 with --dtype bfloat16 --backend pallas; val 1.57
+    # in under 3 minutes of training, BENCHMARKS.md). Binary LIF spikes reached only 1.65 in 6600 steps.
+    "shakespeare": dict(d_model=384, layers=6, heads=6, time_steps=4, seq_len=256, batch_size=64, steps=3000,
+                        lr=2e-3, warmup=200, eval_every=500, log_every=250, checkpoint_every=1000,
+                        attention="hybrid", mlp_ratio=3.5, dropout=0.2, neuron="ternary"),
 }
 NEURON_DEFAULTS: dict[str, Any] = {"beta": 0.5, "threshold": 0.5}
 
@@ -91,7 +91,7 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mlp-ratio", type=float, help="MLP hidden width / D (default 4)")
     g.add_argument("--attention", help="linear, sliding, hybrid, ssa, sdsa")
     g.add_argument("--window", type=_pos_int, help="window of sliding / hybrid attention")
-    g.add_argument("--neuron", default="lif", help="lif, if, alif, plif, ternary, multilevel")
+    g.add_argument("--neuron", help="lif, if, alif, plif, ternary, multilevel (default: the preset's, else lif)")
     g.add_argument("--beta", type=float, default=NEURON_DEFAULTS["beta"], help="membrane decay of the neurons")
     g.add_argument("--threshold", type=float, default=NEURON_DEFAULTS["threshold"], help="firing threshold")
     g.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
@@ -99,10 +99,10 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
                         "bfloat16 is faster on GPUs; stored in the run's model config)")
 
 
-def _neuron_kwargs(args) -> dict[str, Any]:
-    if args.neuron in ("lif", "alif", "ternary", "multilevel"):
+def _neuron_kwargs(neuron: str, args) -> dict[str, Any]:
+    if neuron in ("lif", "alif", "ternary", "multilevel"):
         return {"beta": args.beta, "threshold": args.threshold}
-    if args.neuron in ("if", "plif"):
+    if neuron in ("if", "plif"):
         return {"threshold": args.threshold}
     return {}
 
@@ -162,9 +162,9 @@ def _generate(model, ds, prompt: str, n: int, seed: int, temperature: float, top
 
 def lm_task(ds, *, d_model: int, layers: int, heads: int, time_steps: int, seq_len: int, attention: str,
             window: int | None = None, window_softmax: bool | None = None, mix_norm: str = "none",
-            mlp_ratio: float = 4.0, neuron: str = "lif", neuron_kwargs: dict | None = None, backend: str = "xla", eval_batches: int = 8,
-            eval_batch_size: int = 32, sample_chars: int = 0, sample_prompt: str | None = None,
-            dtype: str = "float32", dropout: float = 0.0):
+            mlp_ratio: float = 4.0, neuron: str = "lif", neuron_kwargs: dict | None = None, backend: str = "xla",
+            eval_batches: int = 8, eval_batch_size: int = 32, sample_chars: int = 0,
+            sample_prompt: str | None = None, dtype: str = "float32", dropout: float = 0.0):
     """The char-level language-model :class:`~spikejax.train.loop.Task` on a :class:`CharDataset`
     (``dtype``: the model's compute dtype, ``"float32"`` or ``"bfloat16"``; ``dropout``: the
     model's training dropout rate; ``mix_norm``: the attention's norm before its ``attn_neuron``)."""
@@ -284,8 +284,9 @@ def train_main(argv: list[str] | None = None) -> dict[str, Any]:
     from spikejax.train.loop import fit
 
     shd.init_distributed(args.coordinator, args.num_processes, args.process_id)
+    preset = LM_PRESETS[args.preset] if args.task == "lm" else VISION_DEFAULTS
+    neuron = _pick(args, {"neuron": "lif", **preset}, "neuron")
     if args.task == "lm":
-        preset = LM_PRESETS[args.preset]
         ds = CharDataset.from_file(args.data) if args.data else CharDataset(default_text(), name="pydoc_data.topics")
         task = lm_task(ds, d_model=_pick(args, preset, "d_model"), layers=_pick(args, preset, "layers"),
                        heads=_pick(args, preset, "heads"), time_steps=_pick(args, preset, "time_steps"),
@@ -293,18 +294,16 @@ def train_main(argv: list[str] | None = None) -> dict[str, Any]:
                        window=args.window, window_softmax=args.window_softmax,
                        mix_norm=_pick(args, {"mix_norm": "none", **preset}, "mix_norm"),
                        mlp_ratio=_pick(args, {"mlp_ratio": 4.0, **preset}, "mlp_ratio"),
-                       neuron=args.neuron,
-                       neuron_kwargs=_neuron_kwargs(args), backend=args.backend, eval_batches=args.eval_batches,
-                       sample_chars=args.sample_chars, dtype=args.dtype,
+                       neuron=neuron, neuron_kwargs=_neuron_kwargs(neuron, args), backend=args.backend,
+                       eval_batches=args.eval_batches, sample_chars=args.sample_chars, dtype=args.dtype,
                        dropout=_pick(args, {"dropout": 0.0, **preset}, "dropout"))
     else:
-        preset = VISION_DEFAULTS
         task = vision_task(DigitsDataset(), d_model=_pick(args, preset, "d_model"),
                            layers=_pick(args, preset, "layers"), heads=_pick(args, preset, "heads"),
                            time_steps=_pick(args, preset, "time_steps"),
                            patch_size=args.patch_size, attention=_pick(args, preset, "attention"),
-                           mlp_ratio=args.mlp_ratio or 4.0, neuron=args.neuron, neuron_kwargs=_neuron_kwargs(args),
-                           backend=args.backend, dtype=args.dtype)
+                           mlp_ratio=args.mlp_ratio or 4.0, neuron=neuron,
+                           neuron_kwargs=_neuron_kwargs(neuron, args), backend=args.backend, dtype=args.dtype)
     cfg = _train_config(args, preset, args.task)
     print(f"spikejax train {args.task}: data {task.data_meta['name']}, run directory {cfg.out}", flush=True)
     return fit(task, cfg)
