@@ -404,12 +404,17 @@ def main() -> None:
                     line = f"| {T}x{_fmt_m(M)} | {dtype} | {name} | " + " | ".join(cells) + " |"
                 print(line, flush=True)
                 lines.append(line)
+                _write(args.out, lines, bw, device, results)  # after every row: a cut run keeps its rows
     if args.sweep:
         sweep(lines, bw)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "neuron_scan.md"), "w") as f:
+    _write(args.out, lines, bw, device, results)
+
+
+def _write(out: str, lines: list[str], bw: float, device, results: list[dict]) -> None:
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "neuron_scan.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
-    with open(os.path.join(args.out, "neuron_scan.json"), "w") as f:
+    with open(os.path.join(out, "neuron_scan.json"), "w") as f:
         json.dump({"copy_bandwidth": bw, "device": device.device_kind, "results": results}, f, indent=1)
 
 

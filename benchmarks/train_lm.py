@@ -1,6 +1,7 @@
 """Train-step throughput of the spiking LM at T time steps vs the same model with ReLU at T=1.
 
-    python benchmarks/train_lm.py                         # the TinyShakespeare preset (10.7M params, T=4)
+    python benchmarks/train_lm.py                         # the TinyShakespeare preset (10.8M params, T=4)
+    python benchmarks/train_lm.py --dtype bfloat16 --backends xla,pallas   # as the preset is trained on a GPU
     python benchmarks/train_lm.py --d-model 64 --layers 2 --seq-len 64 --batch-size 8   # CPU smoke test
 
 "The same model with ReLU": every spiking neuron layer is replaced by ``relu`` of its input current
@@ -40,15 +41,15 @@ def relu_neurons():
 
 def measure(args, time_steps: int, relu: bool, backend: str) -> dict:
     """Median seconds per jit-compiled train step (AdamW, clipping) after warm-up."""
-    from spikejax.train.commands import NEURON_DEFAULTS, lm_task
+    from spikejax.train.commands import NEURON_DEFAULTS, _neuron_kwargs, lm_task
     from spikejax.train.data import CharDataset
     from spikejax.train.steps import ModelSplit, make_optimizer, make_steps
 
     ds = CharDataset("".join(chr(32 + i % 64) for i in range(20000)))
     task = lm_task(ds, d_model=args.d_model, layers=args.layers, heads=args.heads, time_steps=time_steps,
-                   seq_len=args.seq_len, attention=args.attention, mlp_ratio=args.mlp_ratio,
-                   neuron_kwargs=dict(NEURON_DEFAULTS),
-                   backend=backend)
+                   seq_len=args.seq_len, attention=args.attention, mlp_ratio=args.mlp_ratio, neuron=args.neuron,
+                   neuron_kwargs=_neuron_kwargs(args.neuron, argparse.Namespace(**NEURON_DEFAULTS)),
+                   backend=backend, dtype=args.dtype)
     split = ModelSplit(task.model_config.build(seed=0))
     steps = make_steps(split, make_optimizer(1e-3, 1000, warmup=10), task.loss_fn, task.eval_fn, None)
     state = steps.init()
@@ -74,6 +75,8 @@ def measure(args, time_steps: int, relu: bool, backend: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    from spikejax.train.commands import LM_PRESETS
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--d-model", type=int, default=384)
     p.add_argument("--layers", type=int, default=6)
@@ -83,6 +86,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--attention", default="hybrid")
     p.add_argument("--mlp-ratio", type=float, default=3.5)
     p.add_argument("--time-steps", type=int, default=4)
+    p.add_argument("--neuron", default=LM_PRESETS["shakespeare"]["neuron"], help="the spiking model's neuron")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="compute dtype")
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--backends", default="xla", help="comma-separated neuron backends for the spiking model")
     p.add_argument("--relu-ms", type=float, help="reuse a measured ReLU step time (ms) instead of measuring it")

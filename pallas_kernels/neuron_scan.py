@@ -182,6 +182,7 @@ class _Cfg(NamedTuple):
     masked: bool
     evict: bool  # streaming [T, M] loads/stores hint evict_first (each byte is touched once)
     num_stages: int  # Triton software-pipelining stages of the time loop
+    save: bool  # the forward writes the backward's checkpoints (off for a forward-only call)
 
 
 EVICT_FIRST_MIN_M = 1 << 18
@@ -215,7 +216,7 @@ def default_tiling(T: int, M: int, which: str = "fwd", interpret: bool = False) 
 
 def _make_cfg(T, M, *, kind, levels, adaptive, decay_input, reset, detach_reset, reset_delay, surrogate,
               return_membrane, block_m, chunk, num_warps, checkpoint_every, evict, num_stages, which,
-              interpret) -> _Cfg:
+              interpret, save_residuals: bool = True) -> _Cfg:
     if kind not in ("binary", "ternary", "multilevel"):
         raise ValueError(f"kind: unknown spike kind {kind!r}; expected binary, ternary or multilevel")
     if reset not in ("subtract", "zero", "none"):
@@ -252,6 +253,7 @@ def _make_cfg(T, M, *, kind, levels, adaptive, decay_input, reset, detach_reset,
         masked=M % bm != 0,
         evict=(M >= EVICT_FIRST_MIN_M if evict is None else bool(evict)) and not interpret,
         num_stages=num_stages or 1,
+        save=bool(save_residuals) or which == "bwd",
     )
 
 
@@ -495,8 +497,8 @@ def _fwd_kernel(c: _Cfg, *refs):
     s_ref, vT_ref = outs.pop(0), outs.pop(0)
     aT_ref = outs.pop(0) if c.use_a else None
     vseq_ref = outs.pop(0) if c.membrane else None
-    ckv_ref = outs.pop(0)
-    cka_ref = outs.pop(0) if c.use_a else None
+    ckv_ref = outs.pop(0) if c.save else None
+    cka_ref = outs.pop(0) if c.save and c.use_a else None
     mask = _mask(c)
     p = _load_params(c, prm_refs, mask)
     v = _ld(v0_ref, mask)
@@ -512,7 +514,7 @@ def _fwd_kernel(c: _Cfg, *refs):
         t0 = ci * c.Kf
         per = c.Kf // c.K
         for i, xt in enumerate(xs):
-            if i % c.K == 0 and not (first and i == 0):
+            if c.save and i % c.K == 0 and not (first and i == 0):
                 _st(_row(ckv_ref, ci * per + i // c.K), v, mask)
                 if c.use_a:
                     _st(_row(cka_ref, ci * per + i // c.K), a, mask)
@@ -683,6 +685,7 @@ def neuron_scan_forward(
     checkpoint_every: int | None = None,
     evict: bool | None = None,
     num_stages: int | None = None,
+    save_residuals: bool = True,
 ):
     """Forward neuron scan over ``x[T, M]`` (see the module docstring for the equations).
 
@@ -691,16 +694,18 @@ def neuron_scan_forward(
     :func:`neuron_scan_backward`); ``evict`` marks the ``[T, M]`` streams evict-first in the caches
     (default: from :data:`EVICT_FIRST_MIN_M` neurons on);
     ``num_stages`` is Triton's pipelining depth (default 1: the kernel prefetches chunks itself).
+    ``save_residuals=False`` (a forward without a backward) skips the checkpoint writes.
 
     Returns ``(s[T, M] x.dtype, v_T[M] f32, a_T[M] f32, v_seq[T, M] f32 or None, residuals)``;
-    ``residuals`` hold ``x``, the per-chunk checkpoints of ``v`` (and ``a``) and the parameters.
+    ``residuals`` hold ``x``, the per-chunk checkpoints of ``v`` (and ``a``) and the parameters
+    (None without ``save_residuals``).
     """
     T, M = _check(x, v0)
     c = _make_cfg(T, M, kind=kind, levels=levels, adaptive=adaptive, decay_input=decay_input, reset=reset,
                   detach_reset=detach_reset, reset_delay=reset_delay, surrogate=surrogate,
                   return_membrane=return_membrane, block_m=block_m, chunk=chunk, num_warps=num_warps,
                   checkpoint_every=checkpoint_every, evict=evict, which="fwd", interpret=interpret,
-                  num_stages=num_stages)
+                  num_stages=num_stages, save_residuals=save_residuals)
     f32 = lambda z: jnp.asarray(z, _F32)
     v0, a0 = f32(v0), f32(a0)
     params = tuple(f32(z) for z in (beta, threshold, adapt_scale, adapt_decay, alpha))
@@ -713,9 +718,10 @@ def neuron_scan_forward(
     if c.membrane:
         out_shapes.append(jax.ShapeDtypeStruct((T, M), _F32))
         out_rows.append(T)
-    out_shapes.append(jax.ShapeDtypeStruct((nc, M), _F32))
-    out_rows.append(nc)
-    if c.use_a:
+    if c.save:
+        out_shapes.append(jax.ShapeDtypeStruct((nc, M), _F32))
+        out_rows.append(nc)
+    if c.save and c.use_a:
         out_shapes.append(jax.ShapeDtypeStruct((nc, M), _F32))
         out_rows.append(nc)
     outs = list(_call(_fwd_kernel, c, [T] + [None] * 7, out_shapes, out_rows, interpret,
@@ -723,10 +729,11 @@ def neuron_scan_forward(
     s, vT = outs.pop(0), outs.pop(0)
     aT = outs.pop(0) if c.use_a else a0
     vseq = outs.pop(0) if c.membrane else None
+    if not c.save:
+        return s, vT, aT, vseq, None
     ckv = outs.pop(0)
     cka = outs.pop(0) if c.use_a else None
-    residuals = (x, v0, a0, ckv, cka, params)
-    return s, vT, aT, vseq, residuals
+    return s, vT, aT, vseq, (x, v0, a0, ckv, cka, params)
 
 
 def neuron_scan_backward(

@@ -167,7 +167,8 @@ class KernelBackend(NamedTuple):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
 def _kernel_scan(backend: KernelBackend, spec: ScanSpec, x, v0, a0, p: ScanParams) -> ScanResult:
-    s, v, a, vseq, _ = backend.forward(x, v0, a0, *p, **spec.kernel_config())
+    # not differentiated: the kernel skips writing what only the backward reads
+    s, v, a, vseq, _ = backend.forward(x, v0, a0, *p, save_residuals=False, **spec.kernel_config())
     return ScanResult(s, v, a, vseq)
 
 

@@ -214,7 +214,8 @@ LM_CASES = [
 ]
 
 
-@pytest.mark.parametrize("kw", LM_CASES, ids=[f'{c["attention"]}-{c.get("neuron", "lif")}-{i}' for i, c in enumerate(LM_CASES)])
+@pytest.mark.parametrize("kw", LM_CASES,
+                         ids=[f'{c["attention"]}-{c.get("neuron", "lif")}-{i}' for i, c in enumerate(LM_CASES)])
 def test_spiking_lm_matches(kw):
     cfg = snn.SpikingLMConfig(vocab_size=13, d_model=16, num_heads=2, num_layers=2, mlp_ratio=2.0, time_steps=3,
                               max_len=16, **kw)

@@ -203,6 +203,35 @@ def test_no_state_no_membrane_eager(backend):
     _compare("lif", backend, state=False, return_membrane=False, jit=False)
 
 
+FORWARD_ONLY = [
+    ("lif", dict(params=("beta", "threshold"))),
+    ("alif", dict(params=("beta", "threshold", "adapt_scale", "adapt_decay"), shape=(10, 131))),
+    ("ternary", dict(params=("beta", "threshold", "amplitude"), dtype=jnp.bfloat16)),
+    ("multilevel", dict(params=("beta", "threshold"), levels=3, reset_delay=True)),
+    ("lif", dict(params=("tau", "threshold"), reset_delay=True, return_membrane=False)),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", FORWARD_ONLY, ids=lambda c: f"{c[0]}-{len(c[1])}")
+def test_forward_only_matches_xla(case, backend):
+    """Without differentiation the kernels skip the residual writes (checkpoints / traces): same outputs."""
+    neuron, kw = case
+    kw = dict(kw)
+    shape, dtype = kw.pop("shape", (11, 3, 7)), kw.pop("dtype", jnp.float32)
+    membrane = kw.pop("return_membrane", True)
+    C = shape[-1]
+    p = {name: _PARAMS[name](C) for name in kw.pop("params")}
+    x = (_rand(shape, 1.2) + 0.35).astype(dtype)
+    st = sj.NeuronState(_rand(shape[1:], 0.5), _rand(shape[1:], lo=0.0, hi=1.0) if neuron == "alif" else None)
+    run = jax.jit(lambda x, st, p, backend: NEURONS[neuron](x, state=st, backend=backend, return_membrane=membrane,
+                                                            **p, **kw), static_argnums=3)
+    ref, new = run(x, st, p, "xla"), run(x, st, p, backend)
+    np.testing.assert_array_equal(np.asarray(new[0], np.float32), np.asarray(ref[0], np.float32))
+    for a, b in zip(jax.tree.leaves(new[1:]), jax.tree.leaves(ref[1:]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5)
+
+
 def _lif_loss(backend):
     def loss(x, beta, thr):
         s, st, v = sj.lif(x, beta=beta, threshold=thr, backend=backend, return_membrane=True)

@@ -210,7 +210,7 @@ def _scan_fwd_kernel(
     N: tl.constexpr, M_INNER: tl.constexpr, BATCHED: tl.constexpr,
     KIND: tl.constexpr, LEVELS: tl.constexpr, ADAPTIVE: tl.constexpr, DECAY_INPUT: tl.constexpr,
     RESET: tl.constexpr, RESET_DELAY: tl.constexpr, RETURN_MEMBRANE: tl.constexpr,
-    STORE_H: tl.constexpr, BLOCK: tl.constexpr,
+    STORE_H: tl.constexpr, STORE_A: tl.constexpr, BLOCK: tl.constexpr,
 ):
     """One program: BLOCK neurons, all T steps. Reference: backends.reference_scan.step."""
     pid = tl.program_id(0)
@@ -250,7 +250,8 @@ def _scan_fwd_kernel(
             # H = βV + γX; θ_t = θ + b a; S, F = fire(H, θ_t); V = reset(H); a = ρ a + S
             h = beta * v + gamma * xt
             if ADAPTIVE:
-                tl.store(atr_ptr + off, a, mask=mask)
+                if STORE_A:
+                    tl.store(atr_ptr + off, a, mask=mask)
                 thr_t = thr + b * a
             else:
                 thr_t = thr
@@ -492,10 +493,12 @@ class _Config(NamedTuple):
     reset_delay: bool
     surrogate: int
     return_membrane: bool
+    save_residuals: bool = True  # the forward stores the backward's traces (off for forward-only calls)
 
 
 def _config(kind: str, levels: int, adaptive: bool, decay_input: bool, reset: str,
-            detach_reset: bool, reset_delay: bool, surrogate: str, return_membrane: bool) -> _Config:
+            detach_reset: bool, reset_delay: bool, surrogate: str, return_membrane: bool,
+            save_residuals: bool = True) -> _Config:
     if kind not in KINDS:
         raise ValueError(f"kind: unknown spike kind {kind!r}; expected one of {KINDS}")
     if reset not in RESETS:
@@ -509,7 +512,7 @@ def _config(kind: str, levels: int, adaptive: bool, decay_input: bool, reset: st
         raise ValueError("reset_delay: the delayed (snnTorch) reset is not defined for adaptive neurons")
     return _Config(KINDS.index(kind), int(levels) if kind == "multilevel" else 1, bool(adaptive),
                    bool(decay_input), RESETS.index(reset), bool(detach_reset), bool(reset_delay),
-                   SURROGATES.index(surrogate), bool(return_membrane))
+                   SURROGATES.index(surrogate), bool(return_membrane), bool(save_residuals))
 
 
 def _require_triton() -> Any:
@@ -554,7 +557,8 @@ def _fwd_launch(cfg: _Config, B: int, T: int, Mi: int, dtype) -> tuple[list, dic
     """Output shapes, constexpr flags, grid size and warps of the forward kernel on x[B, T, Mi]."""
     N = B * Mi
     f32 = jnp.float32
-    store_h = not (cfg.reset_delay and cfg.return_membrane)  # delayed: V_t == H_t
+    store_h = cfg.save_residuals and not (cfg.reset_delay and cfg.return_membrane)  # delayed: V_t == H_t
+    store_a = cfg.save_residuals and cfg.adaptive
     one = jax.ShapeDtypeStruct((1,), f32)  # placeholder for an output the flags switch off
     seq = jax.ShapeDtypeStruct((B, T, Mi), f32)
     vec = jax.ShapeDtypeStruct((N,), f32)
@@ -564,13 +568,13 @@ def _fwd_launch(cfg: _Config, B: int, T: int, Mi: int, dtype) -> tuple[list, dic
         vec if cfg.adaptive else one,  # a_T
         seq if cfg.return_membrane else one,  # v_seq
         seq if store_h else one,  # H trace (residual)
-        seq if cfg.adaptive else one,  # a_{t-1} trace (residual)
+        seq if store_a else one,  # a_{t-1} trace (residual)
     ]
     block, warps = _launch(N)
     flags = dict(
         N=N, M_INNER=Mi, BATCHED=B > 1, KIND=cfg.kind, LEVELS=cfg.levels, ADAPTIVE=cfg.adaptive,
         DECAY_INPUT=cfg.decay_input, RESET=cfg.reset, RESET_DELAY=cfg.reset_delay,
-        RETURN_MEMBRANE=cfg.return_membrane, STORE_H=store_h, BLOCK=block,
+        RETURN_MEMBRANE=cfg.return_membrane, STORE_H=store_h, STORE_A=store_a, BLOCK=block,
     )
     return out_shape, flags, -(-N // block), warps
 
@@ -606,7 +610,7 @@ def _placeholder() -> Array:
 def _forward_core(cfg: _Config, x: Array, v0: Array, a0: Array, beta: Array, thr: Array,
                   b: Array, rho: Array, alpha: Array):
     """Batch-major core: ``x[B, T, M]``, vectors ``[B*M]``. Returns outputs and residuals
-    (``None`` for the arrays the flags switch off)."""
+    (``None`` for the arrays the flags switch off; no residuals without ``cfg.save_residuals``)."""
     jt = _require_triton()
     B, T, Mi = x.shape
     out_shape, flags, grid, warps = _fwd_launch(cfg, B, T, Mi, x.dtype)
@@ -618,6 +622,8 @@ def _forward_core(cfg: _Config, x: Array, v0: Array, a0: Array, beta: Array, thr
     if not cfg.adaptive:
         aT, atr = a0, None
     vseq = vseq if cfg.return_membrane else None
+    if not cfg.save_residuals:
+        return s, vT, aT, vseq, None
     if not flags["STORE_H"]:
         h = vseq
     residuals = (x, h, atr, v0, a0, beta, thr, b, rho, alpha)
@@ -707,15 +713,16 @@ def neuron_scan_forward(
     adapt_decay: Array, alpha: Array, *, kind: str = "binary", levels: int = 1,
     adaptive: bool = False, decay_input: bool = False, reset: str = "subtract",
     detach_reset: bool = False, reset_delay: bool = False, surrogate: str = "atan",
-    return_membrane: bool = False,
+    return_membrane: bool = False, save_residuals: bool = True,
 ):
     """Forward of the generalized neuron scan on ``x[T, M]`` (see the module docstring).
 
     Returns ``(s[T, M] x.dtype, v_T[M] f32, a_T[M] f32, v_seq[T, M] f32 or None, residuals)``;
-    ``residuals`` is an opaque pytree for :func:`neuron_scan_backward`.
+    ``residuals`` is an opaque pytree for :func:`neuron_scan_backward` (None with
+    ``save_residuals=False``: a forward-only call that does not write the H / a traces).
     """
     cfg = _config(kind, levels, adaptive, decay_input, reset, detach_reset, reset_delay, surrogate,
-                  return_membrane)
+                  return_membrane, save_residuals)
     vectors = dict(v0=v0, a0=a0, beta=beta, threshold=threshold, adapt_scale=adapt_scale,
                    adapt_decay=adapt_decay, alpha=alpha)
     _check(x, vectors)
