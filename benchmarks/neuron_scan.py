@@ -312,11 +312,15 @@ SWEEP = {
                      (2048, 8, 8, True, None), (512, 16, 4, True, 2), (128, 32, 1, True, None)],
     (512, 1 << 14): [(None, None, None, False, None), (None, None, None, True, None), (64, 32, 1, False, None),
                      (128, 32, 2, False, None), (64, 64, 1, False, None), (32, 32, 1, False, None)],
+    (8, 1 << 22): [(None, None, None, None, None), (512, 8, 4, False, None), (512, 8, 4, True, None),
+                   (1024, 8, 8, False, None), (1024, 8, 8, True, None), (2048, 8, 8, False, None),
+                   (256, 8, 2, False, None)],
 }
 
 
-def sweep(out_lines: list[str], bw: float) -> None:
-    """Launch-configuration sweep of the Pallas kernels (direct calls, f32)."""
+def sweep(out_lines: list[str], bw: float, shapes: list[tuple[int, int]] | None = None) -> None:
+    """Launch-configuration sweep of the Pallas kernels (direct calls, f32), at ``shapes`` (default: all
+    of :data:`SWEEP`)."""
     import pallas_kernels as pk
 
     cfg = dict(kind="binary", levels=1, adaptive=False, decay_input=True, reset="subtract",
@@ -326,6 +330,8 @@ def sweep(out_lines: list[str], bw: float) -> None:
                      "| fwd+bwd / floor |")
     out_lines.append("|---|---|---|---|---|---|---|---|---|---|")
     for (T, M), configs in SWEEP.items():
+        if shapes is not None and (T, M) not in shapes:
+            continue
         n = _n_buffers(T * M * 4)
         xs, gs = _inputs(T, M, jnp.float32, n)
         f_fwd, f_fb = (b / bw for b in min_bytes(T, M, "float32"))
@@ -406,7 +412,7 @@ def main() -> None:
                 lines.append(line)
                 _write(args.out, lines, bw, device, results)  # after every row: a cut run keeps its rows
     if args.sweep:
-        sweep(lines, bw)
+        sweep(lines, bw, shapes if args.shapes else None)
     _write(args.out, lines, bw, device, results)
 
 

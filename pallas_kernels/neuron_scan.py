@@ -186,9 +186,15 @@ class _Cfg(NamedTuple):
 
 
 EVICT_FIRST_MIN_M = 1 << 18
-"""From this many neurons on, the ``[T, M]`` streams are loaded/stored with the evict-first cache
-hint by default (H100, 128 x 1M f32: backward 0.946 -> 0.850 ms, forward 0.614 -> 0.597 ms). Below
-it, ``x`` (<= 1 MiB per step) is left to stay in L2 for the backward's re-read."""
+"""From this many neurons on (and :data:`SHORT_T` steps or more), the ``[T, M]`` streams are
+loaded/stored with the evict-first cache hint by default (H100, 128 x 1M f32: backward 0.946 -> 0.850
+ms, forward 0.614 -> 0.597 ms). Below it, ``x`` (<= 1 MiB per step) is left to stay in L2 for the
+backward's re-read."""
+
+SHORT_T = 16
+"""Scans shorter than this (e.g. 8 x 4M) are one chunk per program: the forward takes 1024-neuron
+blocks with 8 warps and neither pass uses evict-first (H100 sweep at 8 x 4M f32: forward 0.212 ->
+0.174 ms with the larger block, backward 0.303 -> 0.255 ms without the hint; BENCHMARKS.md)."""
 
 
 def default_tiling(T: int, M: int, which: str = "fwd", interpret: bool = False) -> tuple[int, int, int, int]:
@@ -210,7 +216,7 @@ def default_tiling(T: int, M: int, which: str = "fwd", interpret: bool = False) 
     if interpret:
         return bm, k, 2 * k, max(1, min(8, bm // 128))
     if M >= 1 << 18:
-        return 512, k, 16, 4
+        return (1024, k, 16, 8) if T < SHORT_T else (512, k, 16, 4)
     return bm, k, 32, max(1, bm // 64)
 
 
@@ -251,7 +257,7 @@ def _make_cfg(T, M, *, kind, levels, adaptive, decay_input, reset, detach_reset,
         Kf=kf,
         num_warps=warps,
         masked=M % bm != 0,
-        evict=(M >= EVICT_FIRST_MIN_M if evict is None else bool(evict)) and not interpret,
+        evict=(M >= EVICT_FIRST_MIN_M and T >= SHORT_T if evict is None else bool(evict)) and not interpret,
         num_stages=num_stages or 1,
         save=bool(save_residuals) or which == "bwd",
     )
@@ -692,7 +698,7 @@ def neuron_scan_forward(
     ``v0, a0`` and the parameters are ``[M]`` float32. ``block_m`` / ``chunk`` / ``num_warps`` /
     ``checkpoint_every`` override :func:`default_tiling` (pass the same ``checkpoint_every`` to
     :func:`neuron_scan_backward`); ``evict`` marks the ``[T, M]`` streams evict-first in the caches
-    (default: from :data:`EVICT_FIRST_MIN_M` neurons on);
+    (default: from :data:`EVICT_FIRST_MIN_M` neurons and :data:`SHORT_T` steps on);
     ``num_stages`` is Triton's pipelining depth (default 1: the kernel prefetches chunks itself).
     ``save_residuals=False`` (a forward without a backward) skips the checkpoint writes.
 
