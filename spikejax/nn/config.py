@@ -116,7 +116,7 @@ class SpikingLMConfig(_ConfigMixin):
     Fields: ``vocab_size``; ``d_model`` (D), ``num_heads`` (H | D), ``num_layers``, ``mlp_ratio``;
     ``time_steps`` (T, direct encoding of the embeddings); ``max_len`` (learned positions);
     ``attention`` (``"linear"``, ``"sliding"``, ``"hybrid"``, ``"ssa"``, ``"sdsa"``; always causal) and
-    ``attention_kwargs`` (e.g. ``{"window": 16, "softmax": True}``); ``norm`` (``"pre"`` or
+    ``attention_kwargs`` (e.g. ``{"window": 16, "softmax": True, "mix_norm": "layer"}``); ``norm`` (``"pre"`` or
     ``"bn"``); ``shortcut`` (``"membrane"`` or ``"spike"``); ``neuron`` and ``neuron_kwargs``;
     ``backend``; ``pos_embedding``; ``dtype`` (the compute dtype, see below).
 
