@@ -193,8 +193,9 @@ backward's re-read."""
 
 SHORT_T = 16
 """Scans shorter than this (e.g. 8 x 4M) are one chunk per program: the forward takes 1024-neuron
-blocks with 8 warps and neither pass uses evict-first (H100 sweep at 8 x 4M f32: forward 0.212 ->
-0.174 ms with the larger block, backward 0.303 -> 0.255 ms without the hint; BENCHMARKS.md)."""
+blocks with 8 warps and neither pass uses evict-first (H100 sweeps at 8 x 4M f32, direct kernel calls,
+old -> new default: forward 0.212 -> 0.182 ms, backward 0.303 -> 0.257 ms; within one run the hint
+cost the forward 15-30 %; BENCHMARKS.md)."""
 
 
 def default_tiling(T: int, M: int, which: str = "fwd", interpret: bool = False) -> tuple[int, int, int, int]:
