@@ -41,14 +41,14 @@ def relu_neurons():
 
 def measure(args, time_steps: int, relu: bool, backend: str) -> dict:
     """Median seconds per jit-compiled train step (AdamW, clipping) after warm-up."""
-    from spikejax.train.commands import NEURON_DEFAULTS, _neuron_kwargs, lm_task
+    from spikejax.train.commands import NEURON_DEFAULTS, lm_task, neuron_kwargs
     from spikejax.train.data import CharDataset
     from spikejax.train.steps import ModelSplit, make_optimizer, make_steps
 
     ds = CharDataset("".join(chr(32 + i % 64) for i in range(20000)))
     task = lm_task(ds, d_model=args.d_model, layers=args.layers, heads=args.heads, time_steps=time_steps,
                    seq_len=args.seq_len, attention=args.attention, mlp_ratio=args.mlp_ratio, neuron=args.neuron,
-                   neuron_kwargs=_neuron_kwargs(args.neuron, argparse.Namespace(**NEURON_DEFAULTS)),
+                   neuron_kwargs=neuron_kwargs(args.neuron, **NEURON_DEFAULTS),
                    backend=backend, dtype=args.dtype)
     split = ModelSplit(task.model_config.build(seed=0))
     steps = make_steps(split, make_optimizer(1e-3, 1000, warmup=10), task.loss_fn, task.eval_fn, None)

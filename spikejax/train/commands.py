@@ -99,11 +99,12 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
                         "bfloat16 is faster on GPUs; stored in the run's model config)")
 
 
-def _neuron_kwargs(neuron: str, args) -> dict[str, Any]:
+def neuron_kwargs(neuron: str, beta: float, threshold: float) -> dict[str, Any]:
+    """The constructor arguments among (β, θ) that ``neuron`` takes."""
     if neuron in ("lif", "alif", "ternary", "multilevel"):
-        return {"beta": args.beta, "threshold": args.threshold}
+        return {"beta": beta, "threshold": threshold}
     if neuron in ("if", "plif"):
-        return {"threshold": args.threshold}
+        return {"threshold": threshold}
     return {}
 
 
@@ -286,6 +287,7 @@ def train_main(argv: list[str] | None = None) -> dict[str, Any]:
     shd.init_distributed(args.coordinator, args.num_processes, args.process_id)
     preset = LM_PRESETS[args.preset] if args.task == "lm" else VISION_DEFAULTS
     neuron = _pick(args, {"neuron": "lif", **preset}, "neuron")
+    nkw = neuron_kwargs(neuron, args.beta, args.threshold)
     if args.task == "lm":
         ds = CharDataset.from_file(args.data) if args.data else CharDataset(default_text(), name="pydoc_data.topics")
         task = lm_task(ds, d_model=_pick(args, preset, "d_model"), layers=_pick(args, preset, "layers"),
@@ -294,7 +296,7 @@ def train_main(argv: list[str] | None = None) -> dict[str, Any]:
                        window=args.window, window_softmax=args.window_softmax,
                        mix_norm=_pick(args, {"mix_norm": "none", **preset}, "mix_norm"),
                        mlp_ratio=_pick(args, {"mlp_ratio": 4.0, **preset}, "mlp_ratio"),
-                       neuron=neuron, neuron_kwargs=_neuron_kwargs(neuron, args), backend=args.backend,
+                       neuron=neuron, neuron_kwargs=nkw, backend=args.backend,
                        eval_batches=args.eval_batches, sample_chars=args.sample_chars, dtype=args.dtype,
                        dropout=_pick(args, {"dropout": 0.0, **preset}, "dropout"))
     else:
@@ -303,7 +305,7 @@ def train_main(argv: list[str] | None = None) -> dict[str, Any]:
                            time_steps=_pick(args, preset, "time_steps"),
                            patch_size=args.patch_size, attention=_pick(args, preset, "attention"),
                            mlp_ratio=args.mlp_ratio or 4.0, neuron=neuron,
-                           neuron_kwargs=_neuron_kwargs(neuron, args), backend=args.backend, dtype=args.dtype)
+                           neuron_kwargs=nkw, backend=args.backend, dtype=args.dtype)
     cfg = _train_config(args, preset, args.task)
     print(f"spikejax train {args.task}: data {task.data_meta['name']}, run directory {cfg.out}", flush=True)
     return fit(task, cfg)
