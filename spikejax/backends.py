@@ -76,7 +76,9 @@ class ScanSpec:
 
 
 class ScanParams(NamedTuple):
-    """Per-neuron parameters, each ``[M]`` float32."""
+    """The neurons' parameters, float32: each ``[M]`` (per neuron), or all five ``[1]`` (one value for
+    every neuron; kernels that take that form skip the ``[M]`` parameter streams, the others get
+    them broadcast by :func:`neuron_scan`)."""
 
     beta: Array
     threshold: Array
@@ -126,6 +128,7 @@ def _reset(spec: ScanSpec, h: Array, thr: Array, s: Array, fired: Array) -> Arra
 
 def reference_scan(spec: ScanSpec, x: Array, v0: Array, a0: Array, p: ScanParams) -> ScanResult:
     """The ``lax.scan`` reference of the contract above; differentiable by JAX autodiff."""
+    p = ScanParams(*(jnp.broadcast_to(q, v0.shape) for q in p))
     gamma = 1.0 - p.beta if spec.decay_input else jnp.ones_like(p.beta)
 
     def step(carry, xt):
@@ -163,6 +166,7 @@ def reference_scan(spec: ScanSpec, x: Array, v0: Array, a0: Array, p: ScanParams
 class KernelBackend(NamedTuple):
     forward: Callable
     backward: Callable
+    scalar_params: bool = False  # takes the all-[1] ScanParams form (see ScanParams)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
@@ -200,6 +204,7 @@ def _load_kernel_backend(name: str) -> KernelBackend:
         return KernelBackend(
             functools.partial(module.neuron_scan_forward, interpret=interpret),
             functools.partial(module.neuron_scan_backward, interpret=interpret),
+            scalar_params=True,
         )
     module = importlib.import_module("triton_kernels")
     return KernelBackend(module.neuron_scan_forward, module.neuron_scan_backward)
@@ -300,7 +305,11 @@ def neuron_scan(
     name = resolve_backend(backend, spec, x.shape)
     if name == "xla":
         return reference_scan(spec, x, v0, a0, params)
-    return _kernel_scan(_kernel_backend(name), spec, x, v0, a0, params)
+    kernel = _kernel_backend(name)
+    scalar = all(q.shape == (1,) for q in params)
+    if not (scalar and kernel.scalar_params):  # per-neuron vectors (autodiff sums the broadcast back)
+        params = ScanParams(*(jnp.broadcast_to(q, v0.shape) for q in params))
+    return _kernel_scan(kernel, spec, x, v0, a0, params)
 
 
 @functools.cache

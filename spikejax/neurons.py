@@ -72,9 +72,13 @@ def _check_x(x) -> Array:
 
 def _param(name: str, value: Param, neuron_shape: tuple[int, ...], *, low=None, high=None,
            low_open: bool = False) -> Array:
-    """Broadcast a parameter to the neuron shape and flatten it to ``[M]`` float32."""
-    out = _flat_f32(name, value, neuron_shape,
-                    f"(use a scalar or one value per channel, shape ({neuron_shape[-1]},))")
+    """A parameter as float32 ``[1]`` when it is one value, else broadcast to the neuron shape and
+    flattened to ``[M]`` (see :class:`spikejax.backends.ScanParams`)."""
+    if jnp.size(value) == 1:
+        out = jnp.asarray(value, jnp.float32).reshape(1)
+    else:
+        out = _flat_f32(name, value, neuron_shape,
+                        f"(use a scalar or one value per channel, shape ({neuron_shape[-1]},))")
     host = _concrete(value)
     if host is not None and host.size:
         if low is not None and (np.any(host <= low) if low_open else np.any(host < low)):

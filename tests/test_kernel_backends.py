@@ -59,13 +59,16 @@ _PARAMS = {
 
 
 def _compare(neuron, backend, *, shape=(11, 3, 7), dtype=jnp.float32, params=("beta", "threshold"),
-             surrogate="atan", state=True, return_membrane=True, jit=True, **static):
-    """Values and all gradients of ``neuron(..., backend)`` equal ``backend="xla"``."""
+             surrogate="atan", state=True, return_membrane=True, jit=True, scalar=False, **static):
+    """Values and all gradients of ``neuron(..., backend)`` equal ``backend="xla"`` (``scalar``: every
+    parameter and the surrogate α one differentiable 0-d value instead of one per channel)."""
     fn = NEURONS[neuron]
-    C = shape[-1]
+    C = 1 if scalar else shape[-1]
     x = (_rand(shape, 1.2) + 0.35).astype(dtype)
     p = {("tau" if name == "long_tau" else name): _PARAMS[name](C) for name in params}
     alpha = _rand((C,), lo=0.5, hi=1.5) * sg.SURROGATES[surrogate][1]
+    if scalar:
+        p, alpha = {k: v[0] for k, v in p.items()}, alpha[0]
     adaptive = neuron == "alif"
     st = None
     if state:
@@ -157,6 +160,24 @@ def _id(case):
 @pytest.mark.parametrize("case", CASES, ids=_id)
 def test_neuron_matches_xla(case, backend):
     _compare(case[0], backend, **case[1])
+
+
+SCALAR_CASES = [
+    ("lif", dict(params=("tau", "threshold"))),
+    ("lif", dict(params=("beta", "threshold"), reset="zero", reset_delay=True, surrogate="sigmoid")),
+    ("alif", dict(params=("beta", "threshold", "adapt_scale", "adapt_decay"), shape=(10, 131))),
+    ("plif", dict(params=("decay_logit", "threshold"), shape=(9, 2, 70), surrogate="triangular")),
+    ("ternary", dict(params=("beta", "threshold", "amplitude"), dtype=jnp.bfloat16)),
+    ("multilevel", dict(params=("beta", "threshold"), levels=3, detach_reset=True)),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", SCALAR_CASES, ids=_id)
+def test_scalar_parameters_match_xla(case, backend):
+    """One β / θ / α for all neurons: the kernels' scalar-parameter path (no [M] parameter streams,
+    per-program partial sums of the parameter gradients), several programs with a masked tail."""
+    _compare(case[0], backend, scalar=True, **case[1])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
