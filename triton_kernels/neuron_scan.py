@@ -549,10 +549,11 @@ def _launch(n: int) -> tuple[int, int]:
     return block, warps
 
 
-def _stages() -> int:
-    """Triton's software-pipelining depth of the time loop: 1 (the kernels prefetch ``x`` into
-    registers themselves); ``SPIKEJAX_TRITON_STAGES`` overrides it (for benchmarking)."""
-    return int(os.environ.get("SPIKEJAX_TRITON_STAGES", 1))
+def _stages(which: str) -> int:
+    """Triton's software-pipelining depth of the ``which`` ("fwd" | "bwd") kernel's time loop: 1
+    (the kernels prefetch ``x`` into registers themselves); ``SPIKEJAX_TRITON_STAGES_FWD`` /
+    ``SPIKEJAX_TRITON_STAGES_BWD`` override it (for benchmarking)."""
+    return int(os.environ.get(f"SPIKEJAX_TRITON_STAGES_{which.upper()}", 1))
 
 
 def _vec(a: Array) -> Array:
@@ -622,7 +623,7 @@ def _forward_core(cfg: _Config, x: Array, v0: Array, a0: Array, beta: Array, thr
     out_shape, flags, grid, warps = _fwd_launch(cfg, B, T, Mi, x.dtype)
     s, vT, aT, vseq, h, atr = jt.triton_call(
         x, v0, a0, beta, thr, b, rho, int(T),
-        kernel=_scan_fwd_kernel, out_shape=out_shape, grid=(grid,), num_warps=warps, num_stages=_stages(),
+        kernel=_scan_fwd_kernel, out_shape=out_shape, grid=(grid,), num_warps=warps, num_stages=_stages("fwd"),
         enable_fp_fusion=False, name="spikejax_neuron_scan_fwd", **flags,
     )
     if not cfg.adaptive:
@@ -646,7 +647,7 @@ def _backward_core(cfg: _Config, residuals, g_s: Array, g_vT: Array, g_aT: Array
         x, h, _placeholder() if atr is None else atr, g_s.astype(x.dtype),
         _placeholder() if g_vseq is None else g_vseq.astype(f32), g_vT.astype(f32),
         g_aT.astype(f32), v0, a0, beta, thr, b, rho, alpha, int(T),
-        kernel=_scan_bwd_kernel, out_shape=out_shape, grid=(grid,), num_warps=warps, num_stages=_stages(),
+        kernel=_scan_bwd_kernel, out_shape=out_shape, grid=(grid,), num_warps=warps, num_stages=_stages("bwd"),
         enable_fp_fusion=False, name="spikejax_neuron_scan_bwd", **flags,
     )
     if not cfg.adaptive:
