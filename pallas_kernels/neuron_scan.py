@@ -777,14 +777,37 @@ def neuron_scan_forward(
         out_shapes.append(jax.ShapeDtypeStruct((nc, M), _F32))
         out_rows.append(nc)
     in_rows = [T, None, None] + [SCALAR if c.scalar else None] * 5
-    outs = list(_call(_fwd_kernel, c, in_rows, out_shapes, out_rows, interpret, "neuron_scan_fwd")(x, v0, a0, *params))
-    s, vT = outs.pop(0), outs.pop(0)
-    aT = outs.pop(0) if c.use_a else a0
-    vseq = outs.pop(0) if c.membrane else None
+    from . import mosaic_forward  # noqa: PLC0415 - that module imports this one
+
+    def triton_lowered(x, v0, a0, params):
+        outs = list(_call(_fwd_kernel, c, in_rows, out_shapes, out_rows, interpret, "neuron_scan_fwd")(
+            x, v0, a0, *params))
+        s, vT = outs.pop(0), outs.pop(0)
+        aT = outs.pop(0) if c.use_a else None
+        vseq = outs.pop(0) if c.membrane else None
+        ckv = outs.pop(0) if c.save else None
+        cka = outs.pop(0) if c.save and c.use_a else None
+        return s, vT, aT, vseq, ckv, cka
+
+    if mosaic_forward.eligible(c, interpret):
+        @jax.custom_batching.custom_vmap
+        def run(x, v0, a0, params):
+            s, vT, aT, ckv, cka = mosaic_forward.forward(c, x, v0, a0, params)
+            return s, vT, aT, None, ckv, cka
+
+        @run.def_vmap
+        def _batched(axis_size, in_batched, *args):  # under vmap: the Triton-lowered kernel's batching
+            del axis_size
+            in_axes = tuple(jax.tree.map(lambda b: 0 if b else None, in_batched))
+            outs = jax.vmap(triton_lowered, in_axes=in_axes)(*args)
+            return outs, jax.tree.map(lambda _: True, outs)
+
+        s, vT, aT, vseq, ckv, cka = run(x, v0, a0, params)
+    else:
+        s, vT, aT, vseq, ckv, cka = triton_lowered(x, v0, a0, params)
+    aT = aT if c.use_a else a0
     if not c.save:
         return s, vT, aT, vseq, None
-    ckv = outs.pop(0)
-    cka = outs.pop(0) if c.use_a else None
     return s, vT, aT, vseq, (x, v0, a0, ckv, cka, params)
 
 

@@ -310,3 +310,67 @@ def test_inside_lax_scan(backend):
     np.testing.assert_allclose(l_new, l_ref, rtol=1e-5)
     for a, r in zip(g_new, g_ref, strict=True):
         np.testing.assert_allclose(a, r, rtol=2e-4, atol=2e-5)
+
+
+# --- the Mosaic GPU forward (pallas_kernels.mosaic_forward; GPU only) ----------------------------
+
+MOSAIC_CASES = [
+    ("lif", dict(params=("tau", "threshold"), shape=(16, 2, 128))),
+    ("lif", dict(params=("beta", "threshold"), shape=(8, 384), scalar=True)),  # 128-neuron blocks
+    ("lif", dict(params=("beta", "threshold"), shape=(24, 256), reset="zero", reset_delay=True,
+                 surrogate="sigmoid")),
+    ("alif", dict(params=("beta", "threshold", "adapt_scale", "adapt_decay"), shape=(16, 512))),
+    ("plif", dict(params=("decay_logit", "threshold"), shape=(8, 4, 64), surrogate="triangular", scalar=True)),
+    ("ternary", dict(params=("beta", "threshold", "amplitude"), shape=(16, 256), dtype=jnp.bfloat16)),
+    ("multilevel", dict(params=("beta", "threshold"), levels=3, shape=(8, 256), detach_reset=True)),
+    ("if_", dict(params=("threshold",), shape=(32, 128), reset="none")),
+]
+
+
+@pytest.fixture
+def mosaic_calls(monkeypatch):
+    """Counts the calls of the Mosaic GPU forward (so a test knows its shapes took that kernel)."""
+    from pallas_kernels import mosaic_forward
+
+    calls = []
+    inner = mosaic_forward.forward
+
+    def counted(*args, **kwargs):
+        calls.append(args[1].shape)
+        return inner(*args, **kwargs)
+
+    monkeypatch.setattr(mosaic_forward, "forward", counted)
+    monkeypatch.setattr(mosaic_forward, "MIN_M", 0)  # small test shapes take the kernel too
+    return calls
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", MOSAIC_CASES, ids=_id)
+def test_mosaic_forward_matches_xla(case, mosaic_calls):
+    """T % 8 == 0 and M % 128 == 0: the forward (and the checkpoints the backward restarts from)
+    come from the TMA-pipelined Mosaic GPU kernel; values and every gradient equal lax.scan."""
+    _compare(case[0], "pallas", return_membrane=False, **case[1])
+    assert mosaic_calls, "the Mosaic GPU forward was not used"
+
+
+@pytest.mark.gpu
+def test_mosaic_forward_under_vmap(mosaic_calls):
+    """vmap of an eligible shape takes the Triton-lowered kernel's batching (custom_vmap rule)."""
+    x = _rand((3, 8, 2, 128)) + 0.3
+    beta, thr = _rand((128,), lo=0.5, hi=0.9), _rand((128,), lo=0.7, hi=1.2)
+
+    def loss(b):
+        def f(x, beta, thr):
+            s, st = sj.lif(x, beta=beta, threshold=thr, backend=b)
+            return (s * jnp.sin(x)).sum() + st.v.sum()
+        return f
+
+    def run(b):
+        g = jax.grad(loss(b), argnums=(0, 1, 2))
+        return jax.jit(jax.vmap(g, in_axes=(0, None, None)))(x, beta, thr)
+
+    for a, r in zip(run("pallas"), run("xla"), strict=True):
+        np.testing.assert_allclose(a, r, rtol=2e-4, atol=2e-5)
+    plain = sj.lif(x[0], beta=beta, threshold=thr, backend="pallas")[0]
+    np.testing.assert_array_equal(plain, sj.lif(x[0], beta=beta, threshold=thr, backend="xla")[0])
+    assert mosaic_calls
