@@ -208,7 +208,7 @@ def default_tiling(T: int, M: int, which: str = "fwd", interpret: bool = False) 
     """(BM neurons per program, K checkpoint interval, Kf forward chunk, num_warps) for ``[T, M]``.
 
     Chosen from the H100 sweep in BENCHMARKS.md. Large M (>= 256K): forward 512 neurons x 4 warps
-    with 16-step chunks (plus the prefetched next chunk in registers); backward 1024 x 8 warps
+    with 16-step chunks (plus the prefetched next chunk in registers); backward 512 x 8 warps
     with 8-step chunks. Smaller M: the largest power-of-two block in [64, 1024] that still gives
     about two programs per SM (132 SMs), at most two neurons per thread, and longer forward chunks
     (32 steps) so enough loads are in flight when few neurons run a long T. The interpreter
@@ -219,6 +219,8 @@ def default_tiling(T: int, M: int, which: str = "fwd", interpret: bool = False) 
     while bm > 64 and -(-M // bm) < 264:
         bm //= 2
     if which == "bwd":
+        if M >= 1 << 18 and not interpret:  # H100 backward sweep, 2026-11-24 (BENCHMARKS.md)
+            return 512, k, k, 8
         return bm, k, k, max(1, min(8, bm // 128))
     if interpret:
         return bm, k, 2 * k, max(1, min(8, bm // 128))
