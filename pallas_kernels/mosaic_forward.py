@@ -58,17 +58,30 @@ def eligible(c: _Cfg, interpret: bool) -> bool:
     return c.M >= MIN_M and c.T % c.K == 0 and c.M % 128 == 0 and not c.membrane
 
 
-def forward(c: _Cfg, x: Array, v0: Array, a0: Array, params: tuple[Array, ...]):
+def call_kernel(plgpu, kernel, out, scratch: list, programs: int):
+    """``plgpu.kernel`` over a 1-D grid named "m" (the keyword names moved between jax 0.10 and 0.11)."""
+    names = inspect.signature(plgpu.kernel).parameters
+    kw = {("out_type" if "out_type" in names else "out_shape"): out}
+    if scratch:
+        kw["scratch_types" if "scratch_types" in names else "scratch_shapes"] = scratch
+    return plgpu.kernel(kernel, grid=(programs,), grid_names=("m",), **kw)
+
+
+def forward(c: _Cfg, x: Array, v0: Array, a0: Array, params: tuple[Array, ...], *, block_m: int | None = None,
+            stages: int = STAGES):
     """Forward scan of ``x[T, M]`` from ``v0, a0 [M]`` with ``params`` (5 arrays, all [1] when
     ``c.scalar``, else [M]).
 
     Returns ``(s[T, M] x.dtype, v_T[M], a_T[M] or None, ckv[T/K, M] or None, cka or None)``;
     the checkpoints (written when ``c.save``) hold the state at the start of each K-step chunk
-    (row 0 = ``v0``), the layout of the Triton-lowered kernel's checkpoints.
+    (row 0 = ``v0``), the layout of the Triton-lowered kernel's checkpoints. ``block_m`` (128 or 256,
+    default the largest dividing M) and ``stages`` override the launch (benchmarks).
     """
     plgpu = _plgpu()
     T, M = x.shape
-    BM = 256 if M % 256 == 0 else 128
+    BM = block_m or (256 if M % 256 == 0 else 128)
+    if BM not in (128, 256) or M % BM:
+        raise ValueError(f"block_m: expected 128 or 256 dividing M={M}, got {BM}")
     K = c.K
     nc = T // K
     prm = jnp.stack([jnp.broadcast_to(jnp.asarray(p, _F32).reshape(-1), (BM if c.scalar else M,)) for p in params])
@@ -110,7 +123,7 @@ def forward(c: _Cfg, x: Array, v0: Array, a0: Array, params: tuple[Array, ...]):
         tile = plgpu.BlockSpec((K, BM), lambda t: (t, pid))
         row = plgpu.BlockSpec((1, BM), lambda t: (t, pid))
         final = plgpu.emit_pipeline(body, grid=(nc,), in_specs=[tile], out_specs=[tile] + [row] * len(ck_g),
-                                    max_concurrent_steps=STAGES, init_carry=carry0)(x_g, s_g, *ck_g)
+                                    max_concurrent_steps=stages, init_carry=carry0)(x_g, s_g, *ck_g)
         for i, val in enumerate(final):
             st_s[i] = val
         plgpu.commit_smem()
@@ -125,11 +138,7 @@ def forward(c: _Cfg, x: Array, v0: Array, a0: Array, params: tuple[Array, ...]):
     if c.save:
         out += [jax.ShapeDtypeStruct((nc, M), _F32)] * n_state
     scratch = [plgpu.SMEM((2, BM), _F32), plgpu.SMEM((5, BM), _F32), plgpu.Barrier(num_barriers=3)]
-    names = inspect.signature(plgpu.kernel).parameters
-    kw = {("out_type" if "out_type" in names else "out_shape"): out,
-          ("scratch_types" if "scratch_types" in names else "scratch_shapes"): scratch}
-    outs = list(plgpu.kernel(kernel, grid=(M // BM,), grid_names=("m",), **kw)(
-        x, v0.reshape(1, M), a0.reshape(1, M), prm))
+    outs = list(call_kernel(plgpu, kernel, out, scratch, M // BM)(x, v0.reshape(1, M), a0.reshape(1, M), prm))
     s, vT = outs.pop(0), outs.pop(0).reshape(M)
     aT = outs.pop(0).reshape(M) if c.use_a else None
     ckv = outs.pop(0) if c.save else None
