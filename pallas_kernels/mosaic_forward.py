@@ -74,8 +74,9 @@ def forward(c: _Cfg, x: Array, v0: Array, a0: Array, params: tuple[Array, ...], 
 
     Returns ``(s[T, M] x.dtype, v_T[M], a_T[M] or None, ckv[T/K, M] or None, cka or None)``;
     the checkpoints (written when ``c.save``) hold the state at the start of each K-step chunk
-    (row 0 = ``v0``), the layout of the Triton-lowered kernel's checkpoints. ``block_m`` (128 or 256,
-    default the largest dividing M) and ``stages`` override the launch (benchmarks).
+    (row 0 = ``v0``), the layout of the Triton-lowered kernel's checkpoints; a single chunk writes
+    none (``v0`` reshaped is its checkpoint: at T = 8 that saves 4 of the forward's 68 B per neuron).
+    ``block_m`` (128 or 256, default the largest dividing M) and ``stages`` override the launch.
     """
     plgpu = _plgpu()
     T, M = x.shape
@@ -84,6 +85,7 @@ def forward(c: _Cfg, x: Array, v0: Array, a0: Array, params: tuple[Array, ...], 
         raise ValueError(f"block_m: expected 128 or 256 dividing M={M}, got {BM}")
     K = c.K
     nc = T // K
+    save = c.save and nc > 1  # one chunk: its checkpoint is v0 itself (no write; see the end)
     prm = jnp.stack([jnp.broadcast_to(jnp.asarray(p, _F32).reshape(-1), (BM if c.scalar else M,)) for p in params])
     lay = plgpu.Layout.WG_STRIDED((BM,), vec_size=BM // 128)
     n_state = 2 if c.use_a else 1
@@ -92,7 +94,7 @@ def forward(c: _Cfg, x: Array, v0: Array, a0: Array, params: tuple[Array, ...], 
         refs = list(refs)
         s_g, vT_g = refs.pop(0), refs.pop(0)
         aT_g = refs.pop(0) if c.use_a else None
-        ck_g = [refs.pop(0) for _ in range(n_state)] if c.save else []
+        ck_g = [refs.pop(0) for _ in range(n_state)] if save else []
         st_s, prm_s, bars = refs
         pid = jax.lax.axis_index("m")
         cols = pl.ds(pid * BM, BM)
@@ -113,7 +115,7 @@ def forward(c: _Cfg, x: Array, v0: Array, a0: Array, params: tuple[Array, ...], 
         def body(idx, x_s, s_s, *rest):
             *ck_s, carry = rest
             v, a = carry if c.use_a else (carry[0], None)
-            for r, val in zip(ck_s, carry, strict=False):  # no checkpoint refs without c.save
+            for r, val in zip(ck_s, carry, strict=False):  # no checkpoint refs without save
                 r[0] = val
             for i in range(K):
                 s, v, a = _step(c, p, v, a, x_s[i].astype(_F32))
@@ -135,13 +137,16 @@ def forward(c: _Cfg, x: Array, v0: Array, a0: Array, params: tuple[Array, ...], 
     out = [jax.ShapeDtypeStruct((T, M), x.dtype), jax.ShapeDtypeStruct((1, M), _F32)]
     if c.use_a:
         out.append(jax.ShapeDtypeStruct((1, M), _F32))
-    if c.save:
+    if save:
         out += [jax.ShapeDtypeStruct((nc, M), _F32)] * n_state
     scratch = [plgpu.SMEM((2, BM), _F32), plgpu.SMEM((5, BM), _F32), plgpu.Barrier(num_barriers=3)]
     outs = list(call_kernel(plgpu, kernel, out, scratch, M // BM)(x, v0.reshape(1, M), a0.reshape(1, M), prm))
     s, vT = outs.pop(0), outs.pop(0).reshape(M)
     aT = outs.pop(0).reshape(M) if c.use_a else None
-    ckv = outs.pop(0) if c.save else None
-    cka = outs.pop(0) if c.save and c.use_a else None
+    ckv = outs.pop(0) if save else None
+    cka = outs.pop(0) if save and c.use_a else None
+    if c.save and nc == 1:  # the backward restarts chunk 0 from v0 / a0: a free reshape, not a copy
+        ckv = v0.reshape(1, M)
+        cka = a0.reshape(1, M) if c.use_a else None
     return s, vT, aT, ckv, cka
 
