@@ -8,14 +8,14 @@ neurons and walks the ``T / K`` chunks of ``K`` (= the checkpoint interval, 8) t
 ``v``, ``a`` at each chunk start) leave by TMA while the next chunk computes. The state and the
 parameters stay in registers.
 
-Measured on an H100 (BENCHMARKS.md): the LIF forward at (T, M) = (128, 1M) streams at ~2.7 TB/s,
-1.10x of the copy floor in f32 and 1.13x in bf16, against 1.8-2.0x for the Triton-lowered
-kernel. It is used for the forward when :func:`eligible` (GPU, at least :data:`MIN_M` neurons,
-``T % K == 0``, ``M % 128 == 0``, no membrane output, not batched by vmap); everything else takes
-the Triton-lowered kernel.
-``SPIKEJAX_PALLAS_MOSAIC=0`` turns it off. The Mosaic GPU interpreter of jax 0.10 cannot run
-``emit_pipeline`` (predicated TMA stores), so the CPU tests cover the shared step math through the
-Triton-lowered kernel and the GPU tests compare this kernel with ``lax.scan``.
+Measured on an H100 (BENCHMARKS.md, amortised timing): the LIF forward at (T, M) = (128, 1M)
+streams at ~2.7 TB/s, 1.12x of the copy floor in f32 (a plain copy through the same pipeline:
+1.09x), 0.399 ms against 0.420 ms for the Triton-lowered kernel; no gain at 8 x 4M. It is used for
+the forward when :func:`eligible` (GPU, at least :data:`MIN_M` neurons, ``T % K == 0``,
+``M % 128 == 0``, no membrane output, not batched by vmap); everything else takes the
+Triton-lowered kernel. ``SPIKEJAX_PALLAS_MOSAIC=0`` turns it off. The Mosaic GPU interpreter of
+jax 0.10 cannot run ``emit_pipeline`` (predicated TMA stores), so the CPU tests cover the shared
+step math through the Triton-lowered kernel and the GPU tests compare this kernel with ``lax.scan``.
 """
 
 from __future__ import annotations
@@ -32,11 +32,12 @@ from .neuron_scan import _F32, _P, _Cfg, _step
 Array = jax.Array
 
 MIN_M = 1 << 18
-"""Neurons from which the forward takes this kernel: with fewer, 128-256-neuron programs do not fill
-the GPU (132 SMs) and the Triton-lowered kernel's longer register prefetch wins (T=512, M=16K)."""
+"""Neurons from which the forward takes this kernel (measured only at 1M and 4M): below it the grid
+of 128-256-neuron programs gets thin on 132 SMs, and the Triton-lowered kernel's tiling for small M
+(long register prefetch; T=512, M=16K at 1.5x of the floor) is kept."""
 
 STAGES = 4
-"""TMA pipeline depth (chunks in flight); H100 sweep at 128 x 1M: 1.10-1.12x of the floor for 3-8."""
+"""TMA pipeline depth (chunks in flight); H100 probe at 128 x 1M: 1.12x of the floor for 3, 4 and 8."""
 
 
 def _plgpu():
