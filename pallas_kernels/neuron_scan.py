@@ -204,12 +204,14 @@ old -> new default: forward 0.212 -> 0.182 ms, backward 0.303 -> 0.257 ms; withi
 cost the forward 15-30 %; BENCHMARKS.md)."""
 
 
-def default_tiling(T: int, M: int, which: str = "fwd", interpret: bool = False) -> tuple[int, int, int, int]:
+def default_tiling(T: int, M: int, which: str = "fwd", interpret: bool = False,
+                   itemsize: int = 4) -> tuple[int, int, int, int]:
     """(BM neurons per program, K checkpoint interval, Kf forward chunk, num_warps) for ``[T, M]``.
 
     Chosen from the H100 sweep in BENCHMARKS.md. Large M (>= 256K): forward 512 neurons x 4 warps
     with 16-step chunks (plus the prefetched next chunk in registers); backward 512 x 8 warps
-    with 8-step chunks. Smaller M: the largest power-of-two block in [64, 1024] that still gives
+    with 8-step chunks (``itemsize`` 2, bf16 streams: 2048 x 16 warps, or 256 x 4 when T < 16).
+    Smaller M: the largest power-of-two block in [64, 1024] that still gives
     about two programs per SM (132 SMs), at most two neurons per thread, and longer forward chunks
     (32 steps) so enough loads are in flight when few neurons run a long T. The interpreter
     (CPU tests) uses short chunks to keep the unrolled program small.
@@ -219,7 +221,9 @@ def default_tiling(T: int, M: int, which: str = "fwd", interpret: bool = False) 
     while bm > 64 and -(-M // bm) < 264:
         bm //= 2
     if which == "bwd":
-        if M >= 1 << 18 and not interpret:  # H100 backward sweep, 2026-11-24 (BENCHMARKS.md)
+        if M >= 1 << 18 and not interpret:  # H100 backward sweeps, 2026-11-24 (BENCHMARKS.md)
+            if itemsize == 2:  # bf16 streams: 128x1M 0.412 -> 0.361 ms, 8x4M 0.120 -> 0.101 ms
+                return (2048, k, k, 16) if T >= SHORT_T else (256, k, k, 4)
             return 512, k, k, 8
         return bm, k, k, max(1, min(8, bm // 128))
     if interpret:
@@ -231,7 +235,7 @@ def default_tiling(T: int, M: int, which: str = "fwd", interpret: bool = False) 
 
 def _make_cfg(T, M, *, kind, levels, adaptive, decay_input, reset, detach_reset, reset_delay, surrogate,
               return_membrane, block_m, chunk, num_warps, checkpoint_every, evict, num_stages, which,
-              interpret, save_residuals: bool = True, scalar_params: bool = False) -> _Cfg:
+              interpret, save_residuals: bool = True, scalar_params: bool = False, itemsize: int = 4) -> _Cfg:
     if kind not in ("binary", "ternary", "multilevel"):
         raise ValueError(f"kind: unknown spike kind {kind!r}; expected binary, ternary or multilevel")
     if reset not in ("subtract", "zero", "none"):
@@ -241,7 +245,7 @@ def _make_cfg(T, M, *, kind, levels, adaptive, decay_input, reset, detach_reset,
         raise ValueError(
             f"surrogate: unknown shape {surrogate!r}; expected one of {sorted(SURROGATE_FORMULAS)}"
         )
-    bm, k, kf, warps = default_tiling(T, M, which, interpret)
+    bm, k, kf, warps = default_tiling(T, M, which, interpret, itemsize)
     bm = block_m or bm
     k = checkpoint_every or k
     kf = chunk or kf
@@ -850,7 +854,7 @@ def neuron_scan_backward(
                   detach_reset=detach_reset, reset_delay=reset_delay, surrogate=surrogate,
                   return_membrane=return_membrane, block_m=block_m, chunk=None, num_warps=num_warps,
                   checkpoint_every=checkpoint_every, evict=evict, which="bwd", interpret=interpret,
-                  num_stages=num_stages, scalar_params=_scalar_params(params, M))
+                  num_stages=num_stages, scalar_params=_scalar_params(params, M), itemsize=x.dtype.itemsize)
     nc = -(-T // c.K)
     if ckv.shape != (nc, M):
         raise ValueError(f"residuals: checkpoints {ckv.shape} do not match chunk {c.K} for T={T}")
