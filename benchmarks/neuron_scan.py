@@ -328,6 +328,10 @@ def _sweep_one(pk, cfg: dict, tk: dict, xs: list, gs: list, M: int) -> tuple[flo
     return tf, tb
 
 
+KERNEL_CFG = dict(kind="binary", levels=1, adaptive=False, decay_input=True, reset="subtract",
+                  detach_reset=False, reset_delay=False, surrogate="atan", return_membrane=False)
+"""The benchmark's LIF as the Pallas kernels' static options (for direct kernel calls)."""
+
 # (block_m, chunk, num_warps, evict, num_stages); None = default_tiling's choice
 SWEEP = {
     (128, 1 << 20): [(None, None, None, False, None), (None, None, None, True, None), (512, 8, 4, True, None),
@@ -346,8 +350,6 @@ def sweep(out_lines: list[str], bw: float, shapes: list[tuple[int, int]] | None 
     of :data:`SWEEP`)."""
     import pallas_kernels as pk
 
-    cfg = dict(kind="binary", levels=1, adaptive=False, decay_input=True, reset="subtract",
-               detach_reset=False, reset_delay=False, surrogate="atan", return_membrane=False)
     out_lines.append("\n### Pallas launch sweep (LIF, f32; ms per call; floors from the best copy)\n")
     out_lines.append("| T x M | block_m | chunk | warps | evict_first | stages | fwd | fwd / floor | bwd "
                      "| fwd+bwd / floor |")
@@ -362,7 +364,7 @@ def sweep(out_lines: list[str], bw: float, shapes: list[tuple[int, int]] | None 
             tk = dict(block_m=bm, chunk=k, num_warps=w, evict=ev, num_stages=st)
             head = f"| {T}x{_fmt_m(M)} | {bm or 'default'} | {k or 'default'} | {w or 'default'} | {ev} | {st or 1} |"
             try:
-                tf, tb = _sweep_one(pk, cfg, tk, xs, gs, M)
+                tf, tb = _sweep_one(pk, KERNEL_CFG, tk, xs, gs, M)
                 line = f"{head} {tf * 1e3:.3f} | {tf / f_fwd:.2f} | {tb * 1e3:.3f} | {(tf + tb) / f_fb:.2f} |"
             except Exception as err:  # noqa: BLE001
                 line = f"{head} error: {type(err).__name__}: {str(err)[:80]} | | | |"

@@ -17,10 +17,8 @@ import argparse
 import jax.numpy as jnp
 
 import pallas_kernels as pk
+from benchmarks.neuron_scan import KERNEL_CFG as CFG
 from benchmarks.neuron_scan import _inputs, _n_buffers, _time_jax
-
-CFG = dict(kind="binary", levels=1, adaptive=False, decay_input=True, reset="subtract", detach_reset=False,
-           reset_delay=False, surrogate="atan", return_membrane=False)
 
 # (block_m, num_warps, evict_first, num_stages); None = default_tiling's choice
 CONFIGS = [(None, None, None, None), (1024, 8, True, None), (1024, 8, False, None), (512, 4, True, None),

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
-from benchmarks.neuron_scan import _time_jax
+from benchmarks.neuron_scan import KERNEL_CFG, _time_jax
 from pallas_kernels import mosaic_forward
 from pallas_kernels.neuron_scan import _make_cfg
 
@@ -45,10 +45,9 @@ def main() -> None:
         floor_s = 2 * x.nbytes / 3.0e12
         for bm, chunk, stages in ((128, 8, 4), (256, 8, 4), (256, 16, 3), (256, 8, 8), (128, 32, 3)):
             t_copy = _time_jax(lambda a, bm=bm, k=chunk, st=stages: tma_copy(a, bm, k, st), [(x,)], reps=5)
-            c = _make_cfg(T, M, kind="binary", levels=1, adaptive=False, decay_input=True, reset="subtract",
-                          detach_reset=False, reset_delay=False, surrogate="atan", return_membrane=False,
-                          block_m=None, chunk=None, num_warps=None, checkpoint_every=chunk, evict=None,
-                          which="fwd", interpret=False, num_stages=None, save_residuals=False, scalar_params=True)
+            c = _make_cfg(T, M, **KERNEL_CFG, block_m=None, chunk=None, num_warps=None, checkpoint_every=chunk,
+                          evict=None, which="fwd", interpret=False, num_stages=None, save_residuals=False,
+                          scalar_params=True)
             t_lif = _time_jax(lambda a, c=c, bm=bm, st=stages: mosaic_forward.forward(c, a, z, z, prm, block_m=bm,
                                                                                       stages=st)[0], [(x,)], reps=5)
             print(f"{jnp.dtype(dtype).name} block_m={bm} chunk={chunk} stages={stages}: copy {t_copy * 1e3:.3f} ms "

@@ -126,9 +126,14 @@ def _reset(spec: ScanSpec, h: Array, thr: Array, s: Array, fired: Array) -> Arra
     return h
 
 
+def _per_neuron(p: ScanParams, shape: tuple[int, ...]) -> ScanParams:
+    """Every parameter as an ``[M]`` vector (the all-``[1]`` form broadcast; autodiff sums it back)."""
+    return ScanParams(*(jnp.broadcast_to(q, shape) for q in p))
+
+
 def reference_scan(spec: ScanSpec, x: Array, v0: Array, a0: Array, p: ScanParams) -> ScanResult:
     """The ``lax.scan`` reference of the contract above; differentiable by JAX autodiff."""
-    p = ScanParams(*(jnp.broadcast_to(q, v0.shape) for q in p))
+    p = _per_neuron(p, v0.shape)
     gamma = 1.0 - p.beta if spec.decay_input else jnp.ones_like(p.beta)
 
     def step(carry, xt):
@@ -307,8 +312,8 @@ def neuron_scan(
         return reference_scan(spec, x, v0, a0, params)
     kernel = _kernel_backend(name)
     scalar = all(q.shape == (1,) for q in params)
-    if not (scalar and kernel.scalar_params):  # per-neuron vectors (autodiff sums the broadcast back)
-        params = ScanParams(*(jnp.broadcast_to(q, v0.shape) for q in params))
+    if not (scalar and kernel.scalar_params):
+        params = _per_neuron(params, v0.shape)
     return _kernel_scan(kernel, spec, x, v0, a0, params)
 
 
