@@ -282,22 +282,30 @@ def resolve_backend(name: str, spec: ScanSpec | None = None, shape: tuple[int, i
     return name
 
 
-# The auto rule, from the measurements in BENCHMARKS.md ("Neuron scan (Triton)"): on an H100,
-# LIF forward+backward at (T, M) = (128, 1M), (32, 64K), (512, 16K), (8, 4M), f32 and bf16, Pallas
-# was fastest at all 8 points (1.09x-2.3x ahead of Triton; Triton 1.6x-52x ahead of xla), so the
-# order does not depend on the shape measured so far: Pallas, then Triton, then xla.
+# The auto rule, from the measurements in BENCHMARKS.md (H200 run 15, 2026-11-30; LIF forward +
+# backward at (T, M) = (128, 1M), (32, 64K), (512, 16K), (8, 4M), f32 and bf16): Pallas was fastest
+# at 6 of the 8 points (1.03x-2.7x ahead of Triton), Triton at the long scan over few neurons,
+# 512 x 16K (1.8x f32, 2.2x bf16: its backward keeps 16-step chunks of loads in flight per neuron).
+# The split between T = 32 and T = 512 is not measured in between; 256 is the midpoint in log2.
 AUTO_GPU_ORDER: tuple[str, ...] = ("pallas", "triton", "xla")
+AUTO_GPU_ORDER_LONG_T: tuple[str, ...] = ("triton", "pallas", "xla")
+LONG_T, LONG_T_MAX_M = 256, 1 << 18
+"""``auto`` prefers :data:`AUTO_GPU_ORDER_LONG_T` for ``T >= LONG_T`` steps over ``M < LONG_T_MAX_M`` neurons."""
 
 
 def auto_choice(spec: ScanSpec | None, shape: tuple[int, int] | None) -> str:
     """The ``auto`` rule: the measured-fastest available backend for this platform and shape.
 
     Off the GPU it is ``xla`` (the kernel backends need a GPU). On a GPU it is the first available
-    backend of :data:`AUTO_GPU_ORDER`, the order measured at every benchmarked (T, M, dtype).
+    backend of :data:`AUTO_GPU_ORDER_LONG_T` for a long scan over few neurons (``shape = (T, M)``
+    with ``T >= LONG_T`` and ``M < LONG_T_MAX_M``), else of :data:`AUTO_GPU_ORDER`.
     """
     if _platform() != "gpu":
         return "xla"
-    for candidate in AUTO_GPU_ORDER:
+    order = AUTO_GPU_ORDER
+    if shape is not None and shape[0] >= LONG_T and shape[1] < LONG_T_MAX_M:
+        order = AUTO_GPU_ORDER_LONG_T
+    for candidate in order:
         if candidate == "xla" or unavailable_reason(candidate) is None:
             return candidate
     return "xla"

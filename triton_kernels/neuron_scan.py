@@ -25,18 +25,26 @@ and with ``reset_delay=True`` (snnTorch's order, non-adaptive)::
     H_t = β V_{t-1}(1 - F'_{t-1} if zero) + γ X_t - θ S'_{t-1} (if subtract);  V_t = H_t
     S_t = fire(H_t, θ)
 
-Memory plan (the scan is memory-bound). One Triton program owns ``BLOCK`` neurons and walks
-over time with a register prefetch (4 steps ahead forward, 2 backward). The forward reads ``x`` once, writes ``s`` once
-and stores the charge trace ``H[T, M]`` (f32, plus ``a_{t-1}`` for ALIF) as the residual. The
-backward is a single reverse-time kernel: it reads ``g_s`` and ``H``, recomputes ``V_{t-1}`` from
-``H_{t-1}`` (bit-exactly: the same f32 operations, FMA contraction off), writes ``g_x`` and
-accumulates every parameter gradient in registers, storing them once per neuron. ``x`` is only
-read back for ``decay_input`` neurons with small γ: elsewhere ``∂H_t/∂β = V_{t-1} - X_t`` is
-taken as ``(V_{t-1} - H_t [- θ S'_{t-1}]) / γ`` (exact algebra, γ X_t = H_t - β V_{t-1}), with
-the division done once per neuron.
+Memory plan (the scan is memory-bound; the same plan as ``pallas_kernels``). One Triton program
+owns ``BLOCK`` neurons and walks over time in chunks with the state in registers:
+
+* Forward: the ``KF`` rows ``x[t0:t0+KF, block]`` of a chunk are loaded before any of its steps
+  runs, and the next chunk is loaded while the current one is computed (a register double
+  buffer), so a long ``T`` with few neurons keeps many loads in flight. No per-step trace is
+  saved: every ``K`` steps the forward writes a checkpoint of ``V`` (and ``a`` for ALIF),
+  ``(ceil(T/K) - 1) x M x 4`` bytes, none at t = 0 (the backward reads ``v0``).
+* Backward: one reverse-time kernel. Per K-step chunk (latest first) it loads the checkpoint and
+  the chunk's ``x`` and ``g_s`` rows (prefetching the previous chunk's rows meanwhile), recomputes
+  the chunk's states with the forward's own step function (bit for bit: same f32 operations, FMA
+  contraction off, so every Heaviside takes the forward's branch), then walks the chunk backwards,
+  writes ``g_x`` and accumulates every parameter gradient in registers, stored once per neuron.
+* Bytes per element (f32 in/out): forward 8 (x, s) + 4/K, backward 12 (x, g_s, g_x) + 4/K;
+  saving an f32 trace of ``H`` instead (SpikingJelly's plan, and this module's until 2026-11-29)
+  costs 12 + 12.
 
 ``jax.vmap`` is supported by a ``custom_vmap`` rule that folds the batch axis into the neuron
-axis: the kernels address ``x[B, T, M]`` batch-major directly, so batching needs no transpose.
+axis: the kernels address ``x[B, T, M]`` (and the checkpoints ``[B, C, M]``) batch-major directly,
+so batching needs no transpose.
 """
 
 from __future__ import annotations
@@ -77,9 +85,13 @@ RESETS = ("subtract", "zero", "none")
 SURROGATES = ("atan", "sigmoid", "fast_sigmoid", "triangular", "rectangular")
 _SURROGATE_ALIASES = {"superspike": "fast_sigmoid", "ste": "rectangular", "arctan": "atan"}
 
-# decay_input neurons with γ = 1 - β below this read x back in the backward for ∂H/∂β = V - X;
-# above it (τ <= 8) the identity (V - H) / γ is used, whose rounding error is <= ~1e-7 |H| / γ.
-_GAMMA_EXACT_BELOW = 0.125
+EVICT_FIRST_MIN_N = 1 << 18
+"""From this many neurons on (and :data:`SHORT_T` steps or more) the ``[T, M]`` streams carry the
+evict-first cache hint (every byte is touched once); below it ``x`` may stay in L2 for the backward's
+re-read. The Pallas kernels' rule, measured there (BENCHMARKS.md)."""
+
+SHORT_T = 16
+"""Scans shorter than this run as one chunk per program with larger blocks (as in Pallas)."""
 
 
 # =============================================================================================
@@ -186,15 +198,174 @@ def _reset(h, thr, s, f, RESET: tl.constexpr):
 
 
 @triton.jit
-def _neuron_offsets(pid, M_INNER: tl.constexpr, T, BATCHED: tl.constexpr, BLOCK: tl.constexpr):
-    """Neuron ids ``n`` of this program and the int64 element offset of ``(t=0, n)`` in a
-    batch-major ``[B, T, M_INNER]`` array (B = 1 unless vmapped)."""
+def _offsets(pid, M_INNER: tl.constexpr, T: tl.constexpr, C: tl.constexpr, BATCHED: tl.constexpr,
+             BLOCK: tl.constexpr):
+    """Neuron ids ``n`` of this program and the int64 element offsets of ``(t=0, n)`` in a
+    batch-major ``[B, T, M_INNER]`` stream and of ``(c=0, n)`` in the ``[B, C, M_INNER]``
+    checkpoints (B = 1 unless vmapped)."""
     n = pid * BLOCK + tl.arange(0, BLOCK)
     if BATCHED:
-        base = (n // M_INNER).to(tl.int64) * T * M_INNER + (n % M_INNER).to(tl.int64)
+        batch = (n // M_INNER).to(tl.int64)
+        inner = (n % M_INNER).to(tl.int64)
+        return n, batch * T * M_INNER + inner, batch * C * M_INNER + inner
+    return n, n.to(tl.int64), n.to(tl.int64)
+
+
+@triton.jit
+def _params(n, mask, beta_ptr, thr_ptr, b_ptr, rho_ptr, ADAPTIVE: tl.constexpr,
+            DECAY_INPUT: tl.constexpr):
+    """Per-neuron parameters ``(β, θ, γ, b, ρ)`` (γ = 1 - β with decay_input, else 1; b = ρ = 0
+    for non-adaptive neurons), loaded once per program by both kernels."""
+    beta = tl.load(beta_ptr + n, mask=mask, other=0.0)
+    thr = tl.load(thr_ptr + n, mask=mask, other=1.0)
+    if DECAY_INPUT:
+        gamma = 1.0 - beta
     else:
-        base = n.to(tl.int64)
-    return n, base
+        gamma = tl.full(beta.shape, 1.0, tl.float32)
+    if ADAPTIVE:
+        b = tl.load(b_ptr + n, mask=mask, other=0.0)
+        rho = tl.load(rho_ptr + n, mask=mask, other=0.0)
+    else:
+        b = tl.zeros(beta.shape, tl.float32)
+        rho = tl.zeros(beta.shape, tl.float32)
+    return beta, thr, gamma, b, rho
+
+
+@triton.jit
+def _rows(ptr, base, t0, T: tl.constexpr, M_INNER: tl.constexpr, mask, R: tl.constexpr,
+          EVICT: tl.constexpr):
+    """The ``R`` rows ``ptr[t0 : t0 + R, block]`` of a ``[T, M]`` stream as a tuple of f32 ``[BLOCK]``
+    vectors, all loads issued before any is used; rows outside ``[0, T)`` read as 0."""
+    out = ()
+    for i in tl.static_range(R):
+        t = t0 + i
+        ok = mask & (t >= 0) & (t < T)
+        row = tl.load(ptr + base + tl.cast(t, tl.int64) * M_INNER, mask=ok, other=0.0,
+                      eviction_policy=EVICT)
+        out = out + (row.to(tl.float32),)
+    return out
+
+
+@triton.jit
+def _step(v, a, x, beta, thr, gamma, b, rho, KIND: tl.constexpr, LEVELS: tl.constexpr,
+          ADAPTIVE: tl.constexpr, RESET: tl.constexpr, RESET_DELAY: tl.constexpr):
+    """One time step: state ``(V_{t-1}, a_{t-1})`` and input ``X_t`` -> ``(H_t, V_t, a_t, S_t)``
+    (module docstring; reference: backends.reference_scan.step). The forward and the backward's
+    recomputation both call this, so they agree bit for bit."""
+    if RESET_DELAY:
+        s_prev, f_prev = _fire(v, thr, KIND, LEVELS)
+        if RESET == 1:
+            v = v * (1.0 - f_prev)
+        h = beta * v + gamma * x
+        if RESET == 0:
+            h = h - thr * s_prev
+        s, f = _fire(h, thr, KIND, LEVELS)
+        v_new = h
+        a_new = a
+    else:
+        h = beta * v + gamma * x
+        if ADAPTIVE:
+            thr_t = thr + b * a
+        else:
+            thr_t = thr
+        s, f = _fire(h, thr_t, KIND, LEVELS)
+        v_new = _reset(h, thr_t, s, f, RESET)
+        if ADAPTIVE:
+            a_new = rho * a + s
+        else:
+            a_new = a
+    return h, v_new, a_new, s
+
+
+@triton.jit
+def _step_vjp(v, a, h, x, g_s, g_v, g_a, beta, thr, gamma, b, rho, alpha,
+              KIND: tl.constexpr, LEVELS: tl.constexpr, ADAPTIVE: tl.constexpr,
+              DECAY_INPUT: tl.constexpr, RESET: tl.constexpr, DETACH_RESET: tl.constexpr,
+              RESET_DELAY: tl.constexpr, SURR: tl.constexpr):
+    """VJP of :func:`_step` at ``(V_{t-1}, a_{t-1}, X_t)`` with ``H_t`` from the recomputation.
+
+    Cotangents ``g_s`` of S_t, ``g_v`` of V_t, ``g_a`` of a_t ->
+    ``(g_X, g_V_{t-1}, g_a_{t-1}, dβ, dθ, db, dρ, dα)`` (the last five: this step's terms of the
+    parameter gradients). Non-delayed::
+
+        c_s = g_s (+ g_a)                    (a_t = ρ a_{t-1} + S_t)
+        subtract: g_H = g_v, g_θt = -g_v S_t, c_s -= g_v θ_t (unless detach_reset)
+        zero:     g_H = g_v (1 - F_t),       c_f  = -g_v H_t   (unless detach_reset)
+        (g_H, g_θt, dα) += fire_vjp(H_t, θ_t; c_s, c_f)
+        θ_t = θ + b a_{t-1}: dθ = g_θt, db = g_θt a_{t-1}, dρ = g_a a_{t-1},
+                             g_a_{t-1} = ρ g_a + b g_θt
+        H_t = β V_{t-1} + γ X_t: g_X = γ g_H, dβ = g_H (V_{t-1} - X_t | V_{t-1}), g_V_{t-1} = β g_H
+
+    Delayed (snnTorch): g_H = g_v + fire_vjp(H_t, θ; g_s), then through
+    H_t = β V'_{t-1} + γ X_t - θ S'_{t-1} back to V_{t-1}, including fire_vjp of S'_{t-1}, F'_{t-1}.
+    """
+    zero = tl.zeros(h.shape, tl.float32)
+    d_b = zero
+    d_rho = zero
+    g_a_prev = g_a
+    if RESET_DELAY:
+        g_h = g_v
+        d_h, d_thr, d_alpha = _fire_vjp(h, thr, alpha, g_s, zero, KIND, LEVELS, SURR)
+        g_h += d_h
+        s_p, f_p = _fire(v, thr, KIND, LEVELS)
+        if RESET == 1:
+            v_eff = v * (1.0 - f_p)
+        else:
+            v_eff = v
+        g_veff = g_h * beta
+        c_sp = zero
+        c_fp = zero
+        if RESET == 0:
+            d_thr -= g_h * s_p
+            if not DETACH_RESET:
+                c_sp = -g_h * thr
+        if RESET == 1:
+            g_vp = g_veff * (1.0 - f_p)
+            if not DETACH_RESET:
+                c_fp = -g_veff * v
+        else:
+            g_vp = g_veff
+        d_h2, d_thr2, d_a2 = _fire_vjp(v, thr, alpha, c_sp, c_fp, KIND, LEVELS, SURR)
+        g_vp += d_h2
+        d_thr += d_thr2
+        d_alpha += d_a2
+    else:
+        if ADAPTIVE:
+            thr_t = thr + b * a
+        else:
+            thr_t = thr
+        s_t, f_t = _fire(h, thr_t, KIND, LEVELS)
+        c_s = g_s
+        c_f = zero
+        if ADAPTIVE:
+            c_s += g_a
+        if RESET == 0:
+            g_h = g_v
+            g_thr_t = -g_v * s_t
+            if not DETACH_RESET:
+                c_s -= g_v * thr_t
+        elif RESET == 1:
+            g_h = g_v * (1.0 - f_t)
+            g_thr_t = zero
+            if not DETACH_RESET:
+                c_f = -g_v * h
+        else:
+            g_h = g_v
+            g_thr_t = zero
+        d_h, d_thr_f, d_alpha = _fire_vjp(h, thr_t, alpha, c_s, c_f, KIND, LEVELS, SURR)
+        g_h += d_h
+        d_thr = g_thr_t + d_thr_f
+        if ADAPTIVE:
+            d_b = d_thr * a
+            d_rho = g_a * a
+            g_a_prev = rho * g_a + b * d_thr
+        v_eff = v
+        g_vp = g_h * beta
+    if DECAY_INPUT:
+        d_beta = g_h * (v_eff - x)
+    else:
+        d_beta = g_h * v_eff
+    return gamma * g_h, g_vp, g_a_prev, d_beta, d_thr, d_b, d_rho, d_alpha
 
 
 # =============================================================================================
@@ -205,267 +376,162 @@ def _neuron_offsets(pid, M_INNER: tl.constexpr, T, BATCHED: tl.constexpr, BLOCK:
 @triton.jit
 def _scan_fwd_kernel(
     x_ptr, v0_ptr, a0_ptr, beta_ptr, thr_ptr, b_ptr, rho_ptr,  # inputs
-    T,  # runtime scalar: time steps
-    s_ptr, vT_ptr, aT_ptr, vseq_ptr, h_ptr, atr_ptr,  # outputs
-    N: tl.constexpr, M_INNER: tl.constexpr, BATCHED: tl.constexpr,
+    s_ptr, vT_ptr, aT_ptr, vseq_ptr, ckv_ptr, cka_ptr,  # outputs
+    T: tl.constexpr, N: tl.constexpr, M_INNER: tl.constexpr, BATCHED: tl.constexpr,
     KIND: tl.constexpr, LEVELS: tl.constexpr, ADAPTIVE: tl.constexpr, DECAY_INPUT: tl.constexpr,
     RESET: tl.constexpr, RESET_DELAY: tl.constexpr, RETURN_MEMBRANE: tl.constexpr,
-    STORE_H: tl.constexpr, STORE_A: tl.constexpr, BLOCK: tl.constexpr,
+    SAVE: tl.constexpr, K: tl.constexpr, KF: tl.constexpr, C: tl.constexpr, BLOCK: tl.constexpr,
+    EVICT: tl.constexpr,
 ):
-    """One program: BLOCK neurons, all T steps. Reference: backends.reference_scan.step."""
+    """One program: BLOCK neurons, all T steps in chunks of KF (a multiple of K); with SAVE the
+    state entering step t is checkpointed for every t = K, 2K, ... (checkpoint t/K - 1 of C)."""
     pid = tl.program_id(0)
-    n, base = _neuron_offsets(pid, M_INNER, T, BATCHED, BLOCK)
+    n, base, cbase = _offsets(pid, M_INNER, T, C, BATCHED, BLOCK)
     mask = n < N
+    beta, thr, gamma, b, rho = _params(n, mask, beta_ptr, thr_ptr, b_ptr, rho_ptr, ADAPTIVE, DECAY_INPUT)
     v = tl.load(v0_ptr + n, mask=mask, other=0.0)
-    beta = tl.load(beta_ptr + n, mask=mask, other=0.0)
-    thr = tl.load(thr_ptr + n, mask=mask, other=1.0)
-    if DECAY_INPUT:
-        gamma = 1.0 - beta
-    else:
-        gamma = tl.full([BLOCK], 1.0, tl.float32)
     if ADAPTIVE:
         a = tl.load(a0_ptr + n, mask=mask, other=0.0)
-        b = tl.load(b_ptr + n, mask=mask, other=0.0)
-        rho = tl.load(rho_ptr + n, mask=mask, other=0.0)
-    # four-step register prefetch of x (latency hiding when M is small)
-    x_1 = tl.load(x_ptr + base, mask=mask, other=0.0)
-    x_2 = tl.load(x_ptr + base + M_INNER, mask=mask & (T > 1), other=0.0)
-    x_3 = tl.load(x_ptr + base + 2 * M_INNER, mask=mask & (T > 2), other=0.0)
-    x_4 = tl.load(x_ptr + base + 3 * M_INNER, mask=mask & (T > 3), other=0.0)
-    for t in range(T):
-        off = base + tl.cast(t, tl.int64) * M_INNER
-        x_5 = tl.load(x_ptr + off + 4 * M_INNER, mask=mask & (t + 4 < T), other=0.0)
-        xt = x_1.to(tl.float32)
-        if RESET_DELAY:
-            # s_prev = spike(V_{t-1} - θ); zero: V <- V (1 - F'); H = βV + γX [- θ S']; V_t = H
-            s_prev, f_prev = _fire(v, thr, KIND, LEVELS)
-            if RESET == 1:
-                v = v * (1.0 - f_prev)
-            h = beta * v + gamma * xt
-            if RESET == 0:
-                h = h - thr * s_prev
-            s, f = _fire(h, thr, KIND, LEVELS)
-            v = h
-        else:
-            # H = βV + γX; θ_t = θ + b a; S, F = fire(H, θ_t); V = reset(H); a = ρ a + S
-            h = beta * v + gamma * xt
-            if ADAPTIVE:
-                if STORE_A:
-                    tl.store(atr_ptr + off, a, mask=mask)
-                thr_t = thr + b * a
+    else:
+        a = tl.zeros([BLOCK], tl.float32)
+    xs = _rows(x_ptr, base, 0, T, M_INNER, mask, KF, EVICT)
+    for ci in range((T + KF - 1) // KF):
+        t0 = ci * KF
+        nxt = _rows(x_ptr, base, t0 + KF, T, M_INNER, mask, KF, EVICT)  # the next chunk, in flight
+        for i in tl.static_range(KF):
+            t = t0 + i
+            live = t < T
+            if SAVE and i % K == 0:  # checkpoint of the state entering step t (none at t = 0)
+                ck = cbase + tl.cast(tl.maximum(t // K - 1, 0), tl.int64) * M_INNER
+                ok = mask & live & (t > 0)
+                tl.store(ckv_ptr + ck, v, mask=ok)
+                if ADAPTIVE:
+                    tl.store(cka_ptr + ck, a, mask=ok)
+            h, v_new, a_new, s = _step(v, a, xs[i], beta, thr, gamma, b, rho, KIND, LEVELS, ADAPTIVE,
+                                       RESET, RESET_DELAY)
+            if T % KF != 0:  # the last chunk is partial: steps t >= T leave the state alone
+                v = tl.where(live, v_new, v)
+                a = tl.where(live, a_new, a)
             else:
-                thr_t = thr
-            s, f = _fire(h, thr_t, KIND, LEVELS)
-            v = _reset(h, thr_t, s, f, RESET)
-            if ADAPTIVE:
-                a = rho * a + s
-        tl.store(s_ptr + off, s.to(s_ptr.dtype.element_ty), mask=mask)
-        if STORE_H:
-            tl.store(h_ptr + off, h, mask=mask)
-        if RETURN_MEMBRANE:
-            tl.store(vseq_ptr + off, v, mask=mask)
-        x_1 = x_2
-        x_2 = x_3
-        x_3 = x_4
-        x_4 = x_5
+                v = v_new
+                a = a_new
+            off = base + tl.cast(t, tl.int64) * M_INNER
+            tl.store(s_ptr + off, s.to(s_ptr.dtype.element_ty), mask=mask & live, eviction_policy=EVICT)
+            if RETURN_MEMBRANE:
+                tl.store(vseq_ptr + off, v, mask=mask & live, eviction_policy=EVICT)
+        xs = nxt
     tl.store(vT_ptr + n, v, mask=mask)
     if ADAPTIVE:
         tl.store(aT_ptr + n, a, mask=mask)
 
 
 # =============================================================================================
-# Backward kernel: one reverse-time pass, parameter gradients reduced over T in registers
+# Backward kernel: reverse time chunk by chunk, recomputing each chunk from its checkpoint
 # =============================================================================================
 
 
 @triton.jit
 def _scan_bwd_kernel(
-    x_ptr, h_ptr, atr_ptr, gs_ptr, gvseq_ptr, gvT_ptr, gaT_ptr,
+    x_ptr, ckv_ptr, cka_ptr, gs_ptr, gvseq_ptr, gvT_ptr, gaT_ptr,
     v0_ptr, a0_ptr, beta_ptr, thr_ptr, b_ptr, rho_ptr, alpha_ptr,  # inputs
-    T,  # runtime scalar
     gx_ptr, gv0_ptr, ga0_ptr, gbeta_ptr, gthr_ptr, gb_ptr, grho_ptr, galpha_ptr,  # outputs
-    N: tl.constexpr, M_INNER: tl.constexpr, BATCHED: tl.constexpr,
+    T: tl.constexpr, N: tl.constexpr, M_INNER: tl.constexpr, BATCHED: tl.constexpr,
     KIND: tl.constexpr, LEVELS: tl.constexpr, ADAPTIVE: tl.constexpr, DECAY_INPUT: tl.constexpr,
     RESET: tl.constexpr, DETACH_RESET: tl.constexpr, RESET_DELAY: tl.constexpr,
-    SURR: tl.constexpr, RETURN_MEMBRANE: tl.constexpr, GAMMA_EXACT_BELOW: tl.constexpr,
-    BLOCK: tl.constexpr,
+    SURR: tl.constexpr, RETURN_MEMBRANE: tl.constexpr, K: tl.constexpr, C: tl.constexpr,
+    BLOCK: tl.constexpr, EVICT: tl.constexpr,
 ):
-    """Reverse-time VJP of ``_scan_fwd_kernel``.
+    """Reverse-time VJP of ``_scan_fwd_kernel``, chunk by chunk (module docstring).
 
-    Carries g_v = ∂L/∂V_t (and g_a = ∂L/∂a_t). Non-delayed step t, with cotangent c_s on S_t::
-
-        c_s = g_s[t] (+ g_a)                 (a_t = ρ a_{t-1} + S_t)
-        subtract: g_H = g_v, g_θt = -g_v S_t, c_s -= g_v θ_t (unless detach_reset)
-        zero:     g_H = g_v (1 - F_t),         c_f  = -g_v H_t   (unless detach_reset)
-        (g_H, g_θt, g_α) += fire_vjp(H_t, θ_t; c_s, c_f)
-        θ_t = θ + b a_{t-1}: g_θ += g_θt, g_b += g_θt a_{t-1}, g_ρ += g_a a_{t-1},
-                             g_a <- ρ g_a + b g_θt
-        H_t = β V_{t-1} + γ X_t: g_X = γ g_H, g_β += g_H ∂H/∂β, g_v <- β g_H (+ g_vseq[t-1])
-
-    Delayed (snnTorch) step t: g_H = g_v + fire_vjp(H_t, θ; g_s[t]); then through
-    H_t = β V'_{t-1} + γ X_t - θ S'_{t-1} back to V_{t-1} (including fire_vjp of S'_{t-1}, F'_{t-1}).
+    Carries g_v = ∂L/∂V_t and g_a = ∂L/∂a_t; per chunk: load the checkpoint (v0/a0 for the
+    first), recompute the K states with :func:`_step`, then apply :func:`_step_vjp` from the
+    chunk's last step to its first, accumulating the parameter gradients.
     """
     pid = tl.program_id(0)
-    n, base = _neuron_offsets(pid, M_INNER, T, BATCHED, BLOCK)
+    n, base, cbase = _offsets(pid, M_INNER, T, C, BATCHED, BLOCK)
     mask = n < N
-    beta = tl.load(beta_ptr + n, mask=mask, other=0.0)
-    thr = tl.load(thr_ptr + n, mask=mask, other=1.0)
+    beta, thr, gamma, b, rho = _params(n, mask, beta_ptr, thr_ptr, b_ptr, rho_ptr, ADAPTIVE, DECAY_INPUT)
     alpha = tl.load(alpha_ptr + n, mask=mask, other=1.0)
     v0 = tl.load(v0_ptr + n, mask=mask, other=0.0)
-    if DECAY_INPUT:
-        gamma = 1.0 - beta
-        read_x = mask & (gamma < GAMMA_EXACT_BELOW)
-    else:
-        gamma = tl.full([BLOCK], 1.0, tl.float32)
-    if ADAPTIVE:
-        b = tl.load(b_ptr + n, mask=mask, other=0.0)
-        rho = tl.load(rho_ptr + n, mask=mask, other=0.0)
-        g_a = tl.load(gaT_ptr + n, mask=mask, other=0.0)
-        acc_b = tl.zeros([BLOCK], tl.float32)
-        acc_rho = tl.zeros([BLOCK], tl.float32)
     g_v = tl.load(gvT_ptr + n, mask=mask, other=0.0)
-    acc_beta = tl.zeros([BLOCK], tl.float32)  # Σ g_H ∂H/∂β (exact part)
-    acc_beta_id = tl.zeros([BLOCK], tl.float32)  # Σ g_H (V_{t-1} - H_t [- θS']) , divided by γ
-    acc_thr = tl.zeros([BLOCK], tl.float32)
-    acc_alpha = tl.zeros([BLOCK], tl.float32)
     zero = tl.zeros([BLOCK], tl.float32)
-
-    # carried / prefetched step data (two steps ahead): h_cur = H_t, h_prev = H_{t-1},
-    # h_pp = H_{t-2}; gs_cur = g_s[t], gs_nxt = g_s[t-1]; likewise a, g_vseq, x
-    last = base + tl.cast(T - 1, tl.int64) * M_INNER
-    h_cur = tl.load(h_ptr + last, mask=mask, other=0.0)
-    h_prev = tl.load(h_ptr + last - M_INNER, mask=mask & (T > 1), other=0.0)
-    h_pp = tl.load(h_ptr + last - 2 * M_INNER, mask=mask & (T > 2), other=0.0)
-    gs_cur = tl.load(gs_ptr + last, mask=mask, other=0.0)
-    gs_nxt = tl.load(gs_ptr + last - M_INNER, mask=mask & (T > 1), other=0.0)
     if ADAPTIVE:
-        a_cur = tl.load(atr_ptr + last, mask=mask, other=0.0)
-        a_prev = tl.load(atr_ptr + last - M_INNER, mask=mask & (T > 1), other=0.0)
-        a_pp = tl.load(atr_ptr + last - 2 * M_INNER, mask=mask & (T > 2), other=0.0)
+        a0 = tl.load(a0_ptr + n, mask=mask, other=0.0)
+        g_a = tl.load(gaT_ptr + n, mask=mask, other=0.0)
+    else:
+        a0 = zero
+        g_a = zero
+    acc_beta = zero
+    acc_thr = zero
+    acc_b = zero
+    acc_rho = zero
+    acc_alpha = zero
+    t_last = (T - 1) // K * K  # first step of the last chunk
+    xs = _rows(x_ptr, base, t_last, T, M_INNER, mask, K, EVICT)
+    gss = _rows(gs_ptr, base, t_last, T, M_INNER, mask, K, EVICT)
     if RETURN_MEMBRANE:
-        gvs_cur = tl.load(gvseq_ptr + last, mask=mask, other=0.0)
-        gvs_nxt = tl.load(gvseq_ptr + last - M_INNER, mask=mask & (T > 1), other=0.0)
-    if DECAY_INPUT:
-        x_cur = tl.load(x_ptr + last, mask=read_x, other=0.0)
-        x_nxt = tl.load(x_ptr + last - M_INNER, mask=read_x & (T > 1), other=0.0)
-
-    for i in range(T):
-        t = T - 1 - i
-        off = base + tl.cast(t, tl.int64) * M_INNER
-        has_prev = t > 0
-        # prefetch step t-2 (and H_{t-3})
-        h_3 = tl.load(h_ptr + off - 3 * M_INNER, mask=mask & (t > 2), other=0.0)
-        gs_2 = tl.load(gs_ptr + off - 2 * M_INNER, mask=mask & (t > 1), other=0.0)
+        gvs = _rows(gvseq_ptr, base, t_last, T, M_INNER, mask, K, EVICT)
+    for j in range((T + K - 1) // K):
+        t0 = t_last - j * K
+        ci = t0 // K
+        # the previous chunk's rows, in flight while this chunk is computed
+        nxt_x = _rows(x_ptr, base, t0 - K, T, M_INNER, mask, K, EVICT)
+        nxt_gs = _rows(gs_ptr, base, t0 - K, T, M_INNER, mask, K, EVICT)
+        if RETURN_MEMBRANE:
+            nxt_gvs = _rows(gvseq_ptr, base, t0 - K, T, M_INNER, mask, K, EVICT)
+        # the state entering step t0: checkpoint ci - 1, or (v0, a0) for the first chunk
+        ck = cbase + tl.cast(tl.maximum(ci - 1, 0), tl.int64) * M_INNER
+        has_ck = mask & (ci > 0)
+        v = tl.where(ci > 0, tl.load(ckv_ptr + ck, mask=has_ck, other=0.0), v0)
         if ADAPTIVE:
-            a_3 = tl.load(atr_ptr + off - 3 * M_INNER, mask=mask & (t > 2), other=0.0)
-        if RETURN_MEMBRANE:
-            gvs_2 = tl.load(gvseq_ptr + off - 2 * M_INNER, mask=mask & (t > 1), other=0.0)
-        if DECAY_INPUT:
-            x_2 = tl.load(x_ptr + off - 2 * M_INNER, mask=read_x & (t > 1), other=0.0)
-
-        g_st = gs_cur.to(tl.float32)
-        if RETURN_MEMBRANE:
-            g_v += gvs_cur
-        if RESET_DELAY:
-            # V_{t-1} is H_{t-1} (un-reset), or v0
-            v_prev = tl.where(has_prev, h_prev, v0)
-            g_h = g_v
-            d_h, d_thr, d_a = _fire_vjp(h_cur, thr, alpha, g_st, zero, KIND, LEVELS, SURR)
-            g_h += d_h
+            a = tl.where(ci > 0, tl.load(cka_ptr + ck, mask=has_ck, other=0.0), a0)
+        else:
+            a = zero
+        # recompute the chunk: states entering each step and each step's H
+        vs = ()
+        as_ = ()
+        hs = ()
+        for i in tl.static_range(K):
+            vs = vs + (v,)
+            as_ = as_ + (a,)
+            h, v, a, _s = _step(v, a, xs[i], beta, thr, gamma, b, rho, KIND, LEVELS, ADAPTIVE, RESET,
+                                RESET_DELAY)
+            hs = hs + (h,)
+        # walk the chunk backwards
+        for k in tl.static_range(K - 1, -1, -1):
+            t = t0 + k
+            g_vt = g_v
+            if RETURN_MEMBRANE:
+                g_vt = g_vt + gvs[k]
+            g_x, g_vp, g_ap, d_beta, d_thr, d_b, d_rho, d_alpha = _step_vjp(
+                vs[k], as_[k], hs[k], xs[k], gss[k], g_vt, g_a, beta, thr, gamma, b, rho, alpha,
+                KIND, LEVELS, ADAPTIVE, DECAY_INPUT, RESET, DETACH_RESET, RESET_DELAY, SURR)
+            if T % K != 0:  # steps t >= T of the partial last chunk pass the cotangents through
+                live = t < T
+                g_vp = tl.where(live, g_vp, g_v)
+                g_ap = tl.where(live, g_ap, g_a)
+                d_beta = tl.where(live, d_beta, 0.0)
+                d_thr = tl.where(live, d_thr, 0.0)
+                d_b = tl.where(live, d_b, 0.0)
+                d_rho = tl.where(live, d_rho, 0.0)
+                d_alpha = tl.where(live, d_alpha, 0.0)
+                ok = mask & live
+            else:
+                ok = mask
+            tl.store(gx_ptr + base + tl.cast(t, tl.int64) * M_INNER, g_x.to(gx_ptr.dtype.element_ty),
+                     mask=ok, eviction_policy=EVICT)
+            acc_beta += d_beta
             acc_thr += d_thr
-            acc_alpha += d_a
-            # H_t = β V' + γ X_t - θ S'  with  S', F' = fire(V_{t-1}, θ), V' = V (1 - F') (zero)
-            s_p, f_p = _fire(v_prev, thr, KIND, LEVELS)
-            if RESET == 1:
-                v_eff = v_prev * (1.0 - f_p)
-            else:
-                v_eff = v_prev
-            g_veff = g_h * beta
-            c_sp = zero
-            c_fp = zero
-            if RESET == 0:
-                acc_thr -= g_h * s_p
-                if not DETACH_RESET:
-                    c_sp = -g_h * thr
-                dbeta_id = v_eff - h_cur - thr * s_p
-            else:
-                dbeta_id = v_eff - h_cur
-            if RESET == 1:
-                g_vp = g_veff * (1.0 - f_p)
-                if not DETACH_RESET:
-                    c_fp = -g_veff * v_prev
-            else:
-                g_vp = g_veff
-            d_h2, d_thr2, d_a2 = _fire_vjp(v_prev, thr, alpha, c_sp, c_fp, KIND, LEVELS, SURR)
-            g_vp += d_h2
-            acc_thr += d_thr2
-            acc_alpha += d_a2
-        else:
+            acc_alpha += d_alpha
             if ADAPTIVE:
-                thr_t = thr + b * a_cur
-                thr_p = thr + b * a_prev
-            else:
-                thr_t = thr
-                thr_p = thr
-            # recompute S_t, F_t and V_{t-1} = reset(H_{t-1}) exactly as the forward did
-            s_t, f_t = _fire(h_cur, thr_t, KIND, LEVELS)
-            s_p, f_p = _fire(h_prev, thr_p, KIND, LEVELS)
-            v_prev = tl.where(has_prev, _reset(h_prev, thr_p, s_p, f_p, RESET), v0)
-            v_eff = v_prev
-            c_s = g_st
-            c_f = zero
-            if ADAPTIVE:
-                c_s += g_a
-            if RESET == 0:
-                g_h = g_v
-                g_thr_t = -g_v * s_t
-                if not DETACH_RESET:
-                    c_s -= g_v * thr_t
-            elif RESET == 1:
-                g_h = g_v * (1.0 - f_t)
-                g_thr_t = zero
-                if not DETACH_RESET:
-                    c_f = -g_v * h_cur
-            else:
-                g_h = g_v
-                g_thr_t = zero
-            d_h, d_thr, d_a = _fire_vjp(h_cur, thr_t, alpha, c_s, c_f, KIND, LEVELS, SURR)
-            g_h += d_h
-            g_thr_t += d_thr
-            acc_alpha += d_a
-            acc_thr += g_thr_t
-            if ADAPTIVE:
-                acc_b += g_thr_t * a_cur
-                acc_rho += g_a * a_cur
-                g_a = rho * g_a + b * g_thr_t
-            g_vp = g_h * beta
-            dbeta_id = v_prev - h_cur
-        # H_t = β V'_{t-1} + γ X_t (...): g_X = γ g_H; ∂H/∂β = V' (- X_t with decay_input)
-        tl.store(gx_ptr + off, (gamma * g_h).to(gx_ptr.dtype.element_ty), mask=mask)
-        if DECAY_INPUT:
-            acc_beta += tl.where(read_x, g_h * (v_eff - x_cur.to(tl.float32)), 0.0)
-            acc_beta_id += tl.where(read_x, 0.0, g_h * dbeta_id)
-            x_cur = x_nxt
-            x_nxt = x_2
-        else:
-            acc_beta += g_h * v_eff
-        g_v = g_vp
-        # rotate the prefetched step data
-        h_cur = h_prev
-        h_prev = h_pp
-        h_pp = h_3
-        gs_cur = gs_nxt
-        gs_nxt = gs_2
-        if ADAPTIVE:
-            a_cur = a_prev
-            a_prev = a_pp
-            a_pp = a_3
+                acc_b += d_b
+                acc_rho += d_rho
+            g_v = g_vp
+            g_a = g_ap
+        xs = nxt_x
+        gss = nxt_gs
         if RETURN_MEMBRANE:
-            gvs_cur = gvs_nxt
-            gvs_nxt = gvs_2
-
-    if DECAY_INPUT:
-        acc_beta += tl.where(read_x, 0.0, acc_beta_id / tl.where(read_x, 1.0, gamma))
+            gvs = nxt_gvs
     tl.store(gv0_ptr + n, g_v, mask=mask)
     tl.store(gbeta_ptr + n, acc_beta, mask=mask)
     tl.store(gthr_ptr + n, acc_thr, mask=mask)
@@ -493,7 +559,8 @@ class _Config(NamedTuple):
     reset_delay: bool
     surrogate: int
     return_membrane: bool
-    save_residuals: bool = True  # the forward stores the backward's traces (off for forward-only calls)
+    save_residuals: bool = True  # the forward writes the backward's checkpoints (off for forward-only calls)
+    tuning: tuple[tuple[str, str], ...] = ()  # SPIKEJAX_TRITON_* overrides at call time (cache key)
 
 
 def _config(kind: str, levels: int, adaptive: bool, decay_input: bool, reset: str,
@@ -510,9 +577,10 @@ def _config(kind: str, levels: int, adaptive: bool, decay_input: bool, reset: st
         raise ValueError(f"levels: expected an integer >= 1, got {levels!r}")
     if reset_delay and adaptive:
         raise ValueError("reset_delay: the delayed (snnTorch) reset is not defined for adaptive neurons")
+    tuning = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("SPIKEJAX_TRITON_")))
     return _Config(KINDS.index(kind), int(levels) if kind == "multilevel" else 1, bool(adaptive),
                    bool(decay_input), RESETS.index(reset), bool(detach_reset), bool(reset_delay),
-                   SURROGATES.index(surrogate), bool(return_membrane), bool(save_residuals))
+                   SURROGATES.index(surrogate), bool(return_membrane), bool(save_residuals), tuning)
 
 
 def _require_triton() -> Any:
@@ -532,63 +600,106 @@ def _require_triton() -> Any:
     return jax_triton
 
 
-def _launch(n: int) -> tuple[int, int]:
-    """(BLOCK, num_warps) for ``n`` neurons.
+def default_tiling(T: int, n: int, which: str = "fwd", itemsize: int = 4,
+                   tuning: dict[str, str] | None = None) -> tuple[int, int, int, int]:
+    """(BLOCK neurons per program, num_warps, K checkpoint interval, KF forward chunk) for ``n``
+    neurons and ``T`` steps of ``itemsize``-byte streams; ``which`` is "fwd" or "bwd".
 
-    Each program walks all T steps for its BLOCK neurons, so the grid must cover the GPU
-    (132 SMs on an H100) several times over for latency hiding: the largest power-of-two BLOCK
-    in [32, 1024] that still gives >= 528 programs (4 per SM), with one warp per 128 neurons.
-    ``SPIKEJAX_TRITON_BLOCK`` / ``SPIKEJAX_TRITON_WARPS`` override it (for benchmarking).
+    From the H200 sweep (benchmarks/triton_tiling_sweep.py, BENCHMARKS.md). From 256K neurons:
+    K = 8; forward 512 x 4 warps with 16-step chunks (1024 x 8, one chunk, when T < 16); backward
+    512 x 4 warps for f32 streams (128 x 1M: 0.470 ms vs 0.551 ms at 512 x 8), 512 x 8 for bf16
+    (0.293 vs 0.327 ms). Fewer neurons: K = 16 and a backward of 32 neurons per one-warp program, so
+    each thread keeps 2 x 16 rows of x and g_s in flight (512 x 16K f32: 0.056 ms vs 0.093 ms with
+    K = 8 and 64 neurons); the forward runs 64 neurons per one-warp program in 32-step chunks
+    (32 x 64K f32: 0.014 ms vs 0.019 ms with 128 neurons and 2 warps).
+    ``tuning`` (the ``SPIKEJAX_TRITON_*`` environment when the scan was called, see :func:`_config`):
+    ``SPIKEJAX_TRITON_{FWD,BWD}_BLOCK`` / ``_{FWD,BWD}_WARPS``, ``SPIKEJAX_TRITON_CHUNK`` (forward) and
+    ``SPIKEJAX_TRITON_CHECKPOINT`` (both passes) override it.
     """
-    block = 1024
-    while block > 32 and -(-n // block) < 528:
-        block //= 2
-    warps = max(1, min(8, block // 128))
-    block = int(os.environ.get("SPIKEJAX_TRITON_BLOCK", block))
-    warps = int(os.environ.get("SPIKEJAX_TRITON_WARPS", warps))
-    return block, warps
+    if n >= 1 << 18:
+        k = 8
+        if which == "bwd":
+            block, warps, kf = (512, 4, k) if itemsize == 4 else (512, 8, k)
+        else:
+            block, warps, kf = (1024, 8, k) if T < SHORT_T else (512, 4, 2 * k)
+    else:
+        k = 16
+        if which == "bwd":
+            block, warps, kf = 32, 1, k
+        else:
+            block, warps, kf = 64, 1, 2 * k
+    env = (tuning or {}).get
+    block = int(env(f"SPIKEJAX_TRITON_{which.upper()}_BLOCK", block))
+    warps = int(env(f"SPIKEJAX_TRITON_{which.upper()}_WARPS", warps))
+    k = int(env("SPIKEJAX_TRITON_CHECKPOINT", k))
+    kf = int(env("SPIKEJAX_TRITON_CHUNK", kf))
+    kf = max(k, min(kf // k * k, -(-T // k) * k))  # a multiple of K, no longer than T needs
+    return block, warps, k, kf
 
 
-def _stages(which: str) -> int:
+def _evict(T: int, n: int, tuning: dict[str, str]) -> str:
+    """The eviction policy of the ``[T, M]`` streams (:data:`EVICT_FIRST_MIN_N`); ``SPIKEJAX_TRITON_EVICT``
+    = 0 / 1 in ``tuning`` overrides it."""
+    on = n >= EVICT_FIRST_MIN_N and T >= SHORT_T
+    on = bool(int(tuning.get("SPIKEJAX_TRITON_EVICT", on)))
+    return "evict_first" if on else ""
+
+
+def _stages(which: str, tuning: dict[str, str]) -> int:
     """Triton's software-pipelining depth of the ``which`` ("fwd" | "bwd") kernel's time loop: 1
-    (the kernels prefetch ``x`` into registers themselves); ``SPIKEJAX_TRITON_STAGES_FWD`` /
-    ``SPIKEJAX_TRITON_STAGES_BWD`` override it (for benchmarking)."""
-    return int(os.environ.get(f"SPIKEJAX_TRITON_STAGES_{which.upper()}", 1))
+    (the kernels prefetch chunks into registers themselves); ``SPIKEJAX_TRITON_STAGES_FWD`` /
+    ``SPIKEJAX_TRITON_STAGES_BWD`` in ``tuning`` override it (for benchmarking)."""
+    return int(tuning.get(f"SPIKEJAX_TRITON_STAGES_{which.upper()}", 1))
 
 
 def _vec(a: Array) -> Array:
     return jnp.asarray(a, jnp.float32).reshape(-1)
 
 
-def _fwd_launch(cfg: _Config, B: int, T: int, Mi: int, dtype) -> tuple[list, dict, int, int]:
-    """Output shapes, constexpr flags, grid size and warps of the forward kernel on x[B, T, Mi]."""
+def _checkpoints(T: int, k: int) -> int:
+    """Number of checkpoints the forward writes: one per chunk after the first."""
+    return -(-T // k) - 1
+
+
+def _flags(cfg: _Config, B: int, T: int, Mi: int) -> dict:
+    """The constexpr flags both kernels share."""
+    return dict(T=T, N=B * Mi, M_INNER=Mi, BATCHED=B > 1, KIND=cfg.kind, LEVELS=cfg.levels,
+                ADAPTIVE=cfg.adaptive, DECAY_INPUT=cfg.decay_input, RESET=cfg.reset,
+                RESET_DELAY=cfg.reset_delay, RETURN_MEMBRANE=cfg.return_membrane,
+                EVICT=_evict(T, B * Mi, dict(cfg.tuning)))
+
+
+def _placeholder() -> Array:
+    return jnp.zeros((1,), jnp.float32)
+
+
+def _fwd_plan(cfg: _Config, B: int, T: int, Mi: int, dtype) -> tuple[list, int, int, dict]:
+    """Output shapes, grid size, warps and constexpr flags of the forward kernel on ``x[B, T, Mi]``."""
     N = B * Mi
+    block, warps, k, kf = default_tiling(T, N, "fwd", jnp.dtype(dtype).itemsize, dict(cfg.tuning))
+    C = _checkpoints(T, k)
+    save = cfg.save_residuals and C > 0
     f32 = jnp.float32
-    store_h = cfg.save_residuals and not (cfg.reset_delay and cfg.return_membrane)  # delayed: V_t == H_t
-    store_a = cfg.save_residuals and cfg.adaptive
     one = jax.ShapeDtypeStruct((1,), f32)  # placeholder for an output the flags switch off
     seq = jax.ShapeDtypeStruct((B, T, Mi), f32)
     vec = jax.ShapeDtypeStruct((N,), f32)
+    ck = jax.ShapeDtypeStruct((B, C, Mi), f32) if save else one
     out_shape = [
         jax.ShapeDtypeStruct((B, T, Mi), dtype),  # s
         vec,  # v_T
         vec if cfg.adaptive else one,  # a_T
         seq if cfg.return_membrane else one,  # v_seq
-        seq if store_h else one,  # H trace (residual)
-        seq if store_a else one,  # a_{t-1} trace (residual)
+        ck,  # checkpoints of V (residual)
+        ck if cfg.adaptive else one,  # checkpoints of a (residual)
     ]
-    block, warps = _launch(N)
-    flags = dict(
-        N=N, M_INNER=Mi, BATCHED=B > 1, KIND=cfg.kind, LEVELS=cfg.levels, ADAPTIVE=cfg.adaptive,
-        DECAY_INPUT=cfg.decay_input, RESET=cfg.reset, RESET_DELAY=cfg.reset_delay,
-        RETURN_MEMBRANE=cfg.return_membrane, STORE_H=store_h, STORE_A=store_a, BLOCK=block,
-    )
-    return out_shape, flags, -(-N // block), warps
+    flags = dict(_flags(cfg, B, T, Mi), SAVE=save, K=k, KF=kf, C=max(C, 1), BLOCK=block)
+    return out_shape, -(-N // block), warps, flags
 
 
-def _bwd_launch(cfg: _Config, B: int, T: int, Mi: int, dtype) -> tuple[list, dict, int, int]:
-    """Output shapes, constexpr flags, grid size and warps of the backward kernel."""
+def _bwd_plan(cfg: _Config, B: int, T: int, Mi: int, dtype) -> tuple[list, int, int, dict]:
+    """Output shapes, grid size, warps and constexpr flags of the backward kernel."""
     N = B * Mi
+    block, warps, k, _ = default_tiling(T, N, "bwd", jnp.dtype(dtype).itemsize, dict(cfg.tuning))
     f32 = jnp.float32
     vec = jax.ShapeDtypeStruct((N,), f32)
     one = jax.ShapeDtypeStruct((1,), f32)
@@ -600,55 +711,50 @@ def _bwd_launch(cfg: _Config, B: int, T: int, Mi: int, dtype) -> tuple[list, dic
         vec if cfg.adaptive else one, vec if cfg.adaptive else one,  # g_adapt_scale, g_adapt_decay
         vec,  # g_alpha
     ]
-    block, warps = _launch(N)
-    flags = dict(
-        N=N, M_INNER=Mi, BATCHED=B > 1, KIND=cfg.kind, LEVELS=cfg.levels, ADAPTIVE=cfg.adaptive,
-        DECAY_INPUT=cfg.decay_input, RESET=cfg.reset, DETACH_RESET=cfg.detach_reset,
-        RESET_DELAY=cfg.reset_delay, SURR=cfg.surrogate, RETURN_MEMBRANE=cfg.return_membrane,
-        GAMMA_EXACT_BELOW=_GAMMA_EXACT_BELOW, BLOCK=block,
-    )
-    return out_shape, flags, -(-N // block), warps
-
-
-def _placeholder() -> Array:
-    return jnp.zeros((1,), jnp.float32)
+    flags = dict(_flags(cfg, B, T, Mi), DETACH_RESET=cfg.detach_reset, SURR=cfg.surrogate, K=k,
+                 C=max(_checkpoints(T, k), 1), BLOCK=block)
+    return out_shape, -(-N // block), warps, flags
 
 
 def _forward_core(cfg: _Config, x: Array, v0: Array, a0: Array, beta: Array, thr: Array,
                   b: Array, rho: Array, alpha: Array):
-    """Batch-major core: ``x[B, T, M]``, vectors ``[B*M]``. Returns outputs and residuals
+    """Batch-major core: ``x[B, T, M]``, vectors ``[B*M]``. Returns the outputs and the residuals
     (``None`` for the arrays the flags switch off; no residuals without ``cfg.save_residuals``)."""
     jt = _require_triton()
     B, T, Mi = x.shape
-    out_shape, flags, grid, warps = _fwd_launch(cfg, B, T, Mi, x.dtype)
-    s, vT, aT, vseq, h, atr = jt.triton_call(
-        x, v0, a0, beta, thr, b, rho, int(T),
-        kernel=_scan_fwd_kernel, out_shape=out_shape, grid=(grid,), num_warps=warps, num_stages=_stages("fwd"),
-        enable_fp_fusion=False, name="spikejax_neuron_scan_fwd", **flags,
+    out_shape, grid, warps, flags = _fwd_plan(cfg, B, T, Mi, x.dtype)
+    s, vT, aT, vseq, ckv, cka = jt.triton_call(
+        x, v0, a0, beta, thr, b, rho,
+        kernel=_scan_fwd_kernel, out_shape=out_shape, grid=(grid,), num_warps=warps,
+        num_stages=_stages("fwd", dict(cfg.tuning)), enable_fp_fusion=False, name="spikejax_neuron_scan_fwd",
+        **flags,
     )
     if not cfg.adaptive:
-        aT, atr = a0, None
+        aT = a0
     vseq = vseq if cfg.return_membrane else None
     if not cfg.save_residuals:
         return s, vT, aT, vseq, None
-    if not flags["STORE_H"]:
-        h = vseq
-    residuals = (x, h, atr, v0, a0, beta, thr, b, rho, alpha)
-    return s, vT, aT, vseq, residuals
+    ckv = ckv if flags["SAVE"] else None
+    cka = cka if flags["SAVE"] and cfg.adaptive else None
+    return s, vT, aT, vseq, (x, ckv, cka, v0, a0, beta, thr, b, rho, alpha)
 
 
 def _backward_core(cfg: _Config, residuals, g_s: Array, g_vT: Array, g_aT: Array, g_vseq):
     jt = _require_triton()
-    x, h, atr, v0, a0, beta, thr, b, rho, alpha = residuals
+    x, ckv, cka, v0, a0, beta, thr, b, rho, alpha = residuals
     B, T, Mi = x.shape
-    out_shape, flags, grid, warps = _bwd_launch(cfg, B, T, Mi, x.dtype)
+    out_shape, grid, warps, flags = _bwd_plan(cfg, B, T, Mi, x.dtype)
+    if ckv is not None and ckv.shape[1] != flags["C"]:
+        raise ValueError(f"residuals: {ckv.shape[1]} checkpoints, but interval {flags['K']} over T={T} needs "
+                         f"{flags['C']} (SPIKEJAX_TRITON_CHECKPOINT changed between forward and backward?)")
     f32 = jnp.float32
     gx, gv0, ga0, gbeta, gthr, gb, grho, galpha = jt.triton_call(
-        x, h, _placeholder() if atr is None else atr, g_s.astype(x.dtype),
-        _placeholder() if g_vseq is None else g_vseq.astype(f32), g_vT.astype(f32),
-        g_aT.astype(f32), v0, a0, beta, thr, b, rho, alpha, int(T),
-        kernel=_scan_bwd_kernel, out_shape=out_shape, grid=(grid,), num_warps=warps, num_stages=_stages("bwd"),
-        enable_fp_fusion=False, name="spikejax_neuron_scan_bwd", **flags,
+        x, _placeholder() if ckv is None else ckv, _placeholder() if cka is None else cka,
+        g_s.astype(x.dtype), _placeholder() if g_vseq is None else g_vseq.astype(f32),
+        g_vT.astype(f32), g_aT.astype(f32), v0, a0, beta, thr, b, rho, alpha,
+        kernel=_scan_bwd_kernel, out_shape=out_shape, grid=(grid,), num_warps=warps,
+        num_stages=_stages("bwd", dict(cfg.tuning)), enable_fp_fusion=False, name="spikejax_neuron_scan_bwd",
+        **flags,
     )
     if not cfg.adaptive:
         ga0 = g_aT.astype(f32)
@@ -726,7 +832,7 @@ def neuron_scan_forward(
 
     Returns ``(s[T, M] x.dtype, v_T[M] f32, a_T[M] f32, v_seq[T, M] f32 or None, residuals)``;
     ``residuals`` is an opaque pytree for :func:`neuron_scan_backward` (None with
-    ``save_residuals=False``: a forward-only call that does not write the H / a traces).
+    ``save_residuals=False``: a forward-only call that does not write the checkpoints).
     """
     cfg = _config(kind, levels, adaptive, decay_input, reset, detach_reset, reset_delay, surrogate,
                   return_membrane, save_residuals)

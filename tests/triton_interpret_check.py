@@ -1,0 +1,149 @@
+"""The Triton kernels in Triton's CPU interpreter against the ``lax.scan`` reference.
+
+Run as a script with ``TRITON_INTERPRET=1`` set before triton is imported (the test in
+test_triton.py does so in a subprocess): it launches ``triton_kernels``' forward and backward
+kernels directly on torch CPU tensors, with the launch plan the JAX wrappers use, and compares the
+forward outputs and every gradient with ``jax.vjp`` of ``spikejax.backends.reference_scan`` on
+fresh random inputs. Prints one JSON line per case (``{"case", "error"}``, error None when it
+matches) and exits 1 if any case fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+from spikejax import backends
+from triton_kernels import neuron_scan as tk
+
+CASES: list[tuple[dict, tuple[int, int, int], str]] = [
+    # (ScanSpec fields, (B, T, M), dtype); with the default checkpoint interval K = 16 (and K = 4 in
+    # the SPIKEJAX_TRITON_CHECKPOINT cases) T covers one chunk, a partial chunk and several chunks
+    (dict(), (1, 19, 37), "float32"),
+    (dict(decay_input=True, reset="zero", surrogate="sigmoid"), (1, 8, 33), "float32"),
+    (dict(reset="none", surrogate="fast_sigmoid", return_membrane=True), (1, 17, 20), "float32"),
+    (dict(detach_reset=True, surrogate="triangular"), (1, 1, 9), "float32"),
+    (dict(reset="zero", detach_reset=True, surrogate="rectangular"), (1, 24, 15), "float32"),
+    (dict(adaptive=True), (1, 21, 18), "float32"),
+    (dict(adaptive=True, reset="zero", decay_input=True, return_membrane=True), (1, 9, 11), "float32"),
+    (dict(kind="ternary", surrogate="sigmoid"), (1, 13, 16), "float32"),
+    (dict(kind="multilevel", levels=3, reset="zero", detach_reset=True), (1, 12, 10), "float32"),
+    (dict(reset_delay=True), (1, 18, 14), "float32"),
+    (dict(reset_delay=True, reset="zero", decay_input=True, return_membrane=True), (1, 10, 12), "float32"),
+    (dict(reset_delay=True, kind="ternary", detach_reset=True), (1, 7, 8), "float32"),
+    (dict(surrogate="sigmoid", decay_input=True, reset="zero"), (1, 20, 24), "bfloat16"),
+    (dict(adaptive=True, return_membrane=True), (3, 11, 13), "float32"),  # vmapped (batch-major)
+    (dict(decay_input=True, surrogate="sigmoid"), (1, 40, 9), "float32"),
+]
+SHORT_CHECKPOINT_CASES = [0, 5, 9, 13]  # rerun with SPIKEJAX_TRITON_CHECKPOINT=4 (many chunks)
+
+_TORCH = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def _torch(a, dtype: str = "float32") -> torch.Tensor:
+    return torch.from_numpy(np.asarray(a, np.float32).copy()).to(_TORCH[dtype])
+
+
+def _empty(sd) -> torch.Tensor:
+    return torch.zeros(sd.shape, dtype=_TORCH[jnp.dtype(sd.dtype).name])
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.float().numpy()
+
+
+def run_kernels(spec: backends.ScanSpec, x, v0, a0, p, g, dtype: str):
+    """Forward and backward kernels on ``x[B, T, M]``; returns (forward outputs, gradients) as numpy."""
+    cfg = tk._config(**spec.kernel_config())
+    B, T, Mi = x.shape
+    out_shape, grid, _, flags = tk._fwd_plan(cfg, B, T, Mi, jnp.dtype(dtype))
+    outs = [_empty(sd) for sd in out_shape]
+    ins = [_torch(x, dtype), *(_torch(q) for q in (v0, a0, *p[:4]))]
+    tk._scan_fwd_kernel[(grid,)](*ins, *outs, **flags)
+    s, vT, aT, vseq, ckv, cka = outs
+    out_shape, grid, _, bflags = tk._bwd_plan(cfg, B, T, Mi, jnp.dtype(dtype))
+    gouts = [_empty(sd) for sd in out_shape]
+    g_s, g_vT, g_aT, g_vseq = g
+    bins = [ins[0], ckv, cka, _torch(g_s, dtype), _torch(g_vseq), _torch(g_vT), _torch(g_aT),
+            *(_torch(q) for q in (v0, a0, *p))]
+    tk._scan_bwd_kernel[(grid,)](*bins, *gouts, **bflags)
+    fwd = [_np(s), _np(vT), _np(aT) if spec.adaptive else None, _np(vseq) if spec.return_membrane else None]
+    return fwd, [_np(t) for t in gouts]
+
+
+def check(spec_fields: dict, shape: tuple[int, int, int], dtype: str, seed: int) -> str | None:
+    spec = backends.ScanSpec(**spec_fields)
+    B, T, Mi = shape
+    k = iter(jax.random.split(jax.random.key(seed), 12))
+    x = (jax.random.normal(next(k), shape) * 1.2 + 0.4).astype(dtype)
+    v0 = jax.random.normal(next(k), (B, Mi)) * 0.5
+    a0 = jax.random.uniform(next(k), (B, Mi)) if spec.adaptive else jnp.zeros((B, Mi))
+    u = lambda lo, hi: lo + (hi - lo) * jax.random.uniform(next(k), (B, Mi))  # noqa: E731
+    p = backends.ScanParams(u(0.5, 0.95), u(0.6, 1.4), u(0.1, 0.6), u(0.5, 0.95), u(1.0, 3.0))
+    g_s = jax.random.normal(next(k), shape).astype(dtype)
+    g_vT, g_aT = jax.random.normal(next(k), (B, Mi)), jax.random.normal(next(k), (B, Mi))
+    g_vseq = jax.random.normal(next(k), shape) if spec.return_membrane else jnp.zeros((1,))
+
+    def ref(x, v0, a0, p):
+        r = backends.reference_scan(spec, x, v0, a0, p)
+        return r.spikes, r.v, r.a, (r.membrane if spec.return_membrane else jnp.zeros((1,)))
+
+    ref_b = jax.vmap(ref)
+    (s, vT, aT, vseq), vjp = jax.vjp(ref_b, x, v0, a0, p)
+    g_vseq_b = g_vseq if spec.return_membrane else jnp.zeros((B, 1))
+    gx, gv0, ga0, gp = vjp((g_s, g_vT, g_aT if spec.adaptive else jnp.zeros_like(g_aT), g_vseq_b))
+    flat = lambda a: np.asarray(a, np.float32).reshape(-1)  # noqa: E731
+    fwd, grads = run_kernels(spec, x, flat(v0), flat(a0), [flat(q) for q in p],
+                             (g_s, flat(g_vT), flat(g_aT) if spec.adaptive else np.zeros(B * Mi, np.float32),
+                              g_vseq if spec.return_membrane else np.zeros((1,), np.float32)), dtype)
+    low = dtype != "float32"
+    rtol, atol = (2e-2, 2e-2) if low else (2e-4, 2e-5)
+    pairs = [("s", fwd[0], s, 0, 0), ("v_T", fwd[1], vT, 2e-5, 2e-5)]
+    if spec.adaptive:
+        pairs.append(("a_T", fwd[2], aT, 2e-5, 2e-5))
+    if spec.return_membrane:
+        pairs.append(("v_seq", fwd[3], vseq, 2e-5, 2e-5))
+    names = ["g_x", "g_v0", "g_a0", "g_beta", "g_threshold", "g_adapt_scale", "g_adapt_decay", "g_alpha"]
+    refs = [gx, gv0, ga0, *gp]
+    for i, (name, r) in enumerate(zip(names, refs, strict=True)):
+        if name in ("g_a0", "g_adapt_scale", "g_adapt_decay") and not spec.adaptive:
+            continue
+        pairs.append((name, grads[i], r, rtol, atol))
+    for name, got, want, rt, at in pairs:
+        want = np.asarray(want, np.float32).reshape(got.shape)
+        scale = max(1.0, float(np.abs(want).max()))
+        if not np.allclose(got, want, rtol=rt, atol=at * scale):
+            err = float(np.abs(got - want).max())
+            return f"{name}: max |kernel - reference| = {err:.3g} (scale {scale:.3g})"
+    return None
+
+
+def main() -> int:
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        print("set TRITON_INTERPRET=1 before running this check", file=sys.stderr)
+        return 2
+    failed = 0
+    runs = [(i, {}) for i in range(len(CASES))]
+    runs += [(i, {"SPIKEJAX_TRITON_CHECKPOINT": "4"}) for i in SHORT_CHECKPOINT_CASES]
+    for i, env in runs:
+        fields, shape, dtype = CASES[i]
+        os.environ.update(env)
+        try:
+            err = check(fields, shape, dtype, seed=100 + i)
+        except Exception as e:  # noqa: BLE001 - report every case
+            err = f"{type(e).__name__}: {e}"
+        for key in env:
+            del os.environ[key]
+        failed += err is not None
+        print(json.dumps(dict(case=dict(spec=fields, shape=shape, dtype=dtype, env=env), error=err)), flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
