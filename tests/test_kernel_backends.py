@@ -3,7 +3,7 @@
 One harness for the Pallas and Triton backends: values and every gradient (input, initial state,
 beta / tau / decay_logit, threshold, adapt_scale, adapt_decay, amplitude, a learnable per-channel
 surrogate α) on fresh random inputs, for every neuron, reset, surrogate and option, odd M, T = 1,
-bf16, jit / eager, vmap (nested, with batched parameters) and inside ``lax.scan``.
+bf16, jit / eager, vmap (nested, with batched parameters) and inside ``lax.scan`` / ``nnx.scan``.
 On CPU the Pallas kernels run in the interpreter (``pallas_interpret``, tiny shapes); ``pallas``
 and ``triton`` run compiled on a GPU (``-m gpu``; triton also needs jax_triton).
 Backend-specific checks live in test_pallas.py and test_triton.py.
@@ -310,6 +310,44 @@ def test_inside_lax_scan(backend):
     np.testing.assert_allclose(l_new, l_ref, rtol=1e-5)
     for a, r in zip(g_new, g_ref, strict=True):
         np.testing.assert_allclose(a, r, rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_inside_nnx_scan(backend):
+    """A stack of PLIF layers (per-channel learnable decay and threshold, built with nnx.vmap) applied
+    by nnx.scan over the layer axis: output and every parameter gradient equal backend="xla"."""
+    from flax import nnx
+
+    L, C = 3, 6
+    decay = _rand((L, C), 0.7)
+    thr = _rand((L, C), lo=0.6, hi=1.2)
+    xs = _rand((7, 2, C), 1.2) + 0.4
+    w = _rand((7, 2, C))
+
+    def build(b):
+        @nnx.vmap(in_axes=0, out_axes=0, axis_size=L)
+        def make(_):
+            return sj.nn.PLIF(C, backend=b)
+
+        stack = make(jnp.arange(L))
+        stack.decay_logit[...] = decay
+        stack.threshold[...] = thr
+        return stack
+
+    def loss(stack, x):
+        @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
+        def layer(h, neuron):
+            return 0.5 * h + neuron(h)
+
+        return (layer(x, stack) * w).sum()
+
+    grad = nnx.jit(nnx.value_and_grad(loss))
+    l_ref, g_ref = grad(build("xla"), xs)
+    l_new, g_new = grad(build(backend), xs)
+    np.testing.assert_allclose(l_new, l_ref, rtol=1e-5, atol=1e-5)
+    for a, r in zip(jax.tree.leaves(g_new), jax.tree.leaves(g_ref), strict=True):
+        np.testing.assert_allclose(a, r, rtol=2e-4, atol=2e-5)
+    assert float(jnp.abs(g_ref.decay_logit[...]).sum()) > 0
 
 
 # --- the Mosaic GPU forward (pallas_kernels.mosaic_forward; GPU only) ----------------------------

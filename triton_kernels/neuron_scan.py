@@ -39,7 +39,7 @@ owns ``BLOCK`` neurons and walks over time in chunks with the state in registers
   contraction off, so every Heaviside takes the forward's branch), then walks the chunk backwards,
   writes ``g_x`` and accumulates every parameter gradient in registers, stored once per neuron.
 * Bytes per element (f32 in/out): forward 8 (x, s) + 4/K, backward 12 (x, g_s, g_x) + 4/K;
-  saving an f32 trace of ``H`` instead (SpikingJelly's plan, and this module's until 2026-11-29)
+  saving an f32 trace of ``H`` instead (SpikingJelly's plan, and this module's until 2026-11-30)
   costs 12 + 12.
 
 ``jax.vmap`` is supported by a ``custom_vmap`` rule that folds the batch axis into the neuron
@@ -602,8 +602,10 @@ def _require_triton() -> Any:
 
 def default_tiling(T: int, n: int, which: str = "fwd", itemsize: int = 4,
                    tuning: dict[str, str] | None = None) -> tuple[int, int, int, int]:
-    """(BLOCK neurons per program, num_warps, K checkpoint interval, KF forward chunk) for ``n``
-    neurons and ``T`` steps of ``itemsize``-byte streams; ``which`` is "fwd" or "bwd".
+    """(BLOCK neurons per program, num_warps, K checkpoint interval, KF forward chunk) for ``T``
+    steps of ``n`` neurons (per vmapped instance: the choice, K included, must not depend on how
+    the forward and the backward are batched) and ``itemsize``-byte streams; ``which`` is "fwd" or
+    "bwd".
 
     From the H200 sweep (benchmarks/triton_tiling_sweep.py, BENCHMARKS.md). From 256K neurons:
     K = 8; forward 512 x 4 warps with 16-step chunks (1024 x 8, one chunk, when T < 16); backward
@@ -676,7 +678,7 @@ def _placeholder() -> Array:
 def _fwd_plan(cfg: _Config, B: int, T: int, Mi: int, dtype) -> tuple[list, int, int, dict]:
     """Output shapes, grid size, warps and constexpr flags of the forward kernel on ``x[B, T, Mi]``."""
     N = B * Mi
-    block, warps, k, kf = default_tiling(T, N, "fwd", jnp.dtype(dtype).itemsize, dict(cfg.tuning))
+    block, warps, k, kf = default_tiling(T, Mi, "fwd", jnp.dtype(dtype).itemsize, dict(cfg.tuning))
     C = _checkpoints(T, k)
     save = cfg.save_residuals and C > 0
     f32 = jnp.float32
@@ -699,7 +701,7 @@ def _fwd_plan(cfg: _Config, B: int, T: int, Mi: int, dtype) -> tuple[list, int, 
 def _bwd_plan(cfg: _Config, B: int, T: int, Mi: int, dtype) -> tuple[list, int, int, dict]:
     """Output shapes, grid size, warps and constexpr flags of the backward kernel."""
     N = B * Mi
-    block, warps, k, _ = default_tiling(T, N, "bwd", jnp.dtype(dtype).itemsize, dict(cfg.tuning))
+    block, warps, k, _ = default_tiling(T, Mi, "bwd", jnp.dtype(dtype).itemsize, dict(cfg.tuning))
     f32 = jnp.float32
     vec = jax.ShapeDtypeStruct((N,), f32)
     one = jax.ShapeDtypeStruct((1,), f32)
