@@ -1,11 +1,18 @@
 """The Triton kernels in Triton's CPU interpreter against the ``lax.scan`` reference.
 
 Run as a script with ``TRITON_INTERPRET=1`` set before triton is imported (the test in
-test_triton.py does so in a subprocess): it launches ``triton_kernels``' forward and backward
-kernels directly on torch CPU tensors, with the launch plan the JAX wrappers use, and compares the
-forward outputs and every gradient with ``jax.vjp`` of ``spikejax.backends.reference_scan`` on
-fresh random inputs. Prints one JSON line per case (``{"case", "error"}``, error None when it
-matches) and exits 1 if any case fails.
+test_triton.py does so in a subprocess). Two parts:
+
+* kernels: ``triton_kernels``' forward and backward kernels launched directly on torch CPU tensors
+  with the launch plan the JAX wrappers use; forward outputs and every gradient against ``jax.vjp``
+  of ``spikejax.backends.reference_scan`` on fresh random inputs;
+* JAX layer: the wrappers (custom_vjp through ``spikejax.backends``, the custom_vmap folding, the
+  residuals) with ``jax_triton`` replaced by :func:`interpreter_triton_call`, which runs the same
+  kernels in the interpreter through ``jax.pure_callback``: grad, vmap of grad with batched
+  parameters, vmap over cotangents only, and a tuning change between forward and backward.
+
+Prints one JSON line per case (``{"case", "error"}``, error None when it matches) and exits 1 if
+any case fails.
 """
 
 from __future__ import annotations
@@ -13,9 +20,11 @@ from __future__ import annotations
 import json
 import os
 import sys
+import types
 
 import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 import torch
 
@@ -40,8 +49,11 @@ CASES: list[tuple[dict, tuple[int, int, int], str]] = [
     (dict(surrogate="sigmoid", decay_input=True, reset="zero"), (1, 20, 24), "bfloat16"),
     (dict(adaptive=True, return_membrane=True), (3, 11, 13), "float32"),  # vmapped (batch-major)
     (dict(decay_input=True, surrogate="sigmoid"), (1, 40, 9), "float32"),
+    (dict(kind="ternary", adaptive=True), (2, 32, 7), "float32"),  # T a multiple of K, two chunks
 ]
-SHORT_CHECKPOINT_CASES = [0, 5, 9, 13]  # rerun with SPIKEJAX_TRITON_CHECKPOINT=4 (many chunks)
+# reruns with short checkpoint intervals / forward chunks (many chunks, forward chunk > K)
+TUNED_RUNS = [(i, {"SPIKEJAX_TRITON_CHECKPOINT": "4"}) for i in (0, 5, 9, 13)]
+TUNED_RUNS += [(i, {"SPIKEJAX_TRITON_CHECKPOINT": "4", "SPIKEJAX_TRITON_CHUNK": "8"}) for i in (2, 6, 14, 15)]
 
 _TORCH = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -124,13 +136,110 @@ def check(spec_fields: dict, shape: tuple[int, int, int], dtype: str, seed: int)
     return None
 
 
+# --- the JAX layer, with jax_triton replaced by the interpreter -------------------------------------
+
+
+def _to_torch(a: np.ndarray) -> torch.Tensor:
+    a = np.asarray(a)
+    if a.dtype == ml_dtypes.bfloat16:
+        return torch.from_numpy(a.view(np.int16).copy()).view(torch.bfloat16)
+    return torch.from_numpy(a.copy())
+
+
+def _from_torch(t: torch.Tensor) -> np.ndarray:
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return t.numpy()
+
+
+def interpreter_triton_call(*args, kernel, out_shape, grid, num_warps=4, num_stages=1, enable_fp_fusion=True,
+                            name="", **flags):
+    """``jax_triton.triton_call``'s signature, run in Triton's interpreter via ``jax.pure_callback``."""
+    del num_warps, num_stages, enable_fp_fusion, name
+
+    def host(*arrays):
+        outs = [_empty(sd) for sd in out_shape]
+        kernel[grid](*(_to_torch(a) for a in arrays), *outs, **flags)
+        return tuple(_from_torch(o) for o in outs)
+
+    return list(jax.pure_callback(host, tuple(out_shape), *args))
+
+
+def _layer_data(spec: backends.ScanSpec, lead: tuple[int, ...], T: int, M: int, dtype: str, seed: int):
+    k = iter(jax.random.split(jax.random.key(seed), 8))
+    x = (jax.random.normal(next(k), (*lead, T, M)) * 1.2 + 0.4).astype(dtype)
+    v0 = jax.random.normal(next(k), (*lead, M)) * 0.5
+    a0 = jax.random.uniform(next(k), (*lead, M)) if spec.adaptive else jnp.zeros((*lead, M))
+    u = lambda lo, hi: lo + (hi - lo) * jax.random.uniform(next(k), (*lead, M))  # noqa: E731
+    return x, v0, a0, backends.ScanParams(u(0.5, 0.95), u(0.6, 1.4), u(0.1, 0.6), u(0.5, 0.95), u(1.0, 3.0))
+
+
+def _layer_loss(spec, kernel: backends.KernelBackend | None):
+    def loss(x, v0, a0, p):
+        if kernel is None:
+            r = backends.reference_scan(spec, x, v0, a0, p)
+        else:
+            r = backends._kernel_scan(kernel, spec, x, v0, a0, p)
+        w = jnp.cos(jnp.arange(r.spikes.size, dtype=jnp.float32)).reshape(r.spikes.shape)
+        out = (r.spikes.astype(jnp.float32) * w).sum() + (r.v ** 2).sum() + (0.7 * r.a).sum()
+        return out + (jnp.sin(r.membrane).sum() if spec.return_membrane else 0.0)
+
+    return loss
+
+
+def _max_rel_err(got, want) -> float:
+    errs = []
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        g, w = np.asarray(g, np.float32), np.asarray(w, np.float32)
+        errs.append(float(np.abs(g - w).max()) / max(1.0, float(np.abs(w).max())))
+    return max(errs)
+
+
+def check_jax_layer(kernel: backends.KernelBackend, spec_fields: dict, T: int, M: int, dtype: str,
+                    seed: int) -> str | None:
+    spec = backends.ScanSpec(**spec_fields)
+    tol = 3e-2 if dtype != "float32" else 2e-4
+    grad = lambda kb: jax.grad(_layer_loss(spec, kb), argnums=(0, 1, 2, 3))  # noqa: E731
+    errors = []
+    args = _layer_data(spec, (), T, M, dtype, seed)
+    errors.append(("grad", _max_rel_err(grad(kernel)(*args), grad(None)(*args))))
+    args = _layer_data(spec, (3,), T, M, dtype, seed + 1)  # batched x, state and parameters
+    errors.append(("vmap(grad)", _max_rel_err(jax.vmap(grad(kernel))(*args), jax.vmap(grad(None))(*args))))
+    x, v0, a0, p = _layer_data(spec, (), T, M, dtype, seed + 2)
+
+    def rows(kb):  # vmap over cotangents only (what jacrev does): residuals unbatched
+        f = lambda x: (backends.reference_scan(spec, x, v0, a0, p) if kb is None  # noqa: E731
+                       else backends._kernel_scan(kb, spec, x, v0, a0, p)).v
+        return jax.vmap(jax.vjp(f, x)[1])(jnp.eye(M)[:3])
+
+    errors.append(("vmap over cotangents", _max_rel_err(rows(kernel), rows(None))))
+    # tuning changed between the forward and the backward: the backward must use the forward's K
+    fwd = lambda kb: jax.vjp(lambda x: _layer_loss(spec, kb)(x, v0, a0, p), x)[1]  # noqa: E731
+    vjp_kernel, vjp_ref = fwd(kernel), fwd(None)
+    os.environ["SPIKEJAX_TRITON_CHECKPOINT"] = "3"
+    try:
+        errors.append(("tuning changed before the backward",
+                       _max_rel_err(vjp_kernel(jnp.float32(1.0)), vjp_ref(jnp.float32(1.0)))))
+    finally:
+        del os.environ["SPIKEJAX_TRITON_CHECKPOINT"]
+    bad = [f"{name}: max relative error {e:.3g}" for name, e in errors if not e < tol]
+    return "; ".join(bad) or None
+
+
+LAYER_CASES = [
+    (dict(adaptive=True, return_membrane=True), 21, 7, "float32"),
+    (dict(reset_delay=True, reset="zero", surrogate="sigmoid"), 37, 5, "float32"),
+    (dict(decay_input=True), 12, 6, "bfloat16"),
+]
+
+
 def main() -> int:
     if os.environ.get("TRITON_INTERPRET") != "1":
         print("set TRITON_INTERPRET=1 before running this check", file=sys.stderr)
         return 2
     failed = 0
     runs = [(i, {}) for i in range(len(CASES))]
-    runs += [(i, {"SPIKEJAX_TRITON_CHECKPOINT": "4"}) for i in SHORT_CHECKPOINT_CASES]
+    runs += TUNED_RUNS
     for i, env in runs:
         fields, shape, dtype = CASES[i]
         os.environ.update(env)
@@ -142,6 +251,15 @@ def main() -> int:
             del os.environ[key]
         failed += err is not None
         print(json.dumps(dict(case=dict(spec=fields, shape=shape, dtype=dtype, env=env), error=err)), flush=True)
+    sys.modules["jax_triton"] = types.SimpleNamespace(triton_call=interpreter_triton_call)
+    kernel = backends.KernelBackend(tk.neuron_scan_forward, tk.neuron_scan_backward)
+    for i, (fields, T, M, dtype) in enumerate(LAYER_CASES):
+        try:
+            err = check_jax_layer(kernel, fields, T, M, dtype, seed=500 + 10 * i)
+        except Exception as e:  # noqa: BLE001 - report every case
+            err = f"{type(e).__name__}: {e}"
+        failed += err is not None
+        print(json.dumps(dict(case=dict(layer=fields, T=T, M=M, dtype=dtype), error=err)), flush=True)
     return 1 if failed else 0
 
 

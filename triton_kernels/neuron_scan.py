@@ -32,7 +32,7 @@ owns ``BLOCK`` neurons and walks over time in chunks with the state in registers
   runs, and the next chunk is loaded while the current one is computed (a register double
   buffer), so a long ``T`` with few neurons keeps many loads in flight. No per-step trace is
   saved: every ``K`` steps the forward writes a checkpoint of ``V`` (and ``a`` for ALIF),
-  ``(ceil(T/K) - 1) x M x 4`` bytes, none at t = 0 (the backward reads ``v0``).
+  ``(ceil(T/K) - 1) x M x 4`` bytes each, none at t = 0 (the backward reads ``v0``).
 * Backward: one reverse-time kernel. Per K-step chunk (latest first) it loads the checkpoint and
   the chunk's ``x`` and ``g_s`` rows (prefetching the previous chunk's rows meanwhile), recomputes
   the chunk's states with the forward's own step function (bit for bit: same f32 operations, FMA
@@ -49,8 +49,10 @@ so batching needs no transpose.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -67,7 +69,8 @@ except ImportError as _err:  # pragma: no cover - depends on the install
     _TRITON_IMPORT_ERROR = str(_err)
 
     class _MissingTriton:
-        """Stand-in so the kernel definitions below parse; calling them raises."""
+        """Stand-in so the kernel definitions below parse; every entry point raises through
+        :func:`_require_triton` first."""
 
         constexpr = int
 
@@ -91,7 +94,8 @@ evict-first cache hint (every byte is touched once); below it ``x`` may stay in 
 re-read. The Pallas kernels' rule, measured there (BENCHMARKS.md)."""
 
 SHORT_T = 16
-"""Scans shorter than this run as one chunk per program with larger blocks (as in Pallas)."""
+"""From :data:`EVICT_FIRST_MIN_N` neurons on, a forward over fewer steps than this runs as one chunk
+per program with larger blocks (as in Pallas), and without the evict-first hint."""
 
 
 # =============================================================================================
@@ -583,6 +587,29 @@ def _config(kind: str, levels: int, adaptive: bool, decay_input: bool, reset: st
                    SURROGATES.index(surrogate), bool(return_membrane), bool(save_residuals), tuning)
 
 
+@functools.partial(jax.tree_util.register_dataclass,
+                   data_fields=["x", "ckv", "cka", "v0", "a0", "beta", "thr", "b", "rho", "alpha"],
+                   meta_fields=["tuning"])
+@dataclasses.dataclass(frozen=True)
+class _Residuals:
+    """What the forward saves for the backward: ``x[B, T, M]``, the checkpoints ``ckv`` / ``cka``
+    ``[B, C, M]`` f32 (None when the scan is one chunk, or not adaptive), the initial state and
+    parameters ``[B*M]`` f32, and, as static data, the forward's tuning snapshot, so the backward
+    uses the forward's checkpoint interval whatever the environment says by then."""
+
+    x: Array
+    ckv: Array | None
+    cka: Array | None
+    v0: Array
+    a0: Array
+    beta: Array
+    thr: Array
+    b: Array
+    rho: Array
+    alpha: Array
+    tuning: tuple[tuple[str, str], ...]
+
+
 def _require_triton() -> Any:
     """Import jax_triton, or raise a ValueError saying what is missing and what to install."""
     if _TRITON_IMPORT_ERROR is not None:
@@ -602,7 +629,7 @@ def _require_triton() -> Any:
 
 def default_tiling(T: int, n: int, which: str = "fwd", itemsize: int = 4,
                    tuning: dict[str, str] | None = None) -> tuple[int, int, int, int]:
-    """(BLOCK neurons per program, num_warps, K checkpoint interval, KF forward chunk) for ``T``
+    """(BLOCK neurons per program, num_warps, K checkpoint interval, KF forward chunk; K for "bwd") for ``T``
     steps of ``n`` neurons (per vmapped instance: the choice, K included, must not depend on how
     the forward and the backward are batched) and ``itemsize``-byte streams; ``which`` is "fwd" or
     "bwd".
@@ -618,25 +645,43 @@ def default_tiling(T: int, n: int, which: str = "fwd", itemsize: int = 4,
     ``SPIKEJAX_TRITON_{FWD,BWD}_BLOCK`` / ``_{FWD,BWD}_WARPS``, ``SPIKEJAX_TRITON_CHUNK`` (forward) and
     ``SPIKEJAX_TRITON_CHECKPOINT`` (both passes) override it.
     """
+    if which not in ("fwd", "bwd"):
+        raise ValueError(f"which: expected 'fwd' or 'bwd', got {which!r}")
     if n >= 1 << 18:
         k = 8
         if which == "bwd":
             block, warps, kf = (512, 4, k) if itemsize == 4 else (512, 8, k)
         else:
-            block, warps, kf = (1024, 8, k) if T < SHORT_T else (512, 4, 2 * k)
+            block, warps, kf = (1024, 8, SHORT_T) if T < SHORT_T else (512, 4, 2 * k)
     else:
         k = 16
         if which == "bwd":
             block, warps, kf = 32, 1, k
         else:
             block, warps, kf = 64, 1, 2 * k
-    env = (tuning or {}).get
-    block = int(env(f"SPIKEJAX_TRITON_{which.upper()}_BLOCK", block))
-    warps = int(env(f"SPIKEJAX_TRITON_{which.upper()}_WARPS", warps))
-    k = int(env("SPIKEJAX_TRITON_CHECKPOINT", k))
-    kf = int(env("SPIKEJAX_TRITON_CHUNK", kf))
-    kf = max(k, min(kf // k * k, -(-T // k) * k))  # a multiple of K, no longer than T needs
+    tuning = tuning or {}
+    block = _setting(tuning, f"SPIKEJAX_TRITON_{which.upper()}_BLOCK", block, power_of_two=True)
+    warps = _setting(tuning, f"SPIKEJAX_TRITON_{which.upper()}_WARPS", warps, power_of_two=True)
+    k = _setting(tuning, "SPIKEJAX_TRITON_CHECKPOINT", k)
+    if which == "fwd":
+        kf = _setting(tuning, "SPIKEJAX_TRITON_CHUNK", kf)
+        kf = max(k, min(kf // k * k, -(-T // k) * k))  # a multiple of K, no longer than T needs
     return block, warps, k, kf
+
+
+def _setting(tuning: dict[str, str], name: str, default: int, power_of_two: bool = False) -> int:
+    """The integer override ``name`` from ``tuning`` (else ``default``), validated."""
+    raw = tuning.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1 or (power_of_two and value & (value - 1)):
+        what = "a power of two" if power_of_two else "an integer >= 1"
+        raise ValueError(f"{name}: expected {what}, got {raw!r}")
+    return value
 
 
 def _evict(T: int, n: int, tuning: dict[str, str]) -> str:
@@ -655,6 +700,7 @@ def _stages(which: str, tuning: dict[str, str]) -> int:
 
 
 def _vec(a: Array) -> Array:
+    """A parameter or state as a flat f32 vector ``[M]``."""
     return jnp.asarray(a, jnp.float32).reshape(-1)
 
 
@@ -672,6 +718,7 @@ def _flags(cfg: _Config, B: int, T: int, Mi: int) -> dict:
 
 
 def _placeholder() -> Array:
+    """A ``[1]`` f32 stand-in for a pointer argument the flags switch off (never read)."""
     return jnp.zeros((1,), jnp.float32)
 
 
@@ -738,17 +785,29 @@ def _forward_core(cfg: _Config, x: Array, v0: Array, a0: Array, beta: Array, thr
         return s, vT, aT, vseq, None
     ckv = ckv if flags["SAVE"] else None
     cka = cka if flags["SAVE"] and cfg.adaptive else None
-    return s, vT, aT, vseq, (x, ckv, cka, v0, a0, beta, thr, b, rho, alpha)
+    return s, vT, aT, vseq, _Residuals(x, ckv, cka, v0, a0, beta, thr, b, rho, alpha, cfg.tuning)
 
 
-def _backward_core(cfg: _Config, residuals, g_s: Array, g_vT: Array, g_aT: Array, g_vseq):
+def _backward_core(cfg: _Config, residuals: _Residuals, g_s: Array, g_vT: Array, g_aT: Array,
+                   g_vseq: Array | None) -> tuple[Array, ...]:
+    """Batch-major backward: cotangents ``g_s[B, T, M]``, ``g_vT``/``g_aT[B*M]``, ``g_vseq[B, T, M]``
+    or None -> ``(g_x[B, T, M] x.dtype, g_v0, g_a0, g_beta, g_threshold, g_b, g_rho, g_alpha)``
+    (each ``[B*M]`` f32). Runs with the forward's tuning (``residuals.tuning``)."""
     jt = _require_triton()
-    x, ckv, cka, v0, a0, beta, thr, b, rho, alpha = residuals
+    cfg = cfg._replace(tuning=residuals.tuning)
+    r = residuals
+    x, ckv, cka, v0, a0, beta, thr, b, rho, alpha = (r.x, r.ckv, r.cka, r.v0, r.a0, r.beta, r.thr, r.b,
+                                                    r.rho, r.alpha)
     B, T, Mi = x.shape
+    if g_s.shape != x.shape:
+        raise ValueError(f"g_s: expected shape {tuple(x.shape)} (that of x), got {tuple(g_s.shape)}")
+    if g_vseq is not None and g_vseq.shape != x.shape:
+        raise ValueError(f"g_vseq: expected shape {tuple(x.shape)} (that of x), got {tuple(g_vseq.shape)}")
     out_shape, grid, warps, flags = _bwd_plan(cfg, B, T, Mi, x.dtype)
-    if ckv is not None and ckv.shape[1] != flags["C"]:
-        raise ValueError(f"residuals: {ckv.shape[1]} checkpoints, but interval {flags['K']} over T={T} needs "
-                         f"{flags['C']} (SPIKEJAX_TRITON_CHECKPOINT changed between forward and backward?)")
+    have = 0 if ckv is None else ckv.shape[1]
+    if have != _checkpoints(T, flags["K"]):
+        raise ValueError(f"residuals: {have} checkpoints, but interval {flags['K']} over T={T} needs "
+                         f"{_checkpoints(T, flags['K'])}")
     f32 = jnp.float32
     gx, gv0, ga0, gbeta, gthr, gb, grho, galpha = jt.triton_call(
         x, _placeholder() if ckv is None else ckv, _placeholder() if cka is None else cka,
@@ -780,7 +839,9 @@ def _unfold(axis_size: int, a: Array) -> Array:
     return a.reshape((axis_size, -1, *a.shape[1:])) if a.ndim == 3 else a.reshape(axis_size, -1)
 
 
-def _vmap_rule(fn):
+def _vmap_rule(fn: Callable) -> Callable:
+    """The ``custom_vmap`` rule: fold the mapped axis into B (:func:`_fold`), run ``fn`` once, unfold."""
+
     def rule(axis_size, in_batched, *args):
         folded = jax.tree_util.tree_map(functools.partial(_fold, axis_size), list(in_batched),
                                         list(args))
@@ -801,6 +862,7 @@ def _forward_fn(cfg: _Config):
 
 @functools.cache
 def _backward_fn(cfg: _Config):
+    """The backward core as a ``custom_vmap`` function (vmap folds into B, recursively)."""
     bwd = jax.custom_batching.custom_vmap(functools.partial(_backward_core, cfg))
     bwd.def_vmap(_vmap_rule(bwd))
     return bwd
@@ -810,6 +872,7 @@ def _backward_fn(cfg: _Config):
 
 
 def _check(x: Array, vectors: dict[str, Array]) -> tuple[int, int]:
+    """Validate ``x[T, M]`` (floating, T, M >= 1) and that every vector is ``[M]``; return (T, M)."""
     if x.ndim != 2:
         raise ValueError(f"x: expected shape [T, M], got {tuple(x.shape)}")
     if not jnp.issubdtype(x.dtype, jnp.floating):
