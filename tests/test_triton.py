@@ -125,14 +125,18 @@ def test_import_without_triton():
 
 
 def test_kernels_in_the_triton_interpreter():
-    """The Triton kernels themselves (not through jax_triton) in Triton's CPU interpreter: forward
-    values and every gradient equal the lax.scan reference for every neuron kind, reset, surrogate,
-    reset order, f32/bf16, one/partial/several checkpoint chunks and a batch-major (vmapped) call
-    (cases in tests/triton_interpret_check.py). Needs only the triton package, no GPU."""
+    """The Triton kernels in Triton's CPU interpreter: forward values and every gradient equal the
+    lax.scan reference for every neuron kind, reset, surrogate, reset order, f32/bf16, one/partial/
+    several checkpoint chunks and a batch-major (vmapped) call; and the JAX layer (custom_vjp, vmap
+    folding, vmap over cotangents, a tuning change between forward and backward) with jax_triton
+    replaced by the interpreter (cases in tests/triton_interpret_check.py). Needs only the triton
+    package, no GPU. The subprocess imports this checkout's packages, whatever is installed."""
     pytest.importorskip("triton", reason="needs the triton package (pip install triton) for its interpreter")
     pytest.importorskip("torch", reason="the Triton interpreter runs the kernels on torch CPU tensors")
     script = os.path.join(os.path.dirname(__file__), "triton_interpret_check.py")
-    env = dict(os.environ, TRITON_INTERPRET="1", JAX_PLATFORMS="cpu")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, TRITON_INTERPRET="1", JAX_PLATFORMS="cpu", PYTHONPATH=path)
     out = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=900, env=env)
     results = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
     failures = [r for r in results if r["error"] is not None]

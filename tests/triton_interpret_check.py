@@ -58,16 +58,32 @@ TUNED_RUNS += [(i, {"SPIKEJAX_TRITON_CHECKPOINT": "4", "SPIKEJAX_TRITON_CHUNK": 
 _TORCH = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-def _torch(a, dtype: str = "float32") -> torch.Tensor:
-    return torch.from_numpy(np.asarray(a, np.float32).copy()).to(_TORCH[dtype])
+def _to_torch(a) -> torch.Tensor:
+    """A JAX / numpy array (f32 or bf16) as a torch CPU tensor of the same dtype."""
+    a = np.asarray(a)
+    if a.dtype == ml_dtypes.bfloat16:
+        return torch.from_numpy(a.view(np.int16).copy()).view(torch.bfloat16)
+    return torch.from_numpy(a.copy())
+
+
+def _from_torch(t: torch.Tensor) -> np.ndarray:
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return t.numpy()
 
 
 def _empty(sd) -> torch.Tensor:
     return torch.zeros(sd.shape, dtype=_TORCH[jnp.dtype(sd.dtype).name])
 
 
-def _np(t: torch.Tensor) -> np.ndarray:
-    return t.float().numpy()
+def _data(spec: backends.ScanSpec, lead: tuple[int, ...], T: int, M: int, dtype: str, seed: int):
+    """Fresh random ``x[*lead, T, M]``, ``v0``, ``a0`` and parameters ``[*lead, M]``."""
+    k = iter(jax.random.split(jax.random.key(seed), 8))
+    x = (jax.random.normal(next(k), (*lead, T, M)) * 1.2 + 0.4).astype(dtype)
+    v0 = jax.random.normal(next(k), (*lead, M)) * 0.5
+    a0 = jax.random.uniform(next(k), (*lead, M)) if spec.adaptive else jnp.zeros((*lead, M))
+    u = lambda lo, hi: lo + (hi - lo) * jax.random.uniform(next(k), (*lead, M))  # noqa: E731
+    return x, v0, a0, backends.ScanParams(u(0.5, 0.95), u(0.6, 1.4), u(0.1, 0.6), u(0.5, 0.95), u(1.0, 3.0))
 
 
 def run_kernels(spec: backends.ScanSpec, x, v0, a0, p, g, dtype: str):
@@ -76,28 +92,24 @@ def run_kernels(spec: backends.ScanSpec, x, v0, a0, p, g, dtype: str):
     B, T, Mi = x.shape
     out_shape, grid, _, flags = tk._fwd_plan(cfg, B, T, Mi, jnp.dtype(dtype))
     outs = [_empty(sd) for sd in out_shape]
-    ins = [_torch(x, dtype), *(_torch(q) for q in (v0, a0, *p[:4]))]
+    ins = [_to_torch(q) for q in (x, v0, a0, *p[:4])]
     tk._scan_fwd_kernel[(grid,)](*ins, *outs, **flags)
     s, vT, aT, vseq, ckv, cka = outs
     out_shape, grid, _, bflags = tk._bwd_plan(cfg, B, T, Mi, jnp.dtype(dtype))
     gouts = [_empty(sd) for sd in out_shape]
     g_s, g_vT, g_aT, g_vseq = g
-    bins = [ins[0], ckv, cka, _torch(g_s, dtype), _torch(g_vseq), _torch(g_vT), _torch(g_aT),
-            *(_torch(q) for q in (v0, a0, *p))]
+    bins = [ins[0], ckv, cka, *(_to_torch(q) for q in (g_s, g_vseq, g_vT, g_aT, v0, a0, *p))]
     tk._scan_bwd_kernel[(grid,)](*bins, *gouts, **bflags)
-    fwd = [_np(s), _np(vT), _np(aT) if spec.adaptive else None, _np(vseq) if spec.return_membrane else None]
-    return fwd, [_np(t) for t in gouts]
+    f32 = lambda t: _from_torch(t).astype(np.float32)  # noqa: E731
+    fwd = [f32(s), f32(vT), f32(aT) if spec.adaptive else None, f32(vseq) if spec.return_membrane else None]
+    return fwd, [f32(t) for t in gouts]
 
 
 def check(spec_fields: dict, shape: tuple[int, int, int], dtype: str, seed: int) -> str | None:
     spec = backends.ScanSpec(**spec_fields)
     B, T, Mi = shape
-    k = iter(jax.random.split(jax.random.key(seed), 12))
-    x = (jax.random.normal(next(k), shape) * 1.2 + 0.4).astype(dtype)
-    v0 = jax.random.normal(next(k), (B, Mi)) * 0.5
-    a0 = jax.random.uniform(next(k), (B, Mi)) if spec.adaptive else jnp.zeros((B, Mi))
-    u = lambda lo, hi: lo + (hi - lo) * jax.random.uniform(next(k), (B, Mi))  # noqa: E731
-    p = backends.ScanParams(u(0.5, 0.95), u(0.6, 1.4), u(0.1, 0.6), u(0.5, 0.95), u(1.0, 3.0))
+    x, v0, a0, p = _data(spec, (B,), T, Mi, dtype, seed)
+    k = iter(jax.random.split(jax.random.key(seed + 1_000_000), 4))
     g_s = jax.random.normal(next(k), shape).astype(dtype)
     g_vT, g_aT = jax.random.normal(next(k), (B, Mi)), jax.random.normal(next(k), (B, Mi))
     g_vseq = jax.random.normal(next(k), shape) if spec.return_membrane else jnp.zeros((1,))
@@ -139,19 +151,6 @@ def check(spec_fields: dict, shape: tuple[int, int, int], dtype: str, seed: int)
 # --- the JAX layer, with jax_triton replaced by the interpreter -------------------------------------
 
 
-def _to_torch(a: np.ndarray) -> torch.Tensor:
-    a = np.asarray(a)
-    if a.dtype == ml_dtypes.bfloat16:
-        return torch.from_numpy(a.view(np.int16).copy()).view(torch.bfloat16)
-    return torch.from_numpy(a.copy())
-
-
-def _from_torch(t: torch.Tensor) -> np.ndarray:
-    if t.dtype == torch.bfloat16:
-        return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
-    return t.numpy()
-
-
 def interpreter_triton_call(*args, kernel, out_shape, grid, num_warps=4, num_stages=1, enable_fp_fusion=True,
                             name="", **flags):
     """``jax_triton.triton_call``'s signature, run in Triton's interpreter via ``jax.pure_callback``."""
@@ -163,15 +162,6 @@ def interpreter_triton_call(*args, kernel, out_shape, grid, num_warps=4, num_sta
         return tuple(_from_torch(o) for o in outs)
 
     return list(jax.pure_callback(host, tuple(out_shape), *args))
-
-
-def _layer_data(spec: backends.ScanSpec, lead: tuple[int, ...], T: int, M: int, dtype: str, seed: int):
-    k = iter(jax.random.split(jax.random.key(seed), 8))
-    x = (jax.random.normal(next(k), (*lead, T, M)) * 1.2 + 0.4).astype(dtype)
-    v0 = jax.random.normal(next(k), (*lead, M)) * 0.5
-    a0 = jax.random.uniform(next(k), (*lead, M)) if spec.adaptive else jnp.zeros((*lead, M))
-    u = lambda lo, hi: lo + (hi - lo) * jax.random.uniform(next(k), (*lead, M))  # noqa: E731
-    return x, v0, a0, backends.ScanParams(u(0.5, 0.95), u(0.6, 1.4), u(0.1, 0.6), u(0.5, 0.95), u(1.0, 3.0))
 
 
 def _layer_loss(spec, kernel: backends.KernelBackend | None):
@@ -201,11 +191,11 @@ def check_jax_layer(kernel: backends.KernelBackend, spec_fields: dict, T: int, M
     tol = 3e-2 if dtype != "float32" else 2e-4
     grad = lambda kb: jax.grad(_layer_loss(spec, kb), argnums=(0, 1, 2, 3))  # noqa: E731
     errors = []
-    args = _layer_data(spec, (), T, M, dtype, seed)
+    args = _data(spec, (), T, M, dtype, seed)
     errors.append(("grad", _max_rel_err(grad(kernel)(*args), grad(None)(*args))))
-    args = _layer_data(spec, (3,), T, M, dtype, seed + 1)  # batched x, state and parameters
+    args = _data(spec, (3,), T, M, dtype, seed + 1)  # batched x, state and parameters
     errors.append(("vmap(grad)", _max_rel_err(jax.vmap(grad(kernel))(*args), jax.vmap(grad(None))(*args))))
-    x, v0, a0, p = _layer_data(spec, (), T, M, dtype, seed + 2)
+    x, v0, a0, p = _data(spec, (), T, M, dtype, seed + 2)
 
     def rows(kb):  # vmap over cotangents only (what jacrev does): residuals unbatched
         f = lambda x: (backends.reference_scan(spec, x, v0, a0, p) if kb is None  # noqa: E731

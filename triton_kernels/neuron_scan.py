@@ -796,23 +796,21 @@ def _backward_core(cfg: _Config, residuals: _Residuals, g_s: Array, g_vT: Array,
     jt = _require_triton()
     cfg = cfg._replace(tuning=residuals.tuning)
     r = residuals
-    x, ckv, cka, v0, a0, beta, thr, b, rho, alpha = (r.x, r.ckv, r.cka, r.v0, r.a0, r.beta, r.thr, r.b,
-                                                    r.rho, r.alpha)
+    x, ckv, cka = r.x, r.ckv, r.cka
     B, T, Mi = x.shape
     if g_s.shape != x.shape:
         raise ValueError(f"g_s: expected shape {tuple(x.shape)} (that of x), got {tuple(g_s.shape)}")
     if g_vseq is not None and g_vseq.shape != x.shape:
         raise ValueError(f"g_vseq: expected shape {tuple(x.shape)} (that of x), got {tuple(g_vseq.shape)}")
     out_shape, grid, warps, flags = _bwd_plan(cfg, B, T, Mi, x.dtype)
-    have = 0 if ckv is None else ckv.shape[1]
-    if have != _checkpoints(T, flags["K"]):
-        raise ValueError(f"residuals: {have} checkpoints, but interval {flags['K']} over T={T} needs "
-                         f"{_checkpoints(T, flags['K'])}")
+    have, need = (0 if ckv is None else ckv.shape[1]), _checkpoints(T, flags["K"])
+    if have != need:
+        raise ValueError(f"residuals: {have} checkpoints, but interval {flags['K']} over T={T} needs {need}")
     f32 = jnp.float32
     gx, gv0, ga0, gbeta, gthr, gb, grho, galpha = jt.triton_call(
         x, _placeholder() if ckv is None else ckv, _placeholder() if cka is None else cka,
         g_s.astype(x.dtype), _placeholder() if g_vseq is None else g_vseq.astype(f32),
-        g_vT.astype(f32), g_aT.astype(f32), v0, a0, beta, thr, b, rho, alpha,
+        g_vT.astype(f32), g_aT.astype(f32), r.v0, r.a0, r.beta, r.thr, r.b, r.rho, r.alpha,
         kernel=_scan_bwd_kernel, out_shape=out_shape, grid=(grid,), num_warps=warps,
         num_stages=_stages("bwd", dict(cfg.tuning)), enable_fp_fusion=False, name="spikejax_neuron_scan_bwd",
         **flags,
