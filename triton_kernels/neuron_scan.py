@@ -93,6 +93,12 @@ EVICT_FIRST_MIN_N = 1 << 18
 evict-first cache hint (every byte is touched once); below it ``x`` may stay in L2 for the backward's
 re-read. The Pallas kernels' rule, measured there (BENCHMARKS.md)."""
 
+TUNING_VARS = tuple(f"SPIKEJAX_TRITON_{name}" for name in (
+    "FWD_BLOCK", "FWD_WARPS", "BWD_BLOCK", "BWD_WARPS", "CHUNK", "CHECKPOINT", "EVICT", "STAGES_FWD",
+    "STAGES_BWD"))
+"""The environment variables that override the launch choices (read when a scan is called; see
+:func:`default_tiling`, :func:`_evict`, :func:`_stages`)."""
+
 SHORT_T = 16
 """From :data:`EVICT_FIRST_MIN_N` neurons on, a forward over fewer steps than this runs as one chunk
 per program with larger blocks (as in Pallas), and without the evict-first hint."""
@@ -564,7 +570,7 @@ class _Config(NamedTuple):
     surrogate: int
     return_membrane: bool
     save_residuals: bool = True  # the forward writes the backward's checkpoints (off for forward-only calls)
-    tuning: tuple[tuple[str, str], ...] = ()  # SPIKEJAX_TRITON_* overrides at call time (cache key)
+    tuning: tuple[tuple[str, str], ...] = ()  # the TUNING_VARS set at call time (a cache key)
 
 
 def _config(kind: str, levels: int, adaptive: bool, decay_input: bool, reset: str,
@@ -581,7 +587,7 @@ def _config(kind: str, levels: int, adaptive: bool, decay_input: bool, reset: st
         raise ValueError(f"levels: expected an integer >= 1, got {levels!r}")
     if reset_delay and adaptive:
         raise ValueError("reset_delay: the delayed (snnTorch) reset is not defined for adaptive neurons")
-    tuning = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("SPIKEJAX_TRITON_")))
+    tuning = tuple((k, os.environ[k]) for k in TUNING_VARS if k in os.environ)
     return _Config(KINDS.index(kind), int(levels) if kind == "multilevel" else 1, bool(adaptive),
                    bool(decay_input), RESETS.index(reset), bool(detach_reset), bool(reset_delay),
                    SURROGATES.index(surrogate), bool(return_membrane), bool(save_residuals), tuning)
@@ -641,7 +647,7 @@ def default_tiling(T: int, n: int, which: str = "fwd", itemsize: int = 4,
     each thread keeps 2 x 16 rows of x and g_s in flight (512 x 16K f32: 0.056 ms vs 0.093 ms with
     K = 8 and 64 neurons); the forward runs 64 neurons per one-warp program in 32-step chunks
     (32 x 64K f32: 0.014 ms vs 0.019 ms with 128 neurons and 2 warps).
-    ``tuning`` (the ``SPIKEJAX_TRITON_*`` environment when the scan was called, see :func:`_config`):
+    ``tuning`` (the :data:`TUNING_VARS` set when the scan was called, see :func:`_config`):
     ``SPIKEJAX_TRITON_{FWD,BWD}_BLOCK`` / ``_{FWD,BWD}_WARPS``, ``SPIKEJAX_TRITON_CHUNK`` (forward) and
     ``SPIKEJAX_TRITON_CHECKPOINT`` (both passes) override it.
     """
