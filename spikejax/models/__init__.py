@@ -1,0 +1,15 @@
+"""The spikejax model zoo: ``list_models()``, ``create(name, **overrides)``.
+
+Names and keyword arguments follow SpikingJelly 2.0's builders
+(``spikingjelly.activation_based.model``): ``spikformer_cifar10``, ``spikformer_ti``,
+``spikformer_s``, ``sdt_8_384``, ``qkformer_10_384``, the ResNets and VGGs, plus spikejax's own
+``spikformer`` / ``spiking_lm`` (:class:`~spikejax.nn.Spikformer` / :class:`~spikejax.nn.SpikingLM`,
+keyword arguments = their config fields). Vision models take ``images[B, H, W, C]`` (NHWC,
+direct-encoded over ``T``) or ``[T, B, H, W, C]`` and return ``logits[B, num_classes]``
+averaged over T. SpikingJelly checkpoints load with :func:`spikejax.interop.load_spikingjelly`.
+"""
+
+from spikejax.models import builtin  # noqa: F401  (registers spikformer, spiking_lm)
+from spikejax.models.registry import create, get_builder, list_models, register
+
+__all__ = ["create", "get_builder", "list_models", "register"]
