@@ -1,0 +1,375 @@
+"""Stateless layers with a leading time axis: conv, BatchNorm variants, pooling, flatten, linear.
+
+Every layer maps ``x[T, B, ...]`` to ``y[T, B, ...]``. The image layout is NHWC with time first,
+``[T, B, H, W, C]``; sequence layers (:class:`Conv1d`) take ``[T, B, L, C]``; :class:`Linear`
+acts on the last axis of any rank. Weight-sharing layers (conv, pooling, linear,
+:class:`BatchNorm`) fold ``T`` into the batch (``[T*B, ...]``), which is what SpikingJelly's
+``layer.*`` modules do in multi-step mode (``step_mode="m"``), so ``BatchNorm`` normalises over
+``T*B*H*W`` per channel. The time-aware normalisations:
+
+- :class:`TEBN` (temporal effective BN, Duan et al. 2022): ``y_t = p_t · BN_{T·B}(x)_t``,
+  one learnable scalar ``p_t`` per step (SpikingJelly ``TemporalEffectiveBatchNorm2d``);
+- :class:`TDBN` (threshold-dependent BN, Zheng et al. 2021): BN over ``T·B`` with the scale
+  initialised to ``α·V_th`` (SpikingJelly ``ThresholdDependentBatchNorm2d``);
+- :class:`BNTT` (BN through time, Kim & Panda 2021): separate statistics and scale per step,
+  no bias (SpikingJelly ``BatchNormThroughTime2d``).
+
+BatchNorm follows PyTorch's statistics exactly (SpikingJelly's checkpoints hold them): training
+normalises with the biased batch variance and updates ``mean <- m·mean + (1-m)·μ``,
+``var <- m·var + (1-m)·σ²·n/(n-1)`` (unbiased) with the NNX convention ``momentum = m = 0.9``
+(PyTorch's ``momentum=0.1``), and counts ``num_batches_tracked``. ``model.eval()`` /
+``model.train()`` switch ``use_running_average`` as for ``nnx.BatchNorm``.
+
+Convolution padding and pooling follow PyTorch: integer padding on both sides, max pooling pads
+with ``-inf``, average pooling counts the padding (``count_include_pad=True``), and
+:class:`AdaptiveAvgPool2d` uses PyTorch's bins ``[floor(i·H/h), ceil((i+1)·H/h))``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+Array = jax.Array
+IntPair = int | Sequence[int]
+
+__all__ = [
+    "Conv2d",
+    "Conv1d",
+    "Linear",
+    "BatchNorm",
+    "TEBN",
+    "TDBN",
+    "BNTT",
+    "MaxPool2d",
+    "AvgPool2d",
+    "AdaptiveAvgPool2d",
+    "Flatten",
+    "fold_time",
+    "torch_default_init",
+]
+
+# PyTorch's default conv / linear initialisation: kaiming_uniform(a=sqrt(5)) = U(±1/sqrt(fan_in))
+torch_default_init = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def _pair(name: str, value: IntPair, *, low: int = 1) -> tuple[int, int]:
+    if isinstance(value, bool):
+        raise TypeError(f"{name}: expected an int or a pair of ints, got {value!r}")
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= low for v in pair):
+        raise ValueError(f"{name}: expected an int >= {low} or a pair of them, got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+def _positive(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    return value
+
+
+def _check_rank(layer: str, x, rank: int, layout: str) -> Array:
+    if not hasattr(x, "ndim") or x.ndim != rank:
+        raise ValueError(f"x: {layer} expects {layout} (rank {rank}), got shape {getattr(x, 'shape', None)}")
+    return x
+
+
+def _check_channels(layer: str, x: Array, channels: int) -> None:
+    if x.shape[-1] != channels:
+        raise ValueError(f"x: {layer} was built for {channels} channels (last axis), got shape {tuple(x.shape)}")
+
+
+def fold_time(fn, x: Array) -> Array:
+    """Apply ``fn`` to ``x[T, B, ...]`` folded to ``[T*B, ...]`` and unfold its result to ``[T, B, ...]``."""
+    T, B = x.shape[:2]
+    y = fn(x.reshape((T * B,) + x.shape[2:]))
+    return y.reshape((T, B) + y.shape[1:])
+
+
+# --- convolution and linear ----------------------------------------------------------------------
+
+class Conv2d(nnx.Module):
+    """2-d convolution shared over time: ``x[T, B, H, W, C_in] -> y[T, B, H', W', C_out]``.
+
+    ``kernel[kh, kw, C_in/groups, C_out]`` (HWIO; PyTorch's OIHW transposed), ``bias[C_out]`` when
+    ``use_bias``. Integer ``padding`` pads both sides (PyTorch's semantics);
+    ``H' = floor((H + 2p - d(k-1) - 1)/s) + 1``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair, *, stride: IntPair = 1,
+                 padding: IntPair = 0, dilation: IntPair = 1, groups: int = 1, use_bias: bool = True,
+                 kernel_init=torch_default_init, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+        self.in_channels = _positive("in_channels", in_channels)
+        self.out_channels = _positive("out_channels", out_channels)
+        groups = _positive("groups", groups)
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"groups: {groups} must divide in_channels={in_channels} and out_channels={out_channels}")
+        pad = _pair("padding", padding, low=0)
+        fan_in = (in_channels // groups) * math.prod(_pair("kernel_size", kernel_size))
+        bound = 1.0 / math.sqrt(fan_in)
+        self.conv = nnx.Conv(
+            in_channels, out_channels, _pair("kernel_size", kernel_size), strides=_pair("stride", stride),
+            padding=[(pad[0], pad[0]), (pad[1], pad[1])], kernel_dilation=_pair("dilation", dilation),
+            feature_group_count=groups, use_bias=bool(use_bias), kernel_init=kernel_init,
+            bias_init=lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -bound, bound),
+            dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+    def __call__(self, x: Array) -> Array:
+        _check_rank("Conv2d", x, 5, "[T, B, H, W, C]")
+        _check_channels("Conv2d", x, self.in_channels)
+        return fold_time(self.conv, x)
+
+
+class Conv1d(nnx.Module):
+    """1-d convolution over positions, shared over time: ``x[T, B, L, C_in] -> y[T, B, L', C_out]``.
+
+    ``kernel[k, C_in/groups, C_out]`` (PyTorch's ``[C_out, C_in/groups, k]`` transposed),
+    ``bias[C_out]``; integer ``padding`` on both sides.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1,
+                 padding: int = 0, dilation: int = 1, groups: int = 1, use_bias: bool = True,
+                 kernel_init=torch_default_init, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+        self.in_channels = _positive("in_channels", in_channels)
+        self.out_channels = _positive("out_channels", out_channels)
+        groups = _positive("groups", groups)
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"groups: {groups} must divide in_channels={in_channels} and out_channels={out_channels}")
+        pad = _pair("padding", padding, low=0)[0]
+        bound = 1.0 / math.sqrt((in_channels // groups) * _positive("kernel_size", kernel_size))
+        self.conv = nnx.Conv(
+            in_channels, out_channels, (kernel_size,), strides=(_positive("stride", stride),),
+            padding=[(pad, pad)], kernel_dilation=(_positive("dilation", dilation),), feature_group_count=groups,
+            use_bias=bool(use_bias), kernel_init=kernel_init,
+            bias_init=lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -bound, bound),
+            dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+    def __call__(self, x: Array) -> Array:
+        _check_rank("Conv1d", x, 4, "[T, B, L, C]")
+        _check_channels("Conv1d", x, self.in_channels)
+        return fold_time(self.conv, x)
+
+
+class Linear(nnx.Module):
+    """Dense layer on the last axis: ``x[..., in] -> x @ kernel + bias``, ``kernel[in, out]``
+    (PyTorch's ``weight[out, in]`` transposed), PyTorch's default initialisation."""
+
+    def __init__(self, in_features: int, out_features: int, *, use_bias: bool = True,
+                 kernel_init=torch_default_init, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+        self.in_features = _positive("in_features", in_features)
+        self.out_features = _positive("out_features", out_features)
+        bound = 1.0 / math.sqrt(in_features)
+        self.linear = nnx.Linear(
+            in_features, out_features, use_bias=bool(use_bias), kernel_init=kernel_init,
+            bias_init=lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -bound, bound),
+            dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+    def __call__(self, x: Array) -> Array:
+        if not hasattr(x, "ndim") or x.ndim < 1 or x.shape[-1] != self.in_features:
+            raise ValueError(f"x: Linear expects [..., {self.in_features}], got shape {getattr(x, 'shape', None)}")
+        return self.linear(x)
+
+
+# --- normalisation ---------------------------------------------------------------------------------
+
+def _batch_moments(x: Array, axes: tuple[int, ...]) -> tuple[Array, Array, int]:
+    """Mean and biased variance over ``axes`` in float32, and the element count per channel."""
+    xf = x.astype(jnp.float32)
+    mean = xf.mean(axis=axes)
+    var = jnp.square(xf - jnp.expand_dims(mean, axes)).mean(axis=axes)
+    n = math.prod(x.shape[a] for a in axes)
+    return mean, var, n
+
+
+class _BatchNormBase(nnx.Module):
+    """Shared parts: parameters ``scale``/``bias``, batch statistics ``mean``/``var`` and the
+    ``num_batches_tracked`` counter, the running-statistics update."""
+
+    def __init__(self, num_features: int, stat_shape: tuple[int, ...], *, epsilon: float, momentum: float,
+                 use_bias: bool, use_running_average: bool, scale_value: float = 1.0):
+        self.num_features = _positive("num_features", num_features)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum: expected NNX's convention in [0, 1) (PyTorch's 0.1 is 0.9), got {momentum}")
+        if not epsilon > 0:
+            raise ValueError(f"epsilon: expected > 0, got {epsilon}")
+        self.epsilon = float(epsilon)
+        self.momentum = float(momentum)
+        self.use_running_average = bool(use_running_average)
+        self.scale = nnx.Param(jnp.full(stat_shape, scale_value, jnp.float32))
+        self.bias = nnx.Param(jnp.zeros(stat_shape, jnp.float32)) if use_bias else None
+        self.mean = nnx.BatchStat(jnp.zeros(stat_shape, jnp.float32))
+        self.var = nnx.BatchStat(jnp.ones(stat_shape, jnp.float32))
+        self.num_batches_tracked = nnx.BatchStat(jnp.zeros((), jnp.int32))
+
+    def _normalize(self, x: Array, axes: tuple[int, ...], bshape: tuple[int, ...]) -> Array:
+        """``(x - μ) / sqrt(σ² + ε) · scale + bias`` with batch or running moments, in x's dtype."""
+        if self.use_running_average:
+            mean, var = self.mean[...], self.var[...]
+        else:
+            mean, var, n = _batch_moments(x, axes)
+            m = self.momentum
+            unbiased = var * (n / (n - 1)) if n > 1 else var
+            self.mean[...] = m * self.mean[...] + (1.0 - m) * jax.lax.stop_gradient(mean)
+            self.var[...] = m * self.var[...] + (1.0 - m) * jax.lax.stop_gradient(unbiased)
+            self.num_batches_tracked[...] = self.num_batches_tracked[...] + 1
+        mul = jax.lax.rsqrt(var + self.epsilon) * self.scale[...]
+        add = -mean * mul if self.bias is None else self.bias[...] - mean * mul
+        y = x.astype(jnp.float32) * mul.reshape(bshape) + add.reshape(bshape)
+        return y.astype(x.dtype)
+
+
+class BatchNorm(_BatchNormBase):
+    """BatchNorm over every axis but the last (channels): ``x[T, B, ..., C] -> y`` of the same shape.
+
+    ``y = (x - μ_c) / sqrt(σ²_c + ε) · scale_c + bias_c`` with ``μ, σ²`` over ``T·B·...`` in training
+    (SpikingJelly's ``layer.BatchNorm1d/2d/3d`` in multi-step mode) or the running statistics
+    (``use_running_average``, set by ``model.eval()``). ``momentum`` uses NNX's convention (0.9 =
+    PyTorch's 0.1); the running variance is the unbiased one, as PyTorch's.
+    """
+
+    def __init__(self, num_features: int, *, epsilon: float = 1e-5, momentum: float = 0.9, use_bias: bool = True,
+                 use_running_average: bool = False, scale_init: float = 1.0):
+        super().__init__(num_features, (num_features,), epsilon=epsilon, momentum=momentum, use_bias=use_bias,
+                         use_running_average=use_running_average, scale_value=scale_init)
+
+    def __call__(self, x: Array) -> Array:
+        if not hasattr(x, "ndim") or x.ndim < 2:
+            raise ValueError(f"x: BatchNorm expects [T, B, ..., C], got shape {getattr(x, 'shape', None)}")
+        _check_channels(type(self).__name__, x, self.num_features)
+        return self._normalize(x, tuple(range(x.ndim - 1)), (self.num_features,))
+
+
+class TDBN(BatchNorm):
+    """Threshold-dependent BatchNorm (tdBN, Zheng et al. 2021): :class:`BatchNorm` over ``T·B·...``
+    with ``scale`` initialised to ``alpha · v_threshold`` (SpikingJelly's
+    ``ThresholdDependentBatchNorm2d(alpha, v_th, C)``)."""
+
+    def __init__(self, num_features: int, *, alpha: float = 1.0, v_threshold: float = 1.0, epsilon: float = 1e-5,
+                 momentum: float = 0.9, use_running_average: bool = False):
+        super().__init__(num_features, epsilon=epsilon, momentum=momentum,
+                         use_running_average=use_running_average, scale_init=float(alpha) * float(v_threshold))
+        self.alpha = float(alpha)
+        self.v_threshold = float(v_threshold)
+
+
+class TEBN(BatchNorm):
+    """Temporal effective BatchNorm (Duan et al. 2022): ``y_t = time_scale_t · BN(x)_t``.
+
+    :class:`BatchNorm` over ``T·B·...`` followed by one learnable scalar per time step,
+    ``time_scale[T]`` (init 1; SpikingJelly's ``TemporalEffectiveBatchNorm2d(T, C)``, its ``scale``).
+    Inputs must have exactly ``T`` steps.
+    """
+
+    def __init__(self, time_steps: int, num_features: int, *, epsilon: float = 1e-5, momentum: float = 0.9,
+                 use_running_average: bool = False):
+        super().__init__(num_features, epsilon=epsilon, momentum=momentum, use_running_average=use_running_average)
+        self.time_steps = _positive("time_steps", time_steps)
+        self.time_scale = nnx.Param(jnp.ones((time_steps,), jnp.float32))
+
+    def __call__(self, x: Array) -> Array:
+        if hasattr(x, "ndim") and x.ndim >= 2 and x.shape[0] != self.time_steps:
+            raise ValueError(f"x: TEBN was built for T={self.time_steps} steps, got shape {tuple(x.shape)}")
+        y = super().__call__(x)
+        return y * self.time_scale[...].reshape((-1,) + (1,) * (x.ndim - 1)).astype(y.dtype)
+
+
+class BNTT(_BatchNormBase):
+    """BatchNorm through time (BNTT, Kim & Panda 2021): one BatchNorm per time step, no bias.
+
+    ``y_t = (x_t - μ_{t,c}) / sqrt(σ²_{t,c} + ε) · scale_{t,c}`` with statistics over ``B·...`` of
+    step ``t``; ``scale, mean, var`` are ``[T, C]`` (SpikingJelly's ``BatchNormThroughTime2d(T, C)``,
+    its ``bn_list.t``). ``num_batches_tracked`` counts forwards (one per step in SpikingJelly).
+    """
+
+    def __init__(self, time_steps: int, num_features: int, *, epsilon: float = 1e-5, momentum: float = 0.9,
+                 use_running_average: bool = False):
+        self.time_steps = _positive("time_steps", time_steps)
+        super().__init__(num_features, (time_steps, num_features), epsilon=epsilon, momentum=momentum,
+                         use_bias=False, use_running_average=use_running_average)
+
+    def __call__(self, x: Array) -> Array:
+        if not hasattr(x, "ndim") or x.ndim < 3 or x.shape[0] != self.time_steps:
+            raise ValueError(f"x: BNTT expects [T={self.time_steps}, B, ..., C], got shape {getattr(x, 'shape', None)}")
+        _check_channels("BNTT", x, self.num_features)
+        bshape = (self.time_steps,) + (1,) * (x.ndim - 2) + (self.num_features,)
+        return self._normalize(x, tuple(range(1, x.ndim - 1)), bshape)
+
+
+# --- pooling and flatten ---------------------------------------------------------------------------
+
+class MaxPool2d(nnx.Module):
+    """Max pooling shared over time: ``x[T, B, H, W, C] -> [T, B, H', W', C]`` (padding with -inf,
+    ``stride`` defaults to ``kernel_size``, PyTorch's semantics without ``ceil_mode``)."""
+
+    def __init__(self, kernel_size: IntPair, stride: IntPair | None = None, padding: IntPair = 0):
+        self.kernel_size = _pair("kernel_size", kernel_size)
+        self.stride = self.kernel_size if stride is None else _pair("stride", stride)
+        self.padding = _pair("padding", padding, low=0)
+
+    def __call__(self, x: Array) -> Array:
+        _check_rank("MaxPool2d", x, 5, "[T, B, H, W, C]")
+        pad = [(p, p) for p in self.padding]
+        return fold_time(lambda y: nnx.max_pool(y, self.kernel_size, self.stride, pad), x)
+
+
+class AvgPool2d(nnx.Module):
+    """Average pooling shared over time: ``x[T, B, H, W, C] -> [T, B, H', W', C]`` (zero padding
+    counted in the mean, PyTorch's default ``count_include_pad=True``)."""
+
+    def __init__(self, kernel_size: IntPair, stride: IntPair | None = None, padding: IntPair = 0,
+                 count_include_pad: bool = True):
+        self.kernel_size = _pair("kernel_size", kernel_size)
+        self.stride = self.kernel_size if stride is None else _pair("stride", stride)
+        self.padding = _pair("padding", padding, low=0)
+        self.count_include_pad = bool(count_include_pad)
+
+    def __call__(self, x: Array) -> Array:
+        _check_rank("AvgPool2d", x, 5, "[T, B, H, W, C]")
+        pad = [(p, p) for p in self.padding]
+        return fold_time(lambda y: nnx.avg_pool(y, self.kernel_size, self.stride, pad,
+                                                count_include_pad=self.count_include_pad), x)
+
+
+def _adaptive_matrix(size_in: int, size_out: int) -> np.ndarray:
+    """``[size_out, size_in]`` averaging weights of PyTorch's adaptive bins."""
+    m = np.zeros((size_out, size_in), np.float32)
+    for i in range(size_out):
+        lo, hi = (i * size_in) // size_out, -(-((i + 1) * size_in) // size_out)
+        m[i, lo:hi] = 1.0 / (hi - lo)
+    return m
+
+
+class AdaptiveAvgPool2d(nnx.Module):
+    """Adaptive average pooling to ``output_size`` ``(h, w)``: ``x[T, B, H, W, C] -> [T, B, h, w, C]``
+    with PyTorch's bins (``(1, 1)``: the spatial mean)."""
+
+    def __init__(self, output_size: IntPair):
+        self.output_size = _pair("output_size", output_size)
+
+    def __call__(self, x: Array) -> Array:
+        _check_rank("AdaptiveAvgPool2d", x, 5, "[T, B, H, W, C]")
+        H, W = x.shape[2:4]
+        h, w = self.output_size
+        if (h, w) == (1, 1):
+            return x.mean(axis=(2, 3), keepdims=True)
+        if H % h == 0 and W % w == 0:
+            kh, kw = H // h, W // w
+            return x.reshape(x.shape[:2] + (h, kh, w, kw, x.shape[-1])).mean(axis=(3, 5))
+        mh = jnp.asarray(_adaptive_matrix(H, h), x.dtype)
+        mw = jnp.asarray(_adaptive_matrix(W, w), x.dtype)
+        return jnp.einsum("ih,jw,tbhwc->tbijc", mh, mw, x)
+
+
+class Flatten(nnx.Module):
+    """``x[T, B, ...] -> x[T, B, prod(...)]`` in NHWC order (``h, w, c``; PyTorch flattens ``c, h, w``,
+    so a Linear after it reads a permuted weight: see the model key maps)."""
+
+    def __call__(self, x: Array) -> Array:
+        if not hasattr(x, "ndim") or x.ndim < 3:
+            raise ValueError(f"x: Flatten expects [T, B, ...], got shape {getattr(x, 'shape', None)}")
+        return x.reshape(x.shape[:2] + (-1,))
