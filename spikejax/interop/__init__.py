@@ -8,8 +8,17 @@
   that load those state dicts with ``strict=True`` and compute the same outputs and gradients.
 - :mod:`spikejax.interop.nir` (needs ``nir``): NIR export / import of feed-forward Linear/Conv +
   LIF/IF/LI networks.
+- :func:`load_spikingjelly` / :func:`export_spikingjelly` (:mod:`spikejax.interop.spikingjelly`):
+  SpikingJelly 2.0 model-zoo checkpoints into spikejax zoo models and back (strict key checks).
 """
 
+from spikejax.interop.spikingjelly import (
+    export_spikingjelly,
+    load_spikingjelly,
+    load_spikingjelly_state_dict,
+    read_spikingjelly,
+    to_spikingjelly_state_dict,
+)
 from spikejax.interop.torch_export import (
     StateDictError,
     export_torch,
@@ -23,11 +32,16 @@ from spikejax.interop.torch_export import (
 
 __all__ = [
     "StateDictError",
+    "export_spikingjelly",
     "export_torch",
     "import_torch",
+    "load_spikingjelly",
+    "load_spikingjelly_state_dict",
     "load_torch_state_dict",
     "read_config",
+    "read_spikingjelly",
     "read_state_dict",
+    "to_spikingjelly_state_dict",
     "to_torch_state_dict",
     "torch_key_map",
 ]
