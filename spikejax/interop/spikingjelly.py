@@ -3,17 +3,18 @@
     model = load_spikingjelly("spikformer_cifar10", "ckpt.pth", num_classes=10)   # .pth or a state dict
     state = export_spikingjelly(model, "spikejax.pth")   # loads into SpikingJelly's class, strict=True
 
-Key names: a zoo model's NNX module tree mirrors SpikingJelly's module tree, so its PyTorch-style
-key map (:func:`spikejax.interop.torch_key_map`: dotted module paths, ``nnx.Conv`` kernels HWIO /
-``[K, I, O]`` <-> OIHW / ``[O, I, K]``, ``nnx.Linear`` ``[in, out]`` <-> ``[out, in]``, BatchNorm
-``scale/bias/mean/var`` <-> ``weight/bias/running_mean/running_var``) *is* SpikingJelly's
-``state_dict`` layout. A model family whose tree cannot mirror SpikingJelly's defines a method
-``spikingjelly_keys(self) -> dict[str, entry]`` (SpikingJelly key -> the entry of
-:func:`~spikejax.interop.torch_key_map` it fills) next to the model; this module has no per-model
-branches.
+Key names: a zoo model's NNX module tree mirrors SpikingJelly's module tree, so its PyTorch key map
+(:func:`mirrored_key_map`: dotted module paths, ``nnx.Conv`` kernels HWIO / ``[K, I, O]`` <-> OIHW /
+``[O, I, K]``, ``nnx.Linear`` ``[in, out]`` <-> ``[out, in]``, BatchNorm
+``scale/bias/mean/var/num_batches_tracked`` <-> ``weight/bias/running_mean/running_var/
+num_batches_tracked``) *is* SpikingJelly's ``state_dict`` layout. A model family whose tree cannot
+mirror SpikingJelly's defines a method ``spikingjelly_keys(self) -> dict[str, entry]``
+(SpikingJelly key -> an entry of :func:`mirrored_key_map`) next to the model; this module has no
+per-model branches.
 
-``num_batches_tracked`` (SpikingJelly's BatchNorm counter; with its momentum 0.1 it never enters the
-computation) has no NNX counterpart: accepted and ignored on load, written as 0 on export. Neuron
+``num_batches_tracked`` is optional on load (SpikingJelly's momentum 0.1 never reads it); the
+BatchNorms of :mod:`spikejax.nn.temporal` carry it (an int32 ``BatchStat``, exported as int64), a
+plain ``nnx.BatchNorm`` exports 0. Neuron
 settings (τ, thresholds, resets, detach_reset) are not in a SpikingJelly ``state_dict``; they are the
 builder's, so ``load_spikingjelly(name, ...)`` uses the settings of SpikingJelly's builder ``name``.
 
@@ -39,11 +40,11 @@ from spikejax.interop.torch_export import (
     _from_torch_layout,
     _host,
     _to_torch_layout,
-    torch_key_map,
 )
 
 __all__ = [
     "spikingjelly_key_map",
+    "mirrored_key_map",
     "unwrap_state_dict",
     "read_spikingjelly",
     "load_spikingjelly_state_dict",
@@ -59,12 +60,53 @@ _PREFIXES = ("module.", "_orig_mod.")
 def spikingjelly_key_map(model: nnx.Module) -> dict[str, _Entry]:
     """SpikingJelly ``state_dict`` key -> entry (NNX variable + layout) for every key of ``model``.
 
-    The model's own ``spikingjelly_keys()`` if it defines one, else its PyTorch-style key map
-    (module paths mirror SpikingJelly's)."""
+    The model's own ``spikingjelly_keys()`` if it defines one, else :func:`mirrored_key_map`."""
     if not isinstance(model, nnx.Module):
         raise TypeError(f"model: expected a flax.nnx.Module, got {type(model)!r}")
     keys = getattr(model, "spikingjelly_keys", None)
-    return dict(keys()) if callable(keys) else torch_key_map(model)
+    return dict(keys()) if callable(keys) else mirrored_key_map(model)
+
+
+def mirrored_key_map(model: nnx.Module) -> dict[str, _Entry]:
+    """The PyTorch key map of a model whose module tree mirrors the PyTorch one, in model order.
+
+    Dotted module paths are the key prefixes; the one-layer wrappers of :mod:`spikejax.nn.temporal`
+    (``Conv2d.conv``, ``Conv1d.conv``, ``Linear.linear``) add no name. Variables are renamed by
+    their module's type: ``nnx.Conv`` ``kernel`` -> ``weight`` (``[kh, kw, I, O]`` / ``[k, I, O]``
+    <-> OIHW / ``[O, I, k]``), ``nnx.Linear`` ``kernel`` -> ``weight`` (transposed), BatchNorm
+    (``nnx.BatchNorm`` and the temporal ones) ``scale/bias/mean/var/num_batches_tracked`` ->
+    ``weight/bias/running_mean/running_var/num_batches_tracked``; any other ``nnx.Param`` /
+    ``nnx.BatchStat`` keeps its name."""
+    from spikejax.nn import temporal
+
+    nodes = list(nnx.iter_graph(model))
+    modules = {path: node for path, node in nodes if isinstance(node, nnx.Module)}
+    wrappers = {temporal.Conv2d: "conv", temporal.Conv1d: "conv", temporal.Linear: "linear"}
+    out: dict[str, _Entry] = {}
+    for path, variable in nodes:
+        if not isinstance(variable, (nnx.Param, nnx.BatchStat)):
+            continue
+        *prefix, name = (str(p) for p in path)
+        parent = modules.get(tuple(path[:-1]))
+        grand = modules.get(tuple(path[:-2])) if len(path) >= 2 else None
+        if grand is not None and wrappers.get(type(grand)) == prefix[-1]:
+            prefix = prefix[:-1]
+        layout = "identity"
+        if isinstance(parent, (nnx.Conv, nnx.Linear)) and name == "kernel":
+            name, layout = "weight", "conv" if isinstance(parent, nnx.Conv) else "linear"
+        elif isinstance(parent, (nnx.BatchNorm, temporal._BatchNormBase)):
+            name = _BN_NAMES.get(name, name)
+            layout = "counter" if name == "num_batches_tracked" else layout
+        key = ".".join([*prefix, name])
+        if key in out:
+            raise ValueError(f"model: two variables map to the PyTorch key {key!r}")
+        out[key] = _Entry(variable, layout, ".".join(str(p) for p in path))
+        if isinstance(parent, nnx.BatchNorm) and name == "running_var":  # no NNX counter: exported as 0
+            out[".".join([*prefix, "num_batches_tracked"])] = _Entry(None, "counter", out[key].nnx_path)
+    return out
+
+
+_BN_NAMES = {"scale": "weight", "mean": "running_mean", "var": "running_var"}
 
 
 def unwrap_state_dict(obj: Any) -> dict[str, Any]:
@@ -125,7 +167,7 @@ def load_spikingjelly_state_dict(model: nnx.Module, state_dict: Mapping[str, Any
     """
     sd = unwrap_state_dict(state_dict)
     entries = spikingjelly_key_map(model)
-    missing = [k for k, e in entries.items() if k not in sd and e.variable is not None]
+    missing = [k for k, e in entries.items() if k not in sd and e.layout != "counter"]
     unexpected = [k for k in sd if k not in entries]
     mis_shaped: list[str] = []
     updates: list[tuple[nnx.Variable, np.ndarray]] = []
@@ -189,7 +231,8 @@ def to_spikingjelly_state_dict(model: nnx.Module) -> dict[str, np.ndarray]:
         if entry.variable is None:
             out[key] = np.zeros((), np.int64)
         else:
-            out[key] = _to_torch_layout(_host(entry.variable.get_value()), entry.layout)
+            value = _to_torch_layout(_host(entry.variable.get_value()), entry.layout).reshape(entry.torch_shape())
+            out[key] = value.astype(np.int64) if value.dtype.kind in "iu" else value
     return out
 
 
