@@ -7,14 +7,16 @@ surrogate gradients; see :mod:`spikejax.neurons`, :mod:`spikejax.surrogate` and
 
 from spikejax import encoding, nn, surrogate
 from spikejax.backends import available_backends
-from spikejax.neurons import NeuronState, alif, if_, lif, multilevel, plif, ternary
+from spikejax.neurons import CustomNeuron, NeuronState, alif, custom_neuron, if_, lif, multilevel, plif, ternary
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CustomNeuron",
     "NeuronState",
     "alif",
     "available_backends",
+    "custom_neuron",
     "encoding",
     "if_",
     "lif",

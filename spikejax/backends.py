@@ -1,38 +1,25 @@
-"""The one dispatch point of the neuron scan: ``xla`` (the ``lax.scan`` reference), ``pallas``,
+"""The one dispatch point of every neuron scan: ``xla``, ``pallas``, ``pallas_interpret``,
 ``triton`` and ``auto``.
 
-Every neuron in :mod:`spikejax.neurons` is the generalized scan below over a flattened
-``x[T, M]`` with state ``v[M]`` (and adaptation ``a[M]``) and per-neuron parameters
-``beta, threshold, adapt_scale, adapt_decay, alpha`` (all ``[M]``, float32). Update order with
-``reset_delay=False`` (SpikingJelly's order), at step t::
+A neuron is a step function ``step(params, state, x_t) -> (s_t, new_state)`` (the built-in ones in
+:mod:`spikejax.neurons.steps`, a user's through :func:`spikejax.custom_neuron`). :func:`scan` runs
+it over a flattened ``x[T, M]``:
 
-    H_t  = β V_{t-1} + γ X_t                 γ = 1 - β if decay_input else 1
-    θ_t  = θ + b a_{t-1}                      (adaptive; else θ_t = θ)
-    S_t  = spike(H_t - θ_t)                   binary: Θ(·); ternary: Θ(H-θ) - Θ(-H-θ);
-                                              multilevel: Σ_{k=1..L} Θ(H - kθ)
-    V_t  = H_t - θ_t S_t   (subtract) | H_t (1 - F_t) (zero) | H_t (none)
-    a_t  = ρ a_{t-1} + S_t                    (adaptive)
-
-with ``F_t`` the 0/1 "fired" indicator (Θ(H-θ), plus Θ(-H-θ) for ternary) and ``S_t``, ``F_t``
-replaced by ``stop_gradient`` copies in the reset terms when ``detach_reset``. With
-``reset_delay=True`` (snnTorch's order) the reset of a spike is applied on the next step,
-undecayed, and the membrane returned is the un-reset one::
-
-    S'_{t-1} = spike(V_{t-1} - θ)
-    H_t  = β V_{t-1} + γ X_t - θ S'_{t-1}  (subtract) | β V_{t-1}(1 - F'_{t-1}) + γ X_t (zero)
-    V_t  = H_t,  S_t = spike(V_t - θ)
-
-Kernel backends (Pallas, Triton) implement a forward and a backward of this contract::
+* ``xla``: ``lax.scan`` of the step, differentiated by JAX through the surrogates' own
+  ``custom_vjp``: the reference every kernel is tested against;
+* ``pallas`` (GPU) / ``pallas_interpret`` (anywhere, slowly): the generic fused engine of
+  :mod:`pallas_kernels.engine`, forward and backward derived from the same step;
+* ``triton``: the hand-written Triton kernels of the built-in neurons (:mod:`triton_kernels`), which
+  restate the built-in equations on purpose (a second implementation, tested against ``xla``)
+  through the contract::
 
     forward(x, v0, a0, beta, threshold, adapt_scale, adapt_decay, alpha, **config)
         -> (s[T,M] in x.dtype, v_T[M] f32, a_T[M] f32, v_seq[T,M] f32 or None, residuals)
     backward(residuals, g_s, g_vT, g_aT, g_vseq or None, **config)
         -> (g_x, g_v0, g_a0, g_beta, g_threshold, g_adapt_scale, g_adapt_decay, g_alpha)
 
-where ``config`` is :meth:`ScanSpec.kernel_config` (plain Python values) and the parameter
-gradients are per neuron ``[M]`` (summed over time inside the kernel). This module owns the one
-``jax.custom_vjp`` around them; the ``xla`` reference is differentiated by JAX itself through the
-surrogate's own ``custom_vjp``, so it is an independent check of every kernel backward.
+  with ``config`` = :meth:`ScanSpec.kernel_config`, behind the one ``jax.custom_vjp`` here;
+* ``auto``: the measured-fastest backend for the platform and shape (:func:`auto_choice`).
 """
 
 from __future__ import annotations
@@ -40,51 +27,20 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
-import os
 from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from spikejax import surrogate as _surrogate
+from spikejax.neurons.steps import KINDS, RESETS, ScanParams, ScanSpec, builtin_step
 
 Array = jax.Array
 
 BACKENDS = ("xla", "pallas", "triton", "auto", "pallas_interpret")
-RESETS = ("subtract", "zero", "none")
-KINDS = ("binary", "ternary", "multilevel")
 
-
-@dataclasses.dataclass(frozen=True)
-class ScanSpec:
-    """Static options of the generalized neuron scan (hashable; compile-time flags)."""
-
-    kind: str = "binary"
-    levels: int = 1
-    adaptive: bool = False
-    decay_input: bool = False
-    reset: str = "subtract"
-    detach_reset: bool = False
-    reset_delay: bool = False
-    surrogate: str = "atan"
-    return_membrane: bool = False
-
-    def kernel_config(self) -> dict:
-        """The options as plain keyword arguments for the kernel packages."""
-        return dataclasses.asdict(self)
-
-
-class ScanParams(NamedTuple):
-    """The neurons' parameters, float32: each ``[M]`` (per neuron), or all five ``[1]`` (one value for
-    every neuron; kernels that take that form skip the ``[M]`` parameter streams, the others get
-    them broadcast by :func:`neuron_scan`)."""
-
-    beta: Array
-    threshold: Array
-    adapt_scale: Array
-    adapt_decay: Array
-    alpha: Array
+__all__ = ["BACKENDS", "KINDS", "RESETS", "ScanParams", "ScanResult", "ScanSpec", "available_backends",
+           "neuron_scan", "reference_scan", "resolve_backend", "scan"]
 
 
 class ScanResult(NamedTuple):
@@ -94,75 +50,73 @@ class ScanResult(NamedTuple):
     membrane: Array | None  # [T, M] f32 when spec.return_membrane
 
 
-# --- the XLA reference ------------------------------------------------------------------------
+# --- any step function: the lax.scan reference and the fused engine ------------------------------
 
 
-def _fire(spec: ScanSpec, h: Array, thr: Array, alpha: Array) -> tuple[Array, Array]:
-    """Spike value S and fired indicator F for membrane h against threshold thr."""
-    spike = functools.partial(_surrogate.spike, spec.surrogate)
-    up = spike(h - thr, alpha)
-    if spec.kind == "binary":
-        return up, up
-    if spec.kind == "ternary":
-        down = spike(-h - thr, alpha)
-        return up - down, up + down
-    return _level_count(spec.surrogate, spec.levels, h, thr, alpha), up
+def _xla_scan(step: Callable, x: Array, state0: tuple, params, return_states: bool):
+    """``lax.scan`` of ``step``: the reference every kernel is tested against (autodiff by JAX)."""
+
+    def body(state, xt):
+        s, new = step(params, state, xt.astype(jnp.float32))
+        new = tuple(new)
+        return new, ((s.astype(x.dtype), new) if return_states else s.astype(x.dtype))
+
+    final, out = jax.lax.scan(body, tuple(state0), x)
+    if return_states:
+        return out[0], final, out[1]
+    return out, final, None
 
 
-@functools.partial(jax.checkpoint, static_argnums=(0, 1))
-def _level_count(shape: str, levels: int, h: Array, thr: Array, alpha: Array) -> Array:
-    """Σ_{k=1..L} spike(h - kθ), rematerialized so autodiff keeps O(1), not O(L), residuals per step."""
-    spike = functools.partial(_surrogate.spike, shape)
-    return jax.lax.fori_loop(1, levels + 1, lambda k, acc: acc + spike(h - k * thr, alpha), jnp.zeros_like(h))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
+def _engine_scan(step, treedef, interpret: bool, return_states: bool, x, state0, leaves):
+    # not differentiated: the kernel skips the checkpoints only the backward reads
+    engine = importlib.import_module("pallas_kernels.engine")
+    s, stateT, states, _ = engine.scan_forward(step, treedef, x, state0, leaves, return_states=return_states,
+                                               save_residuals=False, interpret=interpret)
+    return s, stateT, states
 
 
-def _reset(spec: ScanSpec, h: Array, thr: Array, s: Array, fired: Array) -> Array:
-    if spec.detach_reset:
-        s, fired = jax.lax.stop_gradient(s), jax.lax.stop_gradient(fired)
-    if spec.reset == "subtract":
-        return h - thr * s
-    if spec.reset == "zero":
-        return h * (1.0 - fired)
-    return h
+def _engine_scan_fwd(step, treedef, interpret, return_states, x, state0, leaves):
+    engine = importlib.import_module("pallas_kernels.engine")
+    s, stateT, states, res = engine.scan_forward(step, treedef, x, state0, leaves, return_states=return_states,
+                                                 interpret=interpret)
+    return (s, stateT, states), res
 
 
-def _per_neuron(p: ScanParams, shape: tuple[int, ...]) -> ScanParams:
-    """Every parameter as an ``[M]`` vector (the all-``[1]`` form broadcast; autodiff sums it back)."""
-    return ScanParams(*(jnp.broadcast_to(q, shape) for q in p))
+def _engine_scan_bwd(step, treedef, interpret, return_states, res, g):
+    engine = importlib.import_module("pallas_kernels.engine")
+    g_s, g_stateT, g_states = g
+    g_x, g_state0, g_leaves = engine.scan_backward(step, treedef, res, g_s, g_stateT,
+                                                   g_states if return_states else None, interpret=interpret)
+    return g_x, g_state0, tuple(g_leaves)
 
 
-def reference_scan(spec: ScanSpec, x: Array, v0: Array, a0: Array, p: ScanParams) -> ScanResult:
-    """The ``lax.scan`` reference of the contract above; differentiable by JAX autodiff."""
-    p = _per_neuron(p, v0.shape)
-    gamma = 1.0 - p.beta if spec.decay_input else jnp.ones_like(p.beta)
+_engine_scan.defvjp(_engine_scan_fwd, _engine_scan_bwd)
 
-    def step(carry, xt):
-        v, a = carry
-        xt = xt.astype(jnp.float32)
-        if spec.reset_delay:
-            s_prev, f_prev = _fire(spec, v, p.threshold, p.alpha)
-            if spec.reset == "zero":
-                v = v * (1.0 - (jax.lax.stop_gradient(f_prev) if spec.detach_reset else f_prev))
-            h = p.beta * v + gamma * xt
-            if spec.reset == "subtract":
-                h = h - p.threshold * (jax.lax.stop_gradient(s_prev) if spec.detach_reset else s_prev)
-            s, _ = _fire(spec, h, p.threshold, p.alpha)
-            v_new = h
-        else:
-            h = p.beta * v + gamma * xt
-            thr = p.threshold + p.adapt_scale * a if spec.adaptive else p.threshold
-            s, fired = _fire(spec, h, thr, p.alpha)
-            v_new = _reset(spec, h, thr, s, fired)
-            if spec.adaptive:
-                a = p.adapt_decay * a + s
-        out = (s.astype(x.dtype), v_new) if spec.return_membrane else s.astype(x.dtype)
-        return (v_new, a), out
 
-    (v, a), out = jax.lax.scan(step, (v0, a0), x)
-    if spec.return_membrane:
-        s, vseq = out
-        return ScanResult(s, v, a, vseq)
-    return ScanResult(out, v, a, None)
+def scan(step: Callable, x: Array, state0: tuple, params, *, backend: str = "xla", return_states: bool = False,
+         triton_spec: ScanSpec | None = None):
+    """Run ``step(params, state, x_t) -> (s_t, state)`` over ``x[T, M]`` from ``state0`` (``n`` arrays
+    ``[M]`` float32) with ``params`` a pytree whose leaves are float32 ``[1]`` or ``[M]``.
+
+    Returns ``(spikes[T, M] x.dtype, final_state, states or None)``; ``states`` (with
+    ``return_states``) is a tuple of ``[T, M]`` float32 trajectories, the state after each step.
+    ``x_t`` reaches the step as float32. ``backend``: ``"xla"`` (``lax.scan``), ``"pallas"`` /
+    ``"pallas_interpret"`` (the fused engine of :mod:`pallas_kernels.engine`), ``"auto"``.
+    """
+    name = resolve_backend(backend, triton_spec, x.shape, custom=triton_spec is None)
+    state0 = tuple(state0)
+    if name == "xla":
+        return _xla_scan(step, x, state0, params, return_states)
+    if name == "triton":
+        raise ValueError(
+            "backend='triton': the hand-written Triton kernels serve only the built-in neurons; "
+            "use backend='pallas' (the fused engine, any step function) or 'xla'"
+        )
+    leaves, treedef = jax.tree.flatten(params)
+    s, stateT, states = _engine_scan(step, treedef, name == "pallas_interpret", bool(return_states), x, state0,
+                                     tuple(leaves))
+    return s, tuple(stateT), (tuple(states) if return_states else None)
 
 
 # --- kernel backends behind one custom_vjp ----------------------------------------------------
@@ -171,7 +125,6 @@ def reference_scan(spec: ScanSpec, x: Array, v0: Array, a0: Array, p: ScanParams
 class KernelBackend(NamedTuple):
     forward: Callable
     backward: Callable
-    scalar_params: bool = False  # takes the all-[1] ScanParams form (see ScanParams)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
@@ -201,16 +154,8 @@ def _platform() -> str:
     return jax.default_backend()
 
 
-def _load_kernel_backend(name: str) -> KernelBackend:
-    """Import a kernel package lazily, so importing spikejax never needs triton."""
-    if name in ("pallas", "pallas_interpret"):
-        module = importlib.import_module("pallas_kernels")
-        interpret = name == "pallas_interpret"
-        return KernelBackend(
-            functools.partial(module.neuron_scan_forward, interpret=interpret),
-            functools.partial(module.neuron_scan_backward, interpret=interpret),
-            scalar_params=True,
-        )
+def _load_triton() -> KernelBackend:
+    """Import the Triton kernel package lazily, so importing spikejax never needs triton."""
     module = importlib.import_module("triton_kernels")
     return KernelBackend(module.neuron_scan_forward, module.neuron_scan_backward)
 
@@ -220,7 +165,7 @@ def unavailable_reason(name: str) -> str | None:
     if name in ("xla", "auto"):
         return None
     if name == "pallas_interpret":
-        return _import_error("pallas_kernels", "neuron_scan_forward")
+        return _import_error("pallas_kernels.engine", "scan_forward")
     if name == "pallas":
         if _platform() != "gpu":
             return (
@@ -229,7 +174,7 @@ def unavailable_reason(name: str) -> str | None:
                 "or use backend='xla' (or 'pallas_interpret' to run the kernel slowly in the "
                 "Pallas interpreter)"
             )
-        return _import_error("pallas_kernels", "neuron_scan_forward")
+        return _import_error("pallas_kernels.engine", "scan_forward")
     if name == "triton":
         if _platform() != "gpu":
             return (
@@ -264,18 +209,20 @@ def available_backends() -> list[str]:
     return [b for b in ("pallas", "triton", "xla") if unavailable_reason(b) is None]
 
 
-def resolve_backend(name: str, spec: ScanSpec | None = None, shape: tuple[int, int] | None = None) -> str:
+def resolve_backend(name: str, spec: ScanSpec | None = None, shape: tuple[int, int] | None = None, *,
+                    custom: bool = False) -> str:
     """Map ``name`` (possibly ``auto``) to a concrete backend, raising if it cannot run here.
 
     ``auto`` is ``xla`` off the GPU; on a GPU it picks the fastest available kernel backend by the
-    rule recorded in BENCHMARKS.md (:func:`auto_choice`).
+    rule recorded in BENCHMARKS.md (:func:`auto_choice`); ``custom`` (a user's step function, or a
+    built-in neuron with a user-defined surrogate) rules out the Triton kernels.
     """
+    if not isinstance(name, str):
+        raise TypeError(f"backend: expected a string, got {type(name)!r}")
     if name not in BACKENDS:
         raise ValueError(f"backend: unknown backend {name!r}; expected one of {BACKENDS}")
-    if os.environ.get("SPIKEJAX_BACKEND") and name == "auto":
-        name = os.environ["SPIKEJAX_BACKEND"]
     if name == "auto":
-        return auto_choice(spec, shape)
+        return auto_choice(spec, shape, custom=custom)
     reason = unavailable_reason(name)
     if reason is not None:
         raise ValueError(reason)
@@ -293,12 +240,13 @@ LONG_T, LONG_T_MAX_M = 256, 1 << 18
 """``auto`` prefers :data:`AUTO_GPU_ORDER_LONG_T` for ``T >= LONG_T`` steps over ``M < LONG_T_MAX_M`` neurons."""
 
 
-def auto_choice(spec: ScanSpec | None, shape: tuple[int, int] | None) -> str:
+def auto_choice(spec: ScanSpec | None, shape: tuple[int, int] | None, *, custom: bool = False) -> str:
     """The ``auto`` rule: the measured-fastest available backend for this platform and shape.
 
     Off the GPU it is ``xla`` (the kernel backends need a GPU). On a GPU it is the first available
     backend of :data:`AUTO_GPU_ORDER_LONG_T` for a long scan over few neurons (``shape = (T, M)``
-    with ``T >= LONG_T`` and ``M < LONG_T_MAX_M``), else of :data:`AUTO_GPU_ORDER`.
+    with ``T >= LONG_T`` and ``M < LONG_T_MAX_M``), else of :data:`AUTO_GPU_ORDER`; ``triton`` is
+    skipped for ``custom`` steps.
     """
     if _platform() != "gpu":
         return "xla"
@@ -306,25 +254,58 @@ def auto_choice(spec: ScanSpec | None, shape: tuple[int, int] | None) -> str:
     if shape is not None and shape[0] >= LONG_T and shape[1] < LONG_T_MAX_M:
         order = AUTO_GPU_ORDER_LONG_T
     for candidate in order:
+        if candidate == "triton" and custom:
+            continue
         if candidate == "xla" or unavailable_reason(candidate) is None:
             return candidate
     return "xla"
 
 
+def _scan_params(spec: ScanSpec, p: ScanParams) -> ScanParams:
+    """The parameters a built-in step reads (the adaptation pair only when adaptive)."""
+    if spec.adaptive and not spec.reset_delay:
+        return p
+    return p._replace(adapt_scale=None, adapt_decay=None)
+
+
+def _spec_for_step(spec: ScanSpec) -> ScanSpec:
+    """The options that change the step (the membrane output is the scan's business)."""
+    return dataclasses.replace(spec, return_membrane=False, adaptive=spec.adaptive and not spec.reset_delay)
+
+
 def neuron_scan(
     spec: ScanSpec, x: Array, v0: Array, a0: Array, params: ScanParams, backend: str = "xla"
 ) -> ScanResult:
-    """Run the generalized scan on ``x[T, M]`` with the chosen backend (see module docstring)."""
-    name = resolve_backend(backend, spec, x.shape)
-    if name == "xla":
-        return reference_scan(spec, x, v0, a0, params)
-    kernel = _kernel_backend(name)
-    scalar = all(q.shape == (1,) for q in params)
-    if not (scalar and kernel.scalar_params):
+    """Run a built-in neuron (:func:`spikejax.neurons.steps.builtin_step` of ``spec``) on ``x[T, M]``
+    from ``v0, a0 [M]``; parameters each ``[M]`` or ``[1]`` (see :class:`ScanParams`)."""
+    custom = not isinstance(spec.surrogate, str)
+    name = resolve_backend(backend, spec, x.shape, custom=custom)
+    if name == "triton":
+        if custom:
+            raise ValueError(
+                "backend='triton': the hand-written Triton kernels know only the named surrogates; "
+                "use backend='pallas' or 'xla' for a spikejax.surrogate.custom one"
+            )
         params = _per_neuron(params, v0.shape)
-    return _kernel_scan(kernel, spec, x, v0, a0, params)
+        return _kernel_scan(_triton(), spec, x, v0, a0, params)
+    step_spec = _spec_for_step(spec)
+    state0 = (v0, a0) if step_spec.adaptive else (v0,)
+    s, final, states = scan(builtin_step(step_spec), x, state0, _scan_params(step_spec, params), backend=name,
+                            return_states=spec.return_membrane, triton_spec=spec)
+    a = final[1] if step_spec.adaptive else a0
+    return ScanResult(s, final[0], a, states[0] if spec.return_membrane else None)
+
+
+def reference_scan(spec: ScanSpec, x: Array, v0: Array, a0: Array, p: ScanParams) -> ScanResult:
+    """The ``lax.scan`` reference of a built-in neuron (``neuron_scan`` with ``backend="xla"``)."""
+    return neuron_scan(spec, x, v0, a0, p, backend="xla")
+
+
+def _per_neuron(p: ScanParams, shape: tuple[int, ...]) -> ScanParams:
+    """Every parameter as an ``[M]`` vector (the ``[1]`` form broadcast; autodiff sums it back)."""
+    return ScanParams(*(jnp.broadcast_to(q, shape) for q in p))
 
 
 @functools.cache
-def _kernel_backend(name: str) -> KernelBackend:
-    return _load_kernel_backend(name)
+def _triton() -> KernelBackend:
+    return _load_triton()

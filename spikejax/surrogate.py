@@ -47,6 +47,9 @@ __all__ = [
     "rectangular",
     "ste",
     "learnable",
+    "custom",
+    "CustomSurrogate",
+    "spike_count",
     "get",
     "heaviside",
     "spike",
@@ -253,11 +256,130 @@ def learnable(shape: str = "atan", alpha_init: float | Array = None) -> Surrogat
     return Surrogate(shape, jnp.asarray(alpha_init, jnp.float32), learnable=True)
 
 
-def get(surrogate: str | Surrogate | None) -> Surrogate:
-    """Accept a Surrogate, a name (default α), or None (atan)."""
+# --- user-defined surrogates -------------------------------------------------------------------
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _custom_spike(derivative: Callable, x: Array) -> Array:
+    return heaviside(x)
+
+
+def _custom_spike_fwd(derivative, x):
+    return heaviside(x), x
+
+
+def _custom_spike_bwd(derivative, x, g):
+    d = derivative(x.astype(jnp.float32))
+    return ((g.astype(jnp.float32) * d).astype(x.dtype),)
+
+
+_custom_spike.defvjp(_custom_spike_fwd, _custom_spike_bwd)
+
+
+@dataclasses.dataclass(frozen=True)
+class CustomSurrogate:
+    """A Heaviside spike whose backward is a user-given derivative ``u -> dS/du`` (see :func:`custom`).
+
+    Hashable and static (no array leaves): ``derivative`` must be a pure jnp function of ``u`` alone;
+    constants it needs are Python numbers in its definition (for a learnable steepness use a named
+    shape with :func:`learnable`).
+    """
+
+    derivative: Callable[[Array], Array]
+    name: str
+
+    def __call__(self, x: Array) -> Array:
+        return _custom_spike(self.derivative, x)
+
+    def grad(self, x: Array) -> Array:
+        """The surrogate derivative dS/du at ``x``."""
+        return self.derivative(x)
+
+
+def custom(derivative: Callable[[Array], Array], name: str | None = None) -> CustomSurrogate:
+    """Turn any jnp derivative ``u -> dS/du`` into a spike function usable in every backend.
+
+    ``spike = custom(lambda u: 1 / (1 + 10 * jnp.abs(u)) ** 2, name="my_fast_sigmoid")`` gives
+    ``spike(u) = Θ(u)`` forward and ``g · derivative(u)`` backward, elementwise. Use it inside a step
+    function (:func:`spikejax.custom_neuron`) or as ``surrogate=`` of the built-in neurons on the
+    ``xla`` and ``pallas`` backends (the hand-written Triton kernels know only the named shapes).
+    """
+    if not callable(derivative):
+        raise TypeError(f"derivative: expected a function u -> dS/du, got {type(derivative)!r}")
+    try:
+        probe = jax.eval_shape(derivative, jax.ShapeDtypeStruct((3,), jnp.float32))
+    except Exception as err:  # noqa: BLE001 - report what the user's function raised
+        raise ValueError(f"derivative: calling it on a float32 [3] array failed: {err}") from None
+    if getattr(probe, "shape", None) != (3,):
+        raise ValueError(
+            "derivative: expected an elementwise function (same shape out as in), got shape "
+            f"{getattr(probe, 'shape', None)} for a [3] input"
+        )
+    return CustomSurrogate(derivative, name or getattr(derivative, "__name__", "custom"))
+
+
+# --- multi-level spike counts -----------------------------------------------------------------
+
+UNROLL_LEVELS = 16
+"""Spike counts of up to this many levels are unrolled; more levels run a ``fori_loop``."""
+
+
+def _level_sum(levels: int, body, init):
+    if levels <= UNROLL_LEVELS:
+        acc = init
+        for k in range(1, levels + 1):
+            acc = body(k, acc)
+        return acc
+    return jax.lax.fori_loop(1, levels + 1, body, init)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _count(surr, levels: int, h: Array, thr: Array, alpha: Array) -> Array:
+    return _level_sum(levels, lambda k, acc: acc + heaviside(h - k * thr), jnp.zeros_like(h))
+
+
+def _count_fwd(surr, levels, h, thr, alpha):
+    return _count(surr, levels, h, thr, alpha), (h, thr, alpha)
+
+
+def _count_bwd(surr, levels, res, g):
+    h, thr, alpha = res
+
+    def body(k, acc):
+        gh, gthr, ga = acc
+        u = h - k * thr
+        if isinstance(surr, CustomSurrogate):
+            d, da = surr.derivative(u), jnp.zeros_like(u)
+        else:
+            d, da = SURROGATES[surr][0][1](u, alpha), SURROGATES[surr][0][2](u, alpha)
+        return gh + g * d, gthr - k * g * d, ga + g * da
+
+    z = jnp.zeros_like(h)
+    gh, gthr, ga = _level_sum(levels, body, (z, z, z))
+    return gh, gthr, ga
+
+
+_count.defvjp(_count_fwd, _count_bwd)
+
+
+def spike_count(surrogate: Surrogate | CustomSurrogate, levels: int, h: Array, thr: Array) -> Array:
+    """The multi-level spike ``Σ_{k=1..L} Θ(h - kθ)`` (an integer count 0..L) with the surrogate
+    backward ``Σ_k σ'_α(h - kθ)`` (and ``-Σ_k k σ'_α(h - kθ)`` to θ, ``Σ_k ∂σ_α/∂α`` to α).
+
+    Elementwise over ``h`` and ``thr`` (same shape); O(1) residuals per call whatever ``L`` is.
+    """
+    thr = jnp.broadcast_to(jnp.asarray(thr, h.dtype), h.shape)  # autodiff sums the broadcast back
+    if isinstance(surrogate, CustomSurrogate):
+        return _count(surrogate, levels, h, thr, jnp.zeros_like(h))
+    alpha = jnp.broadcast_to(jnp.asarray(surrogate.alpha, h.dtype), h.shape)
+    return _count(surrogate.shape, levels, h, thr, alpha)
+
+
+def get(surrogate: str | Surrogate | CustomSurrogate | None) -> Surrogate | CustomSurrogate:
+    """Accept a Surrogate or CustomSurrogate, a name (default α), or None (atan)."""
     if surrogate is None:
         return atan()
-    if isinstance(surrogate, Surrogate):
+    if isinstance(surrogate, (Surrogate, CustomSurrogate)):
         return surrogate
     if isinstance(surrogate, str):
         name = _canonical(surrogate)

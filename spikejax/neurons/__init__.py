@@ -6,5 +6,6 @@ into a neuron (``custom_neuron``); ``dynamics`` holds the further neuron models 
 """
 
 from spikejax.neurons.builtin import NeuronState, alif, if_, lif, multilevel, plif, ternary
+from spikejax.neurons.custom import CustomNeuron, custom_neuron
 
-__all__ = ["NeuronState", "alif", "if_", "lif", "multilevel", "plif", "ternary"]
+__all__ = ["CustomNeuron", "NeuronState", "alif", "custom_neuron", "if_", "lif", "multilevel", "plif", "ternary"]

@@ -28,8 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from spikejax import backends as _backends
 from spikejax import surrogate as _surrogate
-from spikejax.backends import RESETS, ScanParams, ScanSpec, neuron_scan
+from spikejax.neurons.steps import RESETS, ScanParams, ScanSpec
 
 Array = jax.Array
 Param = float | Array
@@ -168,7 +169,7 @@ def _run(
         surrogate=surr.shape,
         return_membrane=bool(return_membrane),
     )
-    res = neuron_scan(spec, x.reshape(T, M), v0, a0, params, backend=backend)
+    res = _backends.neuron_scan(spec, x.reshape(T, M), v0, a0, params, backend=backend)
     spikes = res.spikes.reshape(x.shape)
     if amplitude is not None:
         amp = jnp.broadcast_to(jnp.asarray(amplitude), neuron_shape)
