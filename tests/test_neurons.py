@@ -193,6 +193,8 @@ def smooth_model(monkeypatch):
     """Make the spike forward the smooth relaxation σ_α itself: the model becomes differentiable,
     and its exact gradient exercises every path of the scan's surrogate gradient."""
     monkeypatch.setattr(sg, "spike", lambda shape, x, alpha: sg.SURROGATES[shape][0][0](x, alpha))
+    monkeypatch.setattr(sg, "spike_count", lambda surr, levels, h, thr: sum(
+        surr.relaxation(h - k * thr) for k in range(1, levels + 1)))
 
 
 NEURON_CASES = {
