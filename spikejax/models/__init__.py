@@ -9,7 +9,8 @@ direct-encoded over ``T``) or ``[T, B, H, W, C]`` and return ``logits[B, num_cla
 averaged over T. SpikingJelly checkpoints load with :func:`spikejax.interop.load_spikingjelly`.
 """
 
-from spikejax.models import builtin  # noqa: F401  (registers spikformer, spiking_lm)
+# importing the family modules registers their models
+from spikejax.models import builtin, resnet, vgg  # noqa: F401
 from spikejax.models.registry import create, get_builder, list_models, register
 
 __all__ = ["create", "get_builder", "list_models", "register"]

@@ -366,10 +366,19 @@ class AdaptiveAvgPool2d(nnx.Module):
 
 
 class Flatten(nnx.Module):
-    """``x[T, B, ...] -> x[T, B, prod(...)]`` in NHWC order (``h, w, c``; PyTorch flattens ``c, h, w``,
-    so a Linear after it reads a permuted weight: see the model key maps)."""
+    """``x[T, B, ..., C] -> x[T, B, prod(..., C)]``.
+
+    ``channels_first=False`` flattens in the array's (NHWC) order ``h, w, c``; ``True`` in PyTorch's
+    ``c, h, w`` order (channels moved first), so that a following :class:`Linear` holds exactly the
+    weight of PyTorch's ``Linear`` after ``flatten`` of an NCHW tensor.
+    """
+
+    def __init__(self, channels_first: bool = False):
+        self.channels_first = bool(channels_first)
 
     def __call__(self, x: Array) -> Array:
         if not hasattr(x, "ndim") or x.ndim < 3:
-            raise ValueError(f"x: Flatten expects [T, B, ...], got shape {getattr(x, 'shape', None)}")
+            raise ValueError(f"x: Flatten expects [T, B, ..., C], got shape {getattr(x, 'shape', None)}")
+        if self.channels_first and x.ndim > 3:
+            x = jnp.moveaxis(x, -1, 2)
         return x.reshape(x.shape[:2] + (-1,))
