@@ -13,7 +13,8 @@ everything else is generic.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -27,7 +28,8 @@ from spikejax.train.probes import probe_shapes
 Array = jax.Array
 LossFn = Callable[..., tuple[Array, dict[str, Array]]]
 
-__all__ = ["TrainState", "ModelSplit", "make_optimizer", "make_steps"]
+__all__ = ["TrainState", "ModelSplit", "NonFiniteError", "make_schedule", "make_optimizer", "make_steps",
+           "first_nonfinite"]
 
 
 class TrainState(NamedTuple):
@@ -71,25 +73,81 @@ class ModelSplit:
         return int(sum(v.size for v in self.params.values()))
 
 
-def make_optimizer(lr: float, steps: int, *, warmup: int = 100, weight_decay: float = 0.1, clip: float = 1.0,
-                   b2: float = 0.99, min_lr_ratio: float = 0.1) -> optax.GradientTransformation:
-    """AdamW with linear warm-up over ``warmup`` steps then cosine decay to ``min_lr_ratio · lr`` at
-    ``steps``, after clipping the global gradient norm to ``clip``. Weight decay applies to
-    matrices only (parameters of rank ≥ 2)."""
-    if not lr > 0:
-        raise ValueError(f"lr: expected > 0, got {lr}")
+class NonFiniteError(FloatingPointError):
+    """Training produced a non-finite value: ``step`` (the optimizer step, 1-based, after which it was
+    seen), ``quantity`` (``"loss"``, ``"grad_norm"``, or a state array such as ``"params.head.kernel"``)
+    and its ``value``. Nothing non-finite is saved; the run's last checkpoint stays the latest."""
+
+    def __init__(self, step: int, quantity: str, value: float | None = None, detail: str = ""):
+        self.step, self.quantity, self.value = int(step), quantity, value
+        shown = "" if value is None else f" ({value})"
+        super().__init__(f"non-finite {quantity}{shown} at step {step}{detail}")
+
+
+def _check_positive_finite(name: str, v: float) -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not v > 0:
+        raise ValueError(f"{name}: expected a finite number > 0, got {v!r}")
+
+
+def make_schedule(lr: float, steps: int, *, warmup: int = 100, min_lr_ratio: float = 0.1,
+                  segments: Sequence[tuple[int, int]] = ()) -> optax.Schedule:
+    """The learning rate at optimizer step ``count``: linear warm-up from 0 to ``lr`` over ``warmup``
+    steps, then a cosine down to ``min_lr_ratio · lr`` at ``steps``.
+
+    ``segments`` extends a schedule (``spikejax train --resume --steps N`` with ``N`` beyond the run's
+    total): each ``(at, total)`` means "at step ``at`` the run was extended to ``total`` steps". From
+    ``at`` on, the rate continues from its value ``v = lr(at)`` and follows a cosine down to
+    ``min_lr_ratio · lr`` at ``total``: ``lr(t) = e + (v - e)·(1 + cos(π (t - at) / (total - at))) / 2``
+    (``e = min_lr_ratio · lr``), so it never jumps; a finished run (``v = e``) continues at ``e``. An
+    extension during warm-up (``at < warmup``) is the original schedule laid over ``total``.
+    """
+    _check_positive_finite("lr", lr)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps: expected a positive integer, got {steps!r}")
-    if warmup < 0:
-        raise ValueError(f"warmup: expected >= 0, got {warmup}")
-    if not clip > 0:
-        raise ValueError(f"clip: expected > 0, got {clip}")
-    warmup = min(warmup, steps - 1)
-    schedule = optax.warmup_cosine_decay_schedule(0.0 if warmup else lr, lr, warmup, steps,
-                                                  end_value=lr * min_lr_ratio)
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup: expected an integer >= 0, got {warmup!r}")
+    end = lr * min_lr_ratio
+    first = min(warmup, steps - 1)
+    schedule = optax.warmup_cosine_decay_schedule(0.0 if first else lr, lr, first, steps, end_value=end)
+    last_at, last_total = 0, steps
+    for at, total in segments:
+        if not (isinstance(at, int) and isinstance(total, int) and last_at <= at <= last_total < total):
+            raise ValueError(f"segments: ({at}, {total}) does not extend a schedule of {last_total} steps "
+                             f"from a step in [{last_at}, {last_total}]")
+        if at < first:
+            first = min(warmup, total - 1)
+            schedule = optax.warmup_cosine_decay_schedule(0.0, lr, first, total, end_value=end)
+        else:
+            v = float(schedule(at))
+            tail = lambda t, v=v, at=at, total=total: end + (v - end) * 0.5 * (
+                1 + jnp.cos(jnp.pi * jnp.clip(t, 0, total - at) / (total - at)))
+            schedule = optax.join_schedules([schedule, tail], [at])
+        last_at, last_total = at, total
+    return schedule
+
+
+def make_optimizer(lr: float, steps: int, *, warmup: int = 100, weight_decay: float = 0.1, clip: float = 1.0,
+                   b2: float = 0.99, min_lr_ratio: float = 0.1, segments: Sequence[tuple[int, int]] = (),
+                   skip_nonfinite: int = 0) -> optax.GradientTransformation:
+    """AdamW on the rate of :func:`make_schedule` (linear warm-up over ``warmup`` steps, cosine decay to
+    ``min_lr_ratio · lr`` at ``steps``; ``segments`` extend it), after clipping the global gradient
+    norm to ``clip``. Weight decay applies to matrices only (parameters of rank ≥ 2).
+
+    ``skip_nonfinite = N > 0`` wraps it in ``optax.apply_if_finite``: an update whose gradients hold a
+    NaN/inf is skipped (parameters and optimizer state unchanged), up to ``N`` in a row; the
+    optimizer state then carries the counts (a different checkpoint structure).
+    """
+    schedule = make_schedule(lr, steps, warmup=warmup, min_lr_ratio=min_lr_ratio, segments=segments)
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) \
+            or not math.isfinite(weight_decay) or weight_decay < 0:
+        raise ValueError(f"weight_decay: expected a finite number >= 0, got {weight_decay!r}")
+    _check_positive_finite("clip", clip)
+    if isinstance(skip_nonfinite, bool) or not isinstance(skip_nonfinite, int) or skip_nonfinite < 0:
+        raise ValueError(f"skip_nonfinite: expected an integer >= 0, got {skip_nonfinite!r}")
     mask = lambda params: {k: v.ndim >= 2 for k, v in params.items()}
-    return optax.chain(optax.clip_by_global_norm(clip),
-                       optax.adamw(schedule, b1=0.9, b2=b2, weight_decay=weight_decay, mask=mask))
+    tx = optax.chain(optax.clip_by_global_norm(clip),
+                     optax.adamw(schedule, b1=0.9, b2=b2, weight_decay=weight_decay, mask=mask))
+    return optax.apply_if_finite(tx, skip_nonfinite) if skip_nonfinite else tx
 
 
 def _norm(tree) -> Array:
@@ -97,12 +155,24 @@ def _norm(tree) -> Array:
     return jnp.sqrt(sum(jnp.sum(jnp.square(g.astype(jnp.float32))) for g in jax.tree.leaves(tree)))
 
 
+def first_nonfinite(flat: dict[str, Any]) -> str | None:
+    """The first name (sorted) of a flat ``{name: array}`` dict whose inexact array holds a NaN/inf
+    (host or device arrays), or ``None``."""
+    for name in sorted(flat):
+        x = flat[name]
+        if jnp.issubdtype(jnp.result_type(x), jnp.inexact) and not bool(jnp.all(jnp.isfinite(x))):
+            return name
+    return None
+
+
 class Steps(NamedTuple):
     """The compiled steps: ``train(state, batch) -> (state, metrics)``, ``eval(state, batch) -> aux``
     (a dict of sums), ``probe(state, batch) -> (spikes, synops, grads)``: the partial sums of
     :func:`spikejax.metrics.record_layers` per neuron / synaptic layer (reduce them with
     :func:`spikejax.metrics.reduce_spike_stats` / :func:`~spikejax.metrics.reduce_synops`) and
-    ``{neuron path: {"in": mean |∂L/∂x|, "out": mean |∂L/∂s|}}``."""
+    ``{neuron path: {"in": mean |∂L/∂x|, "out": mean |∂L/∂s|}}``. ``train``'s metrics are ``loss``,
+    ``grad_norm``, the task's aux values and, with ``optax.apply_if_finite``, ``skipped`` (this step's
+    update was dropped for non-finite gradients)."""
 
     init: Callable[[], TrainState]
     train: Callable
@@ -134,6 +204,8 @@ def make_steps(split: ModelSplit, tx: optax.GradientTransformation, loss_fn: Los
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": loss, "grad_norm": _norm(grads), **aux}
+        if isinstance(opt_state, optax.ApplyIfFiniteState):
+            metrics["skipped"] = jnp.logical_not(opt_state.last_finite)
         return TrainState(state.step + 1, params, stats, opt_state), metrics
 
     def evaluate(state: TrainState, batch):
