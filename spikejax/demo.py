@@ -83,16 +83,22 @@ def train(steps: int = 400, batch_size: int = 128, hidden: int = 256, time_steps
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(prog="spikejax demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--time-steps", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--backend", default="xla")
+    from spikejax.cli import HelpFormatter, add_backend_flag, check_backend, number, positive_int
+
+    parser = argparse.ArgumentParser(prog="spikejax demo", description=__doc__.splitlines()[0],
+                                     formatter_class=HelpFormatter)
+    parser.add_argument("--steps", type=positive_int, default=400, help="optimizer steps")
+    parser.add_argument("--batch-size", type=positive_int, default=128, help="images per step")
+    parser.add_argument("--hidden", type=positive_int, default=256, help="LIF neurons of the hidden layer")
+    parser.add_argument("--time-steps", type=positive_int, default=8, help="time steps T")
+    parser.add_argument("--lr", type=number(0, low_open=True), default=3e-3, help="peak learning rate (AdamW, cosine)")
+    parser.add_argument("--seed", type=int, default=0, help="initialisation, data split and order")
+    add_backend_flag(parser, default="xla", what="the LIF layer")
     args = parser.parse_args(argv)
+    check_backend(parser, args.backend)
     print(f"spikejax {sj.__version__} on {jax.default_backend()}: LIF network on sklearn digits", flush=True)
-    metrics = train(args.steps, args.batch_size, args.hidden, args.time_steps, seed=args.seed, backend=args.backend)
+    metrics = train(args.steps, args.batch_size, args.hidden, args.time_steps, lr=args.lr, seed=args.seed,
+                    backend=args.backend)
     print(f"test accuracy {metrics['test_accuracy']:.3f}  firing rate {metrics['firing_rate']:.3f}  "
           f"({metrics['seconds']:.1f}s)")
     return metrics

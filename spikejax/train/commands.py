@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from spikejax.cli import HelpFormatter, add_backend_flag, check_backend, nonneg_int, number, positive_int
+
 __all__ = ["train_main", "sample_main", "lm_task", "vision_task", "load_checkpoint", "load_lm", "Vocabulary",
            "LM_PRESETS"]
 
@@ -37,64 +39,74 @@ LM_PRESETS: dict[str, dict[str, Any]] = {
 NEURON_DEFAULTS: dict[str, Any] = {"beta": 0.5, "threshold": 0.5}
 
 
-def _pos_int(text: str) -> int:
-    v = int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return v
+FALLBACKS: dict[str, Any] = {"neuron": "lif", "mix_norm": "none", "mlp_ratio": 4.0, "dropout": 0.0}
+"""Values of the preset-driven flags that a preset leaves out."""
 
 
-def _rate(text: str) -> float:
-    v = float(text)
-    if not 0 <= v < 1:
-        raise argparse.ArgumentTypeError(f"expected a rate in [0, 1), got {text}")
-    return v
+def _default_note(name: str, presets: dict[str, dict]) -> str:
+    """`` (default: ...)`` for a flag whose default comes from the preset (``presets``: name -> values;
+    one unnamed entry for a task without presets)."""
+    values = {k: v.get(name, FALLBACKS.get(name)) for k, v in presets.items()}
+    if len(values) == 1:
+        return f" (default: {next(iter(values.values()))})"
+    return " (default: the preset's: " + ", ".join(f"{k} {v}" for k, v in values.items()) + ")"
 
 
-def _nonneg_int(text: str) -> int:
-    v = int(text)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
-    return v
-
-
-def _common_flags(p: argparse.ArgumentParser) -> None:
+def _common_flags(p: argparse.ArgumentParser, presets: dict[str, dict]) -> None:
+    d = lambda name: _default_note(name, presets)
     g = p.add_argument_group("training")
-    g.add_argument("--steps", type=_pos_int, help="optimizer steps in total")
-    g.add_argument("--batch-size", type=_pos_int, help="global batch size (divisible by the device count)")
-    g.add_argument("--lr", type=float, help="peak learning rate (AdamW, warm-up then cosine to 0.1x)")
-    g.add_argument("--warmup", type=_nonneg_int, help="warm-up steps")
-    g.add_argument("--weight-decay", type=float, default=0.1)
-    g.add_argument("--clip", type=float, default=1.0, help="global gradient-norm clip")
+    g.add_argument("--steps", type=positive_int, help="optimizer steps in total" + d("steps"))
+    g.add_argument("--batch-size", type=positive_int,
+                   help="global batch size (divisible by the device count)" + d("batch_size"))
+    g.add_argument("--lr", type=number(0, low_open=True),
+                   help="peak learning rate (AdamW, warm-up then cosine to 0.1x)" + d("lr"))
+    g.add_argument("--warmup", type=nonneg_int,
+                   help="warm-up steps (at most --steps; a preset's is capped at --steps - 1)" + d("warmup"))
+    g.add_argument("--weight-decay", type=number(0), default=0.1, help="AdamW weight decay of the matrices")
+    g.add_argument("--clip", type=number(0, low_open=True), default=1.0, help="global gradient-norm clip")
     g.add_argument("--seed", type=int, default=0, help="initialisation and data order")
-    g.add_argument("--backend", default="xla", help="neuron backend: xla, pallas, triton, auto")
+    add_backend_flag(g, default="xla")
     g.add_argument("--out", help="run directory: checkpoints, metrics.jsonl, summary.json (default runs/<task>-<time>)")
     g.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
-    g.add_argument("--eval-every", type=_nonneg_int, help="evaluate every N steps (0: only at the end)")
-    g.add_argument("--log-every", type=_nonneg_int, help="log metrics every N steps")
-    g.add_argument("--checkpoint-every", type=_nonneg_int, help="checkpoint every N steps (0: only at the end)")
-    g.add_argument("--time-limit", type=float, help="stop after this many seconds of training (checkpointed; "
-                                                   "--resume continues the same schedule)")
+    g.add_argument("--eval-every", type=nonneg_int,
+                   help="evaluate every N steps (0: only at the end)" + d("eval_every"))
+    g.add_argument("--log-every", type=nonneg_int, help="log metrics every N steps" + d("log_every"))
+    g.add_argument("--checkpoint-every", type=nonneg_int,
+                   help="checkpoint every N steps (0: only at the end)" + d("checkpoint_every"))
+    g.add_argument("--time-limit", type=number(0, low_open=True),
+                   help="stop after this many seconds of training (checkpointed; --resume continues the same "
+                        "schedule; default: no limit)")
+    g.add_argument("--skip-nonfinite", type=nonneg_int, default=0, metavar="N",
+                   help="skip up to N consecutive updates whose gradients hold NaN/inf (optax.apply_if_finite) "
+                        "instead of stopping the run at the first (0: stop; stored with the run)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
-    m = p.add_argument_group("multi-host (jax.distributed.initialize)")
+    m = p.add_argument_group("multi-host (jax.distributed.initialize; give all three or none)")
     m.add_argument("--coordinator", help="host:port of process 0")
-    m.add_argument("--num-processes", type=_pos_int)
-    m.add_argument("--process-id", type=_nonneg_int)
+    m.add_argument("--num-processes", type=positive_int, help="number of processes")
+    m.add_argument("--process-id", type=nonneg_int, help="this process's index in [0, --num-processes)")
 
 
-def _model_flags(p: argparse.ArgumentParser) -> None:
+def _model_flags(p: argparse.ArgumentParser, presets: dict[str, dict]) -> None:
+    from spikejax.nn.attention import ATTENTIONS
+    from spikejax.nn.config import DTYPES
+    from spikejax.nn.neurons import NEURONS
+
+    d = lambda name: _default_note(name, presets)
     g = p.add_argument_group("model")
-    g.add_argument("--d-model", type=_pos_int, help="model width D")
-    g.add_argument("--layers", type=_pos_int, help="transformer blocks")
-    g.add_argument("--heads", type=_pos_int, help="attention heads (divide D)")
-    g.add_argument("--time-steps", type=_pos_int, help="SNN time steps T")
-    g.add_argument("--mlp-ratio", type=float, help="MLP hidden width / D (default 4)")
-    g.add_argument("--attention", help="linear, sliding, hybrid, ssa, sdsa")
-    g.add_argument("--window", type=_pos_int, help="window of sliding / hybrid attention")
-    g.add_argument("--neuron", help="lif, if, alif, plif, ternary, multilevel (default: the preset's, else lif)")
-    g.add_argument("--beta", type=float, default=NEURON_DEFAULTS["beta"], help="membrane decay of the neurons")
-    g.add_argument("--threshold", type=float, default=NEURON_DEFAULTS["threshold"], help="firing threshold")
-    g.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+    g.add_argument("--d-model", type=positive_int, help="model width D" + d("d_model"))
+    g.add_argument("--layers", type=positive_int, help="transformer blocks" + d("layers"))
+    g.add_argument("--heads", type=positive_int, help="attention heads (divide D)" + d("heads"))
+    g.add_argument("--time-steps", type=positive_int, help="SNN time steps T" + d("time_steps"))
+    g.add_argument("--mlp-ratio", type=number(0, low_open=True), help="MLP hidden width / D" + d("mlp_ratio"))
+    g.add_argument("--attention", choices=sorted(ATTENTIONS), help="attention kind" + d("attention"))
+    g.add_argument("--window", type=positive_int,
+                   help="window of sliding / hybrid attention (default: min(64, --seq-len))")
+    g.add_argument("--neuron", choices=sorted(NEURONS), help="spiking neuron of every layer" + d("neuron"))
+    g.add_argument("--beta", type=number(0, 1), default=NEURON_DEFAULTS["beta"],
+                   help="membrane decay of the neurons (lif, alif, ternary, multilevel)")
+    g.add_argument("--threshold", type=number(0, low_open=True), default=NEURON_DEFAULTS["threshold"],
+                   help="firing threshold")
+    g.add_argument("--dtype", choices=DTYPES, default="float32",
                    help="compute dtype of activations and matmuls (parameters and optimizer stay float32; "
                         "bfloat16 is faster on GPUs; stored in the run's model config)")
 
@@ -116,15 +128,14 @@ def _pick(args, preset: dict, name: str):
 def _train_config(args, preset: dict, task: str):
     from spikejax.train.loop import TrainConfig
 
-    if args.resume and not args.out:
-        raise SystemExit("--resume: give --out DIR, the run directory to continue")
     out = args.out or os.path.join("runs", f"{task}-{time.strftime('%Y%m%d-%H%M%S')}")
     return TrainConfig(
         steps=_pick(args, preset, "steps"), batch_size=_pick(args, preset, "batch_size"),
         lr=_pick(args, preset, "lr"), warmup=_pick(args, preset, "warmup"), weight_decay=args.weight_decay,
         clip=args.clip, seed=args.seed, log_every=_pick(args, preset, "log_every"),
         eval_every=_pick(args, preset, "eval_every"), checkpoint_every=_pick(args, preset, "checkpoint_every"),
-        out=out, resume=args.resume, progress=not args.no_progress, time_limit=args.time_limit)
+        out=out, resume=args.resume, progress=not args.no_progress, time_limit=args.time_limit,
+        skip_nonfinite=args.skip_nonfinite)
 
 
 # --- language model ------------------------------------------------------------------------------
@@ -151,14 +162,34 @@ def _lm_summary(s: dict) -> dict:
 
 
 def _generate(model, ds, prompt: str, n: int, seed: int, temperature: float, top_k: int | None) -> str:
-    ids = ds.encode(prompt)
-    room = model.config.max_len - len(ids)
-    if room < 1:
-        raise ValueError(f"prompt: {len(ids)} characters leave no room in max_len={model.config.max_len}")
-    n = min(n, room)
+    """``prompt`` followed by exactly ``n`` sampled characters.
+
+    A model with learned positions sees at most ``max_len`` tokens, so the context window slides:
+    the first chunk continues the prompt's last ``max_len - 1`` characters (at most) up to
+    ``max_len`` tokens; every further chunk re-reads the last ``C = max_len // 2`` characters
+    (at positions 0..C-1, as in training, where every window starts at position 0) and samples
+    ``max_len - C`` more. ``ValueError`` when the prompt is empty or holds characters outside the
+    vocabulary, or when ``max_len = 1`` leaves no room to continue a context.
+    """
+    ids = np.asarray(ds.encode(prompt), np.int32)
+    if ids.size == 0:
+        raise ValueError("prompt: expected at least one character")
     model.eval()
-    out = model.generate(jnp.asarray(ids)[None], n, key=jax.random.key(seed), temperature=temperature, top_k=top_k)
-    return ds.decode(np.asarray(out)[0])
+    max_len = model.config.max_len if model.pos_embedding_enabled else None
+    if max_len is not None and max_len < 2 and n > 0:
+        raise ValueError(f"chars: the model's max_len={max_len} leaves no room to continue a context")
+    out, key = ids, jax.random.key(seed)
+    while len(out) - len(ids) < n:
+        remaining = n - (len(out) - len(ids))
+        if max_len is None:
+            context, k = out, remaining
+        else:
+            context = out[-(max_len - 1):] if len(out) == len(ids) else out[-(max_len // 2):]
+            k = min(remaining, max_len - len(context))
+        key, sub = jax.random.split(key)
+        new = model.generate(jnp.asarray(context)[None], k, key=sub, temperature=temperature, top_k=top_k)
+        out = np.concatenate([out, np.asarray(new)[0, len(context):]])
+    return ds.decode(out)
 
 
 def lm_task(ds, *, d_model: int, layers: int, heads: int, time_steps: int, seq_len: int, attention: str,
@@ -189,6 +220,7 @@ def lm_task(ds, *, d_model: int, layers: int, heads: int, time_steps: int, seq_l
     def after(model, say):
         if not sample_chars:
             return {}
+        say(f"sampling {sample_chars} characters ...")
         prompt = sample_prompt if sample_prompt is not None else ds.decode(ds.val[:max(1, min(16, seq_len // 4))])
         text = _generate(model, ds, prompt, sample_chars, 0, 0.8, None)
         say("sample:\n" + text)
@@ -250,90 +282,175 @@ VISION_DEFAULTS = dict(d_model=64, layers=1, heads=4, time_steps=4, batch_size=6
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="spikejax train", description="Train a spiking model.")
+    p = argparse.ArgumentParser(prog="spikejax train", description="Train a spiking model.",
+                                formatter_class=HelpFormatter)
     sub = p.add_subparsers(dest="task", required=True)
-    lm = sub.add_parser("lm", help="character-level SpikingLM (default text: Python's pydoc topics)")
+    lm = sub.add_parser("lm", help="character-level SpikingLM (default text: Python's pydoc topics)",
+                        description="Train a character-level SpikingLM. The --preset gives every flag whose "
+                                    "help says 'the preset's'; a flag given overrides it.",
+                        formatter_class=HelpFormatter)
     lm.add_argument("--data", help="a UTF-8 text file (e.g. tinyshakespeare.txt), split 90/10; "
                                    "default: Python's pydoc_data topics (no download)")
     lm.add_argument("--preset", choices=sorted(LM_PRESETS), default="tiny",
-                    help="size preset; any flag below overrides it (default: tiny, a CPU run)")
-    lm.add_argument("--seq-len", type=_pos_int, help="context length L")
-    lm.add_argument("--eval-batches", type=_pos_int, default=8, help="validation batches per evaluation")
+                    help="size preset; any flag below overrides it (tiny: a CPU run; shakespeare: one GPU)")
+    lm.add_argument("--seq-len", type=positive_int, help="context length L" + _default_note("seq_len", LM_PRESETS))
+    lm.add_argument("--eval-batches", type=positive_int, default=8, help="validation batches per evaluation")
     lm.add_argument("--window-softmax", action=argparse.BooleanOptionalAction, default=None,
                     help="softmax over the window of sliding / hybrid attention (default: on for hybrid, "
                          "off for sliding, i.e. the spike-driven window)")
     lm.add_argument("--mix-norm", choices=("none", "layer"),
-                    help="LayerNorm on the attention's mixed output before its spiking neuron "
-                         "(default: the preset's)")
-    lm.add_argument("--dropout", type=_rate, help="dropout rate on the embedding and every branch output "
-                    "(training only; one mask shared over the T steps; default: the preset's)")
-    lm.add_argument("--sample-chars", type=_nonneg_int, default=120, help="characters sampled after training")
-    _model_flags(lm)
-    _common_flags(lm)
-    vi = sub.add_parser("vision", help="Spikformer on scikit-learn's 8x8 digits")
-    vi.add_argument("--patch-size", type=_pos_int, default=2)
-    _model_flags(vi)
-    _common_flags(vi)
+                    help="LayerNorm on the attention's mixed output before its spiking neuron"
+                         + _default_note("mix_norm", LM_PRESETS))
+    lm.add_argument("--dropout", type=number(0, 1, high_open=True),
+                    help="dropout rate on the embedding and every branch output (training only; one mask shared "
+                         "over the T steps)" + _default_note("dropout", LM_PRESETS))
+    lm.add_argument("--sample-chars", type=nonneg_int, default=120, help="characters sampled after training")
+    _model_flags(lm, LM_PRESETS)
+    _common_flags(lm, LM_PRESETS)
+    vi = sub.add_parser("vision", help="Spikformer on scikit-learn's 8x8 digits",
+                        description="Train a Spikformer on scikit-learn's 8x8 digits.", formatter_class=HelpFormatter)
+    vi.add_argument("--patch-size", type=positive_int, default=2, help="patch side (divides 8)")
+    _model_flags(vi, {"": VISION_DEFAULTS})
+    _common_flags(vi, {"": VISION_DEFAULTS})
     return p
+
+
+def _subparser(p: argparse.ArgumentParser, task: str) -> argparse.ArgumentParser:
+    """The ``spikejax train <task>`` parser (its usage goes with its errors)."""
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[task]
+    raise KeyError(task)
+
+
+def _check_out(parser: argparse.ArgumentParser, out: str) -> None:
+    """``parser.error`` unless ``out`` is (or can be created as) a writable directory."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        parser.error(f"argument --out: {out!r} is a file, not a directory")
+    parent = os.path.abspath(out)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        parser.error(f"argument --out: cannot create {out!r}: {parent!r} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        parser.error(f"argument --out: {parent!r} is not writable")
+
+
+def _check_args(parser: argparse.ArgumentParser, args, preset: dict) -> None:
+    """The user errors that the flags alone reveal (``parser.error``, exit 2), found before anything
+    is built or written: flag combinations, the backend on this machine, the run directory."""
+    given = [args.coordinator is not None, args.num_processes is not None, args.process_id is not None]
+    if any(given) and not all(given):
+        missing = [f for f, g in zip(("--coordinator", "--num-processes", "--process-id"), given, strict=True)
+                   if not g]
+        parser.error("a multi-host run needs --coordinator, --num-processes and --process-id together; "
+                     f"missing {' and '.join(missing)}")
+    if all(given) and args.process_id >= args.num_processes:
+        parser.error(f"argument --process-id: expected 0 <= --process-id < --num-processes={args.num_processes}, "
+                     f"got {args.process_id}")
+    check_backend(parser, args.backend)
+    steps = _pick(args, preset, "steps")
+    if args.warmup is not None and args.warmup > steps:  # a preset's warm-up is capped at steps - 1
+        parser.error(f"argument --warmup: {args.warmup} warm-up steps exceed --steps {steps}")
+    d_model, heads = _pick(args, preset, "d_model"), _pick(args, preset, "heads")
+    if d_model % heads:
+        parser.error(f"argument --heads: {heads} heads do not divide --d-model {d_model}")
+    if args.resume and not args.out:
+        parser.error("argument --resume: give --out DIR, the run directory to continue")
+    _check_out(parser, args.out or "runs")
 
 
 def train_main(argv: list[str] | None = None) -> dict[str, Any]:
     """``spikejax train {lm,vision} [flags]``; returns the training summary."""
-    args = _parser().parse_args(argv)
+    top = _parser()
+    args = top.parse_args(argv)
+    parser = _subparser(top, args.task)
+    if args.resume and args.out:  # continue with the run's stored flags where argv gives none
+        from spikejax.train.resume import apply_stored_flags
+
+        apply_stored_flags(parser, argv, args, args.task)
+    preset = LM_PRESETS[args.preset] if args.task == "lm" else VISION_DEFAULTS
+    _check_args(parser, args, preset)
     from spikejax.train import sharding as shd
-    from spikejax.train.data import CharDataset, DigitsDataset, default_text
     from spikejax.train.loop import fit
 
     shd.init_distributed(args.coordinator, args.num_processes, args.process_id)
-    preset = LM_PRESETS[args.preset] if args.task == "lm" else VISION_DEFAULTS
+    batch_size = _pick(args, preset, "batch_size")
+    if batch_size % jax.device_count():
+        parser.error(f"argument --batch-size: {batch_size} is not divisible by the {jax.device_count()} devices")
+    try:
+        task = _make_task(args, preset)
+    except (ValueError, FileNotFoundError) as e:  # data that cannot be used, a config that does not validate
+        parser.error(" ".join(str(e).split("\n")))
+    cfg = _train_config(args, preset, args.task)
+    print(f"spikejax train {args.task}: data {task.data_meta['name']}, run directory {cfg.out}", flush=True)
+    from spikejax.train.resume import run_flags
+    from spikejax.train.steps import NonFiniteError
+
+    try:
+        return fit(task, cfg, run_flags=run_flags(args))
+    except NonFiniteError as e:  # a diverged run: one paragraph, exit status 1
+        raise SystemExit(f"spikejax train: error: {e}") from None
+
+
+def _make_task(args, preset: dict):
+    """The :class:`~spikejax.train.loop.Task` of the parsed flags (data read and checked, config validated)."""
+    from spikejax.train.data import CharDataset, DigitsDataset, default_text
+
     neuron = _pick(args, {"neuron": "lif", **preset}, "neuron")
     nkw = neuron_kwargs(neuron, args.beta, args.threshold)
     if args.task == "lm":
         ds = CharDataset.from_file(args.data) if args.data else CharDataset(default_text(), name="pydoc_data.topics")
-        task = lm_task(ds, d_model=_pick(args, preset, "d_model"), layers=_pick(args, preset, "layers"),
+        seq_len = _pick(args, preset, "seq_len")
+        ds.check_seq_len(seq_len)
+        return lm_task(ds, d_model=_pick(args, preset, "d_model"), layers=_pick(args, preset, "layers"),
                        heads=_pick(args, preset, "heads"), time_steps=_pick(args, preset, "time_steps"),
-                       seq_len=_pick(args, preset, "seq_len"), attention=_pick(args, preset, "attention"),
+                       seq_len=seq_len, attention=_pick(args, preset, "attention"),
                        window=args.window, window_softmax=args.window_softmax,
                        mix_norm=_pick(args, {"mix_norm": "none", **preset}, "mix_norm"),
                        mlp_ratio=_pick(args, {"mlp_ratio": 4.0, **preset}, "mlp_ratio"),
                        neuron=neuron, neuron_kwargs=nkw, backend=args.backend,
                        eval_batches=args.eval_batches, sample_chars=args.sample_chars, dtype=args.dtype,
                        dropout=_pick(args, {"dropout": 0.0, **preset}, "dropout"))
-    else:
-        task = vision_task(DigitsDataset(), d_model=_pick(args, preset, "d_model"),
-                           layers=_pick(args, preset, "layers"), heads=_pick(args, preset, "heads"),
-                           time_steps=_pick(args, preset, "time_steps"),
-                           patch_size=args.patch_size, attention=_pick(args, preset, "attention"),
-                           mlp_ratio=args.mlp_ratio or 4.0, neuron=neuron,
-                           neuron_kwargs=nkw, backend=args.backend, dtype=args.dtype)
-    cfg = _train_config(args, preset, args.task)
-    print(f"spikejax train {args.task}: data {task.data_meta['name']}, run directory {cfg.out}", flush=True)
-    return fit(task, cfg)
+    return vision_task(DigitsDataset(), d_model=_pick(args, preset, "d_model"),
+                       layers=_pick(args, preset, "layers"), heads=_pick(args, preset, "heads"),
+                       time_steps=_pick(args, preset, "time_steps"),
+                       patch_size=args.patch_size, attention=_pick(args, preset, "attention"),
+                       mlp_ratio=args.mlp_ratio or 4.0, neuron=neuron,
+                       neuron_kwargs=nkw, backend=args.backend, dtype=args.dtype)
 
 
 def sample_main(argv: list[str] | None = None) -> str:
     """``spikejax sample --checkpoint DIR --prompt TEXT``: generate text from a trained SpikingLM."""
-    p = argparse.ArgumentParser(prog="spikejax sample", description="Generate text from a SpikingLM checkpoint.")
+    p = argparse.ArgumentParser(prog="spikejax sample", description="Generate text from a SpikingLM checkpoint.",
+                                formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", required=True, help="run directory of `spikejax train lm` (or its checkpoints/)")
     p.add_argument("--prompt", default="\n", help="text to continue (characters of the training vocabulary)")
-    p.add_argument("--chars", type=_pos_int, default=200, help="characters to generate (up to the context length)")
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top-k", type=_pos_int)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--chars", type=positive_int, default=200,
+                   help="characters to generate (beyond the context length the window slides)")
+    p.add_argument("--temperature", type=number(0), default=0.8, help="softmax temperature (0: greedy)")
+    p.add_argument("--top-k", type=positive_int, help="sample among the k most likely characters (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    add_backend_flag(p)
     args = p.parse_args(argv)
-    model, ds = load_lm(args.checkpoint)
+    check_backend(p, args.backend)
+    model, ds = load_lm(args.checkpoint, backend=args.backend)
     try:
         text = _generate(model, ds, args.prompt, args.chars, args.seed, args.temperature, args.top_k)
     except ValueError as e:
-        raise SystemExit(f"spikejax sample: error: {e}") from None
+        p.error(str(e))
     print(text)
     return text
 
 
-def load_checkpoint(checkpoint: str):
+def load_checkpoint(checkpoint: str, *, backend: str | None = None):
     """``(model, meta)`` restored from a ``spikejax train`` run directory (or its ``checkpoints/``):
     a :class:`~spikejax.nn.SpikingLM` or :class:`~spikejax.nn.Spikformer` with the latest weights
-    and the stored metadata (``meta["model"]`` config, ``meta["data"]``, ``meta["train"]``)."""
+    and the stored metadata (``meta["model"]`` config, ``meta["data"]``, ``meta["train"]``).
+
+    ``backend``: the kernel backend of the restored model's neurons (``"auto"``, ``"xla"``, ...), a
+    run-time choice: a run trained with ``pallas`` on a GPU restores on a CPU with ``"auto"``;
+    None keeps the backend stored with the run."""
     from spikejax.nn import SpikformerConfig, SpikingLMConfig
     from spikejax.train.checkpoint import CheckpointError, CheckpointManager, read_meta
     from spikejax.train.steps import ModelSplit, make_optimizer, make_steps
@@ -345,9 +462,11 @@ def load_checkpoint(checkpoint: str):
     if meta.get("task") not in configs:
         raise CheckpointError(f"checkpoint: {directory!r} has unknown task {meta.get('task')!r}")
     config_cls, loss_fn, eval_fn = configs[meta["task"]]
-    split = ModelSplit(config_cls.from_dict(meta["model"]).build(seed=0))
+    model_config = meta["model"] if backend is None else {**meta["model"], "backend": backend}
+    split = ModelSplit(config_cls.from_dict(model_config).build(seed=0))
     t = meta["train"]
-    tx = make_optimizer(t["lr"], t["steps"], warmup=t["warmup"], weight_decay=t["weight_decay"], clip=t["clip"])
+    tx = make_optimizer(t["lr"], t["steps"], warmup=t["warmup"], weight_decay=t["weight_decay"], clip=t["clip"],
+                        skip_nonfinite=t.get("skip_nonfinite", 0))  # the optimizer-state structure of the run
     template = make_steps(split, tx, loss_fn, eval_fn, None).init()
     mngr = CheckpointManager(directory, meta, save_every=1, resume=True)
     try:
@@ -374,13 +493,14 @@ class Vocabulary:
         return "".join(self.chars[int(i)] for i in np.asarray(ids).reshape(-1))
 
 
-def load_lm(checkpoint: str):
-    """``(SpikingLM, Vocabulary)`` restored from a ``spikejax train lm`` run directory."""
+def load_lm(checkpoint: str, *, backend: str | None = None):
+    """``(SpikingLM, Vocabulary)`` restored from a ``spikejax train lm`` run directory (``backend``:
+    see :func:`load_checkpoint`)."""
     import json
 
     from spikejax.train.checkpoint import CheckpointError
 
-    model, meta = load_checkpoint(checkpoint)
+    model, meta = load_checkpoint(checkpoint, backend=backend)
     if meta.get("task") != "lm":
         raise CheckpointError(f"checkpoint: {checkpoint!r} is a {meta.get('task')!r} run, not a language model")
     return model, Vocabulary(json.loads(meta["data"]["chars"]))

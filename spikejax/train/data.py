@@ -55,11 +55,24 @@ class CharDataset:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, **kwargs) -> CharDataset:
-        """Read a UTF-8 text file (e.g. TinyShakespeare's ``input.txt``)."""
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"data: no such file {os.fspath(path)!r}")
-        with open(path, encoding="utf-8") as f:
-            return cls(f.read(), name=os.path.basename(os.fspath(path)), **kwargs)
+        """Read a UTF-8 text file (e.g. TinyShakespeare's ``input.txt``). A missing file is a
+        ``FileNotFoundError``, an empty or too short one or one that is not UTF-8 a ``ValueError``
+        naming the file (and the offset of the first byte that does not decode)."""
+        name = os.fspath(path)
+        if not os.path.isfile(name):
+            raise FileNotFoundError(f"data: no such file {name!r}")
+        with open(name, "rb") as f:
+            raw = f.read()
+        if not raw:
+            raise ValueError(f"data: {name!r} is empty")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"data: {name!r} is not UTF-8 text: byte {raw[e.start]:#04x} at byte offset {e.start} "
+                             f"does not decode ({e.reason})") from None
+        if len(text) < 4:
+            raise ValueError(f"data: {name!r} holds {len(text)} characters; expected at least 4")
+        return cls(text, name=os.path.basename(name), **kwargs)
 
     @property
     def vocab_size(self) -> int:
@@ -75,14 +88,20 @@ class CharDataset:
     def decode(self, ids) -> str:
         return "".join(self.chars[int(i)] for i in np.asarray(ids).reshape(-1))
 
-    def _check(self, seq_len: int, split: np.ndarray, name: str) -> None:
-        if len(split) < seq_len + 2:
-            raise ValueError(f"seq_len: {seq_len} is too long for the {name} split of {len(split)} characters")
+    def check_seq_len(self, seq_len: int) -> None:
+        """``ValueError`` (naming the data) unless both splits hold a window of ``seq_len + 1``
+        characters and a choice of start (at least ``seq_len + 2`` characters each)."""
+        for split, data in (("training", self.train), ("validation", self.val)):
+            if len(data) < seq_len + 2:
+                n = len(self.train) + len(self.val)
+                raise ValueError(f"data: {self.name!r} ({n} characters) is too short for sequences of seq_len="
+                                 f"{seq_len}: its {split} split holds {len(data)} characters, and each split "
+                                 f"needs at least seq_len + 2 = {seq_len + 2}")
 
     def batch(self, seed: int, step: int, batch_size: int, seq_len: int, split: str = "train"):
         """``(x[B, L], y[B, L])`` int32 for ``step``: random windows of the split."""
         data = self.train if split == "train" else self.val
-        self._check(seq_len, data, split)
+        self.check_seq_len(seq_len)
         rng = batch_rng(seed, step, 0 if split == "train" else 1)
         starts = rng.integers(0, len(data) - seq_len - 1, batch_size)
         idx = starts[:, None] + np.arange(seq_len + 1)[None]
