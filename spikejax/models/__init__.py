@@ -10,7 +10,7 @@ averaged over T. SpikingJelly checkpoints load with :func:`spikejax.interop.load
 """
 
 # importing the family modules registers their models
-from spikejax.models import builtin, resnet, vgg  # noqa: F401
+from spikejax.models import builtin, qkformer, resnet, sdt, spikformer, vgg  # noqa: F401
 from spikejax.models.registry import create, get_builder, list_models, register
 
 __all__ = ["create", "get_builder", "list_models", "register"]
