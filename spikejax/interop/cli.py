@@ -17,9 +17,9 @@ from flax import nnx
 from spikejax.interop.torch_export import WEIGHT_FORMATS, export_torch
 
 
-def load_checkpoint_model(checkpoint: str, backend: str | None = "auto") -> nnx.Module:
+def load_checkpoint_model(checkpoint: str, backend: str = "auto") -> nnx.Module:
     """The NNX model stored in a ``spikejax train`` run directory (or its ``checkpoints/``), latest step,
-    with its neurons on ``backend`` (a run-time choice; None: the one stored with the run).
+    with its neurons on ``backend`` (a run-time choice, see :func:`spikejax.train.commands.load_checkpoint`).
 
     Raises :class:`spikejax.train.CheckpointError` (naming ``checkpoint``) for a directory that holds
     no run or a run of an unknown task.

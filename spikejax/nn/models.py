@@ -87,17 +87,36 @@ class SpikingLM(nnx.Module):
     # --- pieces ---------------------------------------------------------------------------------
 
     def _check_tokens(self, tokens, name: str = "tokens", rank: int = 2) -> Array:
+        """Rank, integer dtype, ``L >= 1`` and, for concrete (eager) ids, the range ``[0, vocab_size)``;
+        ids traced under ``jit`` are not checked here (see :meth:`embed`)."""
         tokens = jnp.asarray(tokens)
         if tokens.ndim != rank:
             want = "[B, L]" if rank == 2 else "[B]"
             raise ValueError(f"{name}: expected integer token ids {want}, got shape {tuple(tokens.shape)}")
         if not jnp.issubdtype(tokens.dtype, jnp.integer):
             raise TypeError(f"{name}: expected an integer dtype, got {tokens.dtype}")
+        if rank == 2 and tokens.shape[1] == 0:
+            raise ValueError(f"{name}: expected at least one token per sequence (L >= 1), got shape "
+                             f"{tuple(tokens.shape)}")
+        if not isinstance(tokens, jax.core.Tracer):
+            V = self.config.vocab_size
+            bad = tokens[(tokens < 0) | (tokens >= V)]
+            if bad.size:
+                ids = sorted({int(i) for i in bad})
+                shown = ", ".join(map(str, ids[:8])) + (f", ... ({len(ids)} distinct)" if len(ids) > 8 else "")
+                raise ValueError(f"{name}: token ids must lie in [0, vocab_size={V}), got {shown}")
         return tokens
 
     def embed(self, tokens: Array, start: Array | int = 0) -> Array:
-        """``tokens[B, L]`` at positions ``start..start+L-1`` -> the block input ``[T, B, L, D]``."""
-        e = self.token_embed(tokens)
+        """``tokens[B, L]`` at positions ``start..start+L-1`` -> the block input ``[T, B, L, D]``.
+
+        An id outside ``[0, vocab_size)`` embeds as NaN (negative ids included, which indexing would
+        otherwise wrap to the end of the table): eager calls of the model refuse such ids with a
+        ``ValueError`` first, and under ``jit`` (ids not concrete) the logits of that position, and of
+        every later position it reaches through attention, come out NaN, never a silent wrong answer.
+        """
+        valid = (tokens >= 0) & (tokens < self.config.vocab_size)
+        e = jnp.where(valid[..., None], self.token_embed(jnp.where(valid, tokens, 0)), jnp.nan)
         if self.pos_embed is not None:
             e = e + self.pos_embed(start + jnp.arange(tokens.shape[1]))[None]
         x = encoding.direct(e.astype(self.config.compute_dtype), self.config.time_steps)
@@ -110,9 +129,12 @@ class SpikingLM(nnx.Module):
     # --- forward and decoding ---------------------------------------------------------------------
 
     def __call__(self, tokens: Array, *, return_state: bool = False, dropout_key: Array | None = None):
-        """``tokens[B, L]`` (int) -> ``logits[B, L, vocab]`` (float32); with ``return_state`` also the
-        :class:`SpikingLMState` after the sequence (to continue with :meth:`decode_step`). A
-        ``dropout_key`` turns on ``config.dropout`` (training); without one the model is deterministic."""
+        """``tokens[B, L]`` (int, ``L >= 1``) -> ``logits[B, L, vocab]`` (float32); with ``return_state``
+        also the :class:`SpikingLMState` after the sequence (to continue with :meth:`decode_step`). A
+        ``dropout_key`` turns on ``config.dropout`` (training); without one the model is deterministic.
+
+        Token ids must lie in ``[0, vocab_size)``: an eager call raises a ``ValueError`` naming the
+        ids outside; under ``jax.jit`` they give NaN logits (see :meth:`embed`)."""
         tokens = self._check_tokens(tokens)
         L = tokens.shape[1]
         if self.pos_embedding_enabled and L > self.config.max_len:
@@ -177,8 +199,6 @@ class SpikingLM(nnx.Module):
                 f"max_new_tokens: prompt length {prompt.shape[1]} + {max_new_tokens} exceeds max_len="
                 f"{self.config.max_len}"
             )
-        if prompt.shape[1] < 1:
-            raise ValueError("prompt: expected at least one token, got shape " f"{tuple(prompt.shape)}")
         if max_new_tokens == 0:
             return prompt
         graphdef, params = nnx.split(self)

@@ -312,6 +312,10 @@ def _parser() -> argparse.ArgumentParser:
     vi.add_argument("--patch-size", type=positive_int, default=2, help="patch side (divides 8)")
     _model_flags(vi, {"": VISION_DEFAULTS})
     _common_flags(vi, {"": VISION_DEFAULTS})
+    from spikejax.train import tasks_data  # --dataset/--model on vision; train audio, train temporal
+
+    tasks_data.add_vision_flags(vi)
+    tasks_data.add_parsers(sub, _model_flags, _common_flags)
     return p
 
 
@@ -369,7 +373,9 @@ def train_main(argv: list[str] | None = None) -> dict[str, Any]:
         from spikejax.train.resume import apply_stored_flags
 
         apply_stored_flags(parser, argv, args, args.task)
-    preset = LM_PRESETS[args.preset] if args.task == "lm" else VISION_DEFAULTS
+    from spikejax.train.tasks_data import TASK_DEFAULTS
+
+    preset = LM_PRESETS[args.preset] if args.task == "lm" else TASK_DEFAULTS.get(args.task, VISION_DEFAULTS)
     _check_args(parser, args, preset)
     from spikejax.train import sharding as shd
     from spikejax.train.loop import fit
@@ -383,6 +389,8 @@ def train_main(argv: list[str] | None = None) -> dict[str, Any]:
     except (ValueError, FileNotFoundError) as e:  # data that cannot be used, a config that does not validate
         parser.error(" ".join(str(e).split("\n")))
     cfg = _train_config(args, preset, args.task)
+    if getattr(task.after, "wants_run_dir", False):  # tasks_data.RunPlots: plots into the run directory
+        task.after.out = cfg.out
     print(f"spikejax train {args.task}: data {task.data_meta['name']}, run directory {cfg.out}", flush=True)
     from spikejax.train.resume import run_flags
     from spikejax.train.steps import NonFiniteError
@@ -397,6 +405,10 @@ def _make_task(args, preset: dict):
     """The :class:`~spikejax.train.loop.Task` of the parsed flags (data read and checked, config validated)."""
     from spikejax.train.data import CharDataset, DigitsDataset, default_text
 
+    if args.task in ("audio", "temporal") or getattr(args, "dataset", None):
+        from spikejax.train import tasks_data
+
+        return tasks_data.make_task(args, preset, _pick, neuron_kwargs)
     neuron = _pick(args, {"neuron": "lif", **preset}, "neuron")
     nkw = neuron_kwargs(neuron, args.beta, args.threshold)
     if args.task == "lm":
@@ -443,14 +455,14 @@ def sample_main(argv: list[str] | None = None) -> str:
     return text
 
 
-def load_checkpoint(checkpoint: str, *, backend: str | None = None):
+def load_checkpoint(checkpoint: str, *, backend: str = "auto"):
     """``(model, meta)`` restored from a ``spikejax train`` run directory (or its ``checkpoints/``):
     a :class:`~spikejax.nn.SpikingLM` or :class:`~spikejax.nn.Spikformer` with the latest weights
     and the stored metadata (``meta["model"]`` config, ``meta["data"]``, ``meta["train"]``).
 
-    ``backend``: the kernel backend of the restored model's neurons (``"auto"``, ``"xla"``, ...), a
-    run-time choice: a run trained with ``pallas`` on a GPU restores on a CPU with ``"auto"``;
-    None keeps the backend stored with the run."""
+    ``backend``: the kernel backend of the restored model's neurons (``"auto"``: the fastest that
+    runs here; ``"xla"``, ``"pallas"``, ...), a run-time choice: a run trained with ``pallas`` on a
+    GPU restores on a CPU (a backend stored by an older run is ignored)."""
     from spikejax.nn import SpikformerConfig, SpikingLMConfig
     from spikejax.train.checkpoint import CheckpointError, CheckpointManager, read_meta
     from spikejax.train.steps import ModelSplit, make_optimizer, make_steps
@@ -462,8 +474,7 @@ def load_checkpoint(checkpoint: str, *, backend: str | None = None):
     if meta.get("task") not in configs:
         raise CheckpointError(f"checkpoint: {directory!r} has unknown task {meta.get('task')!r}")
     config_cls, loss_fn, eval_fn = configs[meta["task"]]
-    model_config = meta["model"] if backend is None else {**meta["model"], "backend": backend}
-    split = ModelSplit(config_cls.from_dict(model_config).build(seed=0))
+    split = ModelSplit(config_cls.from_dict({**meta["model"], "backend": backend}).build(seed=0))
     t = meta["train"]
     tx = make_optimizer(t["lr"], t["steps"], warmup=t["warmup"], weight_decay=t["weight_decay"], clip=t["clip"],
                         skip_nonfinite=t.get("skip_nonfinite", 0))  # the optimizer-state structure of the run
@@ -493,7 +504,7 @@ class Vocabulary:
         return "".join(self.chars[int(i)] for i in np.asarray(ids).reshape(-1))
 
 
-def load_lm(checkpoint: str, *, backend: str | None = None):
+def load_lm(checkpoint: str, *, backend: str = "auto"):
     """``(SpikingLM, Vocabulary)`` restored from a ``spikejax train lm`` run directory (``backend``:
     see :func:`load_checkpoint`)."""
     import json
