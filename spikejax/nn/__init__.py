@@ -2,7 +2,9 @@
 
 - neuron layers (:mod:`spikejax.nn.neurons`): :class:`IF`, :class:`LIF`, :class:`ALIF`,
   :class:`PLIF`, :class:`Ternary`, :class:`MultiLevel`, multi-step over ``[T, ...]`` with an optional
-  streaming state;
+  streaming state; further models (:mod:`spikejax.nn.dynamics`): :class:`CubaLIF`, :class:`Alpha`,
+  :class:`AdLIF`, :class:`RefractoryLIF`, :class:`Izhikevich`, :class:`EIF`, :class:`AdEx`, :class:`QIF`
+  and the readout :class:`CubaLI`;
 - encoders as modules (:mod:`spikejax.nn.encoders`): :class:`DirectEncoder`, :class:`RateEncoder`, ...;
 - attention on spikes ``[T, B, L, D]`` (:mod:`spikejax.nn.attention`);
 - blocks (:mod:`spikejax.nn.blocks`) and models (:mod:`spikejax.nn.models`) with their configs
@@ -29,6 +31,18 @@ from spikejax.nn.attention import (
 )
 from spikejax.nn.blocks import SpikingMLP, SpikingTransformerBlock
 from spikejax.nn.config import DTYPES, SpikformerConfig, SpikingLMConfig
+from spikejax.nn.dynamics import (
+    EIF,
+    QIF,
+    AdEx,
+    AdLIF,
+    Alpha,
+    CubaLI,
+    CubaLIF,
+    DynamicsNeuron,
+    Izhikevich,
+    RefractoryLIF,
+)
 from spikejax.nn.encoders import (
     DeltaEncoder,
     DirectEncoder,
@@ -52,6 +66,16 @@ from spikejax.nn.neurons import (
 )
 
 __all__ = [
+    "EIF",
+    "QIF",
+    "AdEx",
+    "AdLIF",
+    "Alpha",
+    "CubaLI",
+    "CubaLIF",
+    "DynamicsNeuron",
+    "Izhikevich",
+    "RefractoryLIF",
     "ALIF",
     "ATTENTIONS",
     "DTYPES",
