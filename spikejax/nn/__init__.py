@@ -4,7 +4,8 @@
   :class:`PLIF`, :class:`Ternary`, :class:`MultiLevel`, multi-step over ``[T, ...]`` with an optional
   streaming state; further models (:mod:`spikejax.nn.dynamics`): :class:`CubaLIF`, :class:`Alpha`,
   :class:`AdLIF`, :class:`RefractoryLIF`, :class:`Izhikevich`, :class:`EIF`, :class:`AdEx`, :class:`QIF`
-  and the readout :class:`CubaLI`;
+  and the readout :class:`CubaLI`; :class:`RecurrentSpiking` (:mod:`spikejax.nn.recurrent`) feeds any
+  neuron's spikes back through ``W_rec``;
 - encoders as modules (:mod:`spikejax.nn.encoders`): :class:`DirectEncoder`, :class:`RateEncoder`, ...;
 - attention on spikes ``[T, B, L, D]`` (:mod:`spikejax.nn.attention`);
 - blocks (:mod:`spikejax.nn.blocks`) and models (:mod:`spikejax.nn.models`) with their configs
@@ -64,6 +65,7 @@ from spikejax.nn.neurons import (
     make_neuron,
     reset_states,
 )
+from spikejax.nn.recurrent import RecurrentSpiking
 
 __all__ = [
     "EIF",
@@ -75,6 +77,7 @@ __all__ = [
     "CubaLIF",
     "DynamicsNeuron",
     "Izhikevich",
+    "RecurrentSpiking",
     "RefractoryLIF",
     "ALIF",
     "ATTENTIONS",
