@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from .step_program import StepProgram, trace_step
+from .step_program import StepProgram, check_captures, trace_step
 
 try:  # the Triton-specific Pallas API (masked load/store with cache hints, CompilerParams)
     from jax.experimental.pallas import triton as _pltriton
@@ -358,6 +358,7 @@ def scan_forward(step: Callable, params_treedef, x: Array, state0: Sequence[Arra
     T, M, scalar = _check_inputs(x, state0, params)
     n = len(state0)
     tiling = tiling or default_tiling(T, M, "fwd", num_states=n, itemsize=x.dtype.itemsize, interpret=interpret)
+    check_captures(step, params_treedef, len(params), n, M)
     prog = trace_step(step, params_treedef, len(params), n, tiling.block_m, _lowering(interpret))
     c = _Cfg(prog, T, M, scalar, tiling, bool(return_states), bool(save_residuals))
     nc = -(-T // tiling.checkpoint_every)

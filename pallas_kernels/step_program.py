@@ -45,6 +45,14 @@ _INLINE = {
 }
 
 
+_NOT_ELEMENTWISE = frozenset({
+    "reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "reduce_and", "reduce_or", "argmax", "argmin",
+    "cumsum", "cumprod", "cummax", "cummin", "cumlogsumexp", "dot_general", "sort", "gather", "scatter",
+    "scatter-add", "dynamic_slice", "dynamic_update_slice", "rev", "transpose", "concatenate", "pad", "slice",
+})
+"""Primitives that mix values across neurons: a step using them is not elementwise."""
+
+
 class StepError(ValueError):
     """A step function that the fused kernels cannot run (the message says why and names it)."""
 
@@ -214,6 +222,23 @@ def _scalar_consts(closed: jcore.ClosedJaxpr, name: str) -> jcore.ClosedJaxpr:
 
 
 @functools.cache
+def check_captures(step: Callable, params_treedef, num_params: int, num_states: int, num_neurons: int) -> None:
+    """Refuse a step that closes over an array (it would capture it into the kernel), tracing it at the
+    neurons' own size ``[num_neurons]`` (where a captured per-neuron array still broadcasts)."""
+    vec = jax.ShapeDtypeStruct((num_neurons,), _F32)
+
+    def flat_step(*args):
+        params = jax.tree.unflatten(params_treedef, args[:num_params])
+        return step(params, tuple(args[num_params:num_params + num_states]), args[-1])
+
+    try:
+        closed = jax.make_jaxpr(flat_step)(*([vec] * (num_params + num_states + 1)))
+    except Exception:  # noqa: BLE001 - tracing problems are reported by trace_step, with the reason
+        return
+    _scalar_consts(closed, step_name(step))
+
+
+@functools.cache
 def trace_step(step: Callable, params_treedef, num_params: int, num_states: int, block: int,
                lowering: str) -> StepProgram:
     """Trace ``step`` into a :class:`StepProgram` for ``[block]`` vectors (float32 everywhere).
@@ -256,6 +281,12 @@ def trace_step(step: Callable, params_treedef, num_params: int, num_states: int,
                 f"per-neuron inputs of shape ({block},); a step must be elementwise and return floating "
                 "values of its inputs' shape (backend='xla' runs other steps)"
             )
+    coupled = sorted(_primitives(primal.jaxpr, lowering, set()) & _NOT_ELEMENTWISE)
+    if coupled:
+        raise StepError(
+            f"step function {name!r} uses {', '.join(coupled)}, so it is not elementwise over the neurons "
+            "(the kernels run blocks of neurons apart); backend='xla' runs it"
+        )
     primal = _scalar_consts(primal, name)
     vjp = _scalar_consts(jax.make_jaxpr(flat_vjp)(*avals, *([vec] * (1 + num_states))), name)
     rules = _lowering_rules(lowering)

@@ -104,15 +104,15 @@ def scan(step: Callable, x: Array, state0: tuple, params, *, backend: str = "xla
     ``x_t`` reaches the step as float32. ``backend``: ``"xla"`` (``lax.scan``), ``"pallas"`` /
     ``"pallas_interpret"`` (the fused engine of :mod:`pallas_kernels.engine`), ``"auto"``.
     """
-    name = resolve_backend(backend, triton_spec, x.shape, custom=triton_spec is None)
-    state0 = tuple(state0)
-    if name == "xla":
-        return _xla_scan(step, x, state0, params, return_states)
-    if name == "triton":
+    if backend == "triton" and triton_spec is None:
         raise ValueError(
             "backend='triton': the hand-written Triton kernels serve only the built-in neurons; "
             "use backend='pallas' (the fused engine, any step function) or 'xla'"
         )
+    name = resolve_backend(backend, triton_spec, x.shape, custom=triton_spec is None)
+    state0 = tuple(state0)
+    if name == "xla":
+        return _xla_scan(step, x, state0, params, return_states)
     leaves, treedef = jax.tree.flatten(params)
     s, stateT, states = _engine_scan(step, treedef, name == "pallas_interpret", bool(return_states), x, state0,
                                      tuple(leaves))

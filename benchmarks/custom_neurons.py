@@ -1,0 +1,212 @@
+"""Time the generic engine: built-in and user-defined neurons against the hand-written kernels,
+``lax.scan`` and SpikingJelly 2.0's FlexSN, side by side in one run.
+
+Rows per (T, M) in (128, 1M), (32, 64K), (512, 16K), (8, 4M) and dtype (f32, bf16), forward and
+forward+backward (``s`` kept live), amortised timing as in :mod:`benchmarks.neuron_scan`:
+
+* ``lif engine``: ``sj.lif(tau=2, backend="pallas")``, the engine running the built-in LIF step;
+* ``lif hand-pallas``: the hand-written Pallas kernel (:mod:`pallas_kernels.neuron_scan`), same LIF;
+* ``lif triton``: the hand-written Triton kernel;
+* ``cuba engine`` / ``cuba xla``: the README's CUBA step (two states, atan) via ``custom_neuron``;
+* ``alif engine``, ``izhikevich engine`` (and their ``xla``) where defined;
+* ``cuba flexsn``: SpikingJelly's FlexSN with the same CUBA core (its Triton path on CUDA), with
+  its first-call (compile) time reported separately.
+
+Usage: ``python -m benchmarks.custom_neurons [--shapes 128x1048576,...] [--dtypes float32] [--out DIR]``.
+Writes ``custom_neurons.md`` / ``.json`` under ``--out`` (default ``$OUT`` or ``.``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import time
+import traceback
+
+import jax
+import jax.numpy as jnp
+
+import spikejax as sj
+from benchmarks.neuron_scan import (
+    SHAPES,
+    _fmt_m,
+    _inputs,
+    _n_buffers,
+    _time_jax,
+    _torch_inputs,
+    _torch_time,
+    _writable_triton_cache,
+    copy_bandwidth,
+    min_bytes,
+)
+from spikejax import backends
+
+
+def cuba(params, state, x_t):
+    """The README's current-based LIF: ``i = α i + x``, ``h = β v + i``, spike, subtract reset."""
+    i, v = state
+    i = params["alpha"] * i + x_t
+    h = params["beta"] * v + i
+    s = sj.surrogate.atan(alpha=2.0)(h - params["threshold"])
+    return s, (i, h - s * params["threshold"])
+
+
+CUBA = sj.custom_neuron(cuba, num_states=2)
+CUBA_PARAMS = {"alpha": 0.8, "beta": 0.9, "threshold": 1.0}
+
+
+def _hand_pallas_lif(x):
+    import pallas_kernels.neuron_scan as hand
+
+    spec = backends.ScanSpec(decay_input=True)
+    M = x.shape[1]
+    z = jnp.zeros((M,), jnp.float32)
+    one = lambda v: jnp.full((1,), v, jnp.float32)  # noqa: E731
+    p = backends.ScanParams(one(0.5), one(1.0), one(0.0), one(0.0), one(2.0))
+    kernel = backends.KernelBackend(hand.neuron_scan_forward, hand.neuron_scan_backward)
+    return backends._kernel_scan(kernel, spec, x, z, z, p).spikes
+
+
+def _dynamics(name: str):
+    try:
+        from spikejax.neurons import dynamics
+    except ImportError:
+        return None
+    entry = getattr(dynamics, "DYNAMICS", {}).get(name)
+    if entry is None:
+        return None
+    step, params, n = entry
+    return sj.custom_neuron(step, num_states=n), params
+
+
+def impls(dtype):
+    rows = {
+        "lif engine": lambda x: sj.lif(x, tau=2.0, backend="pallas")[0],
+        "lif hand-pallas": _hand_pallas_lif,
+        "lif triton": lambda x: sj.lif(x, tau=2.0, backend="triton")[0],
+        "lif xla": lambda x: sj.lif(x, tau=2.0, backend="xla")[0],
+        "cuba engine": lambda x: CUBA(x, CUBA_PARAMS, backend="pallas")[0],
+        "cuba xla": lambda x: CUBA(x, CUBA_PARAMS, backend="xla")[0],
+        "alif engine": lambda x: sj.alif(x, tau=2.0, backend="pallas")[0],
+        "alif xla": lambda x: sj.alif(x, tau=2.0, backend="xla")[0],
+    }
+    izh = _dynamics("izhikevich")
+    if izh is not None:
+        neuron, params = izh
+        rows["izhikevich engine"] = lambda x: neuron(x, params, backend="pallas")[0]
+        rows["izhikevich xla"] = lambda x: neuron(x, params, backend="xla")[0]
+    return rows
+
+
+def bench_jax(fn, T: int, M: int, dtype) -> dict:
+    n = _n_buffers(T * M * jnp.dtype(dtype).itemsize)
+    xs, gs = _inputs(T, M, dtype, n)
+
+    def fb(x, g):
+        s, vjp = jax.vjp(fn, x)
+        return s, vjp(g)[0]
+
+    return {"fwd": _time_jax(fn, [(x,) for x in xs]), "fwdbwd": _time_jax(fb, list(zip(xs, gs, strict=True)))}
+
+
+def bench_flexsn(T: int, M: int, dtype: str) -> dict:
+    import torch
+    from spikingjelly.activation_based import surrogate
+    from spikingjelly.activation_based.neuron.flexsn import FlexSN
+
+    sg = surrogate.ATan(alpha=2.0)
+
+    def core(x, i, v):
+        i = 0.8 * i + x
+        h = 0.9 * v + i
+        s = sg(h - 1.0)
+        return s, i, h - s * 1.0
+
+    n = _n_buffers(T * M * (4 if dtype == "float32" else 2))
+    xs, gs = _torch_inputs(T, M, dtype, n)
+    node = FlexSN(core, num_states=2, step_mode="m").cuda()
+
+    def run(x):
+        node.reset()
+        return node(x)
+
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        run(xs[0])
+    xg = [x.clone().requires_grad_(True) for x in xs]
+    run(xg[0]).backward(gs)
+    torch.cuda.synchronize()
+    compile_s = time.perf_counter() - t0
+
+    def fwd(i):
+        with torch.no_grad():
+            run(xs[i])
+
+    def fb(i):
+        run(xg[i]).backward(gs)
+
+    return {"fwd": _torch_time(fwd, n), "fwdbwd": _torch_time(fb, n), "first_call_s": compile_s}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--shapes", default=None, help="e.g. 128x1048576,8x4194304")
+    ap.add_argument("--dtypes", default="float32,bfloat16")
+    ap.add_argument("--impls", default=None, help="only rows whose name contains one of these, comma separated")
+    ap.add_argument("--flexsn-timeout", type=float, default=150.0)
+    args = ap.parse_args()
+    _writable_triton_cache()
+    shapes = SHAPES if not args.shapes else [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    bw, bw_note = copy_bandwidth()
+    device = jax.devices()[0]
+    lines = [
+        "## Generic engine: built-in and custom neurons",
+        "",
+        f"- device: {device.device_kind}, jax {jax.__version__}; "
+        f"date {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- copy bandwidth: {bw_note}; floor = (x + s) bytes fwd, (x + s + g_s + g_x) fwd+bwd",
+        "",
+        "| T x M | dtype | impl | fwd ms | fwd / floor | fwd+bwd ms | fwd+bwd / floor | note |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    print("\n".join(lines), flush=True)
+    results = []
+    for T, M in shapes:
+        for dtype in args.dtypes.split(","):
+            rows = dict(impls(dtype))
+            names = list(rows) + ["cuba flexsn"]
+            if args.impls:
+                names = [n for n in names if any(k in n for k in args.impls.split(","))]
+            f_fwd, f_fb = (b / bw for b in min_bytes(T, M, dtype))
+            for name in names:
+                try:
+                    if name == "cuba flexsn":
+                        r = bench_flexsn(T, M, dtype)
+                    else:
+                        r = bench_jax(rows[name], T, M, jnp.dtype(dtype))
+                    note = f"first call {r['first_call_s']:.1f} s" if "first_call_s" in r else ""
+                    line = (f"| {T}x{_fmt_m(M)} | {dtype} | {name} | {r['fwd'] * 1e3:.3f} | {r['fwd'] / f_fwd:.2f} | "
+                            f"{r['fwdbwd'] * 1e3:.3f} | {r['fwdbwd'] / f_fb:.2f} | {note} |")
+                except Exception as err:  # noqa: BLE001 - a failing row is reported, the run goes on
+                    traceback.print_exc()
+                    r = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}"}
+                    line = f"| {T}x{_fmt_m(M)} | {dtype} | {name} | {r['error']} | | | | |"
+                results.append({"T": T, "M": M, "dtype": dtype, "impl": name, **r})
+                print(line, flush=True)
+                lines.append(line)
+                _write(args.out, lines, results, bw, device)
+
+
+def _write(out, lines, results, bw, device) -> None:
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "custom_neurons.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    with open(os.path.join(out, "custom_neurons.json"), "w") as f:
+        json.dump({"copy_bandwidth": bw, "device": device.device_kind, "results": results}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
