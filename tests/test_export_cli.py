@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("safetensors")
 
 from spikejax import cli  # noqa: E402
 from spikejax.interop import torch_modules as tm  # noqa: E402
@@ -27,9 +26,12 @@ def test_train_export_and_load_in_pytorch(task, tmp_path, capsys):
     run = tmp_path / task
     assert cli.main(["train", task, *TINY, *RUNS[task], "--out", str(run)]) == 0
     out = tmp_path / "export" / task
-    assert cli.main(["export-torch", "--checkpoint", str(run), "--out", str(out)]) == 0
+    assert cli.main(["export-torch", "--checkpoint", str(run), "--out", str(out), "--backend", "auto"]) == 0
     printed = capsys.readouterr().out
     assert "safetensors:" in printed and "json:" in printed
+    only_pt = tmp_path / "export" / f"{task}-pt"
+    assert cli.main(["export-torch", "--checkpoint", str(run), "--out", str(only_pt), "--formats", "pt"]) == 0
+    assert "pt:" in capsys.readouterr().out and not only_pt.with_name(only_pt.name + ".safetensors").exists()
 
     jmodel, meta = load_checkpoint(str(run))
     assert meta["task"] == task

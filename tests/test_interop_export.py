@@ -9,10 +9,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-pytest.importorskip("safetensors")
-
-import spikejax.nn as snn  # noqa: E402
-from spikejax.interop import (  # noqa: E402
+import spikejax.nn as snn
+from spikejax.interop import (
     StateDictError,
     export_torch,
     import_torch,
@@ -95,3 +93,101 @@ def test_argument_errors(tmp_path):
         import_torch(tmp_path / "nothing.safetensors")
     with pytest.raises(TypeError, match="state_dict"):
         load_torch_state_dict(_lm(), [1, 2])
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.bool_, np.complex64])
+def test_non_float_values_are_refused_by_key(dtype, tmp_path):
+    target = _lm(seed=1)
+    sd = to_torch_state_dict(_lm(seed=2))
+    sd["head.bias"] = np.ones(sd["head.bias"].shape, dtype)
+    before = _snapshot(target)
+    with pytest.raises(TypeError, match=rf"head\.bias \({np.dtype(dtype)}\)"):
+        load_torch_state_dict(target, sd)
+    for k, v in _snapshot(target).items():  # nothing loaded
+        np.testing.assert_array_equal(before[k], v)
+    # the same through a file: the error names the file too
+    from safetensors.numpy import save_file
+
+    written = export_torch(_lm(seed=2), tmp_path / "m", formats="safetensors")
+    save_file(sd, str(written["safetensors"]))
+    with pytest.raises(TypeError, match=r"m\.safetensors.*head\.bias"):
+        import_torch(written["safetensors"])
+
+
+def test_float16_and_float64_values_load(tmp_path):
+    src, target = _lm(seed=2), _lm(seed=1)
+    sd = {k: (v.astype(np.float64) if v.dtype == np.float32 else v) for k, v in to_torch_state_dict(src).items()}
+    load_torch_state_dict(target, sd)
+    for k, v in to_torch_state_dict(target).items():
+        np.testing.assert_array_equal(v, to_torch_state_dict(src)[k])
+
+
+def test_formats_is_one_name_a_list_or_a_sequence(tmp_path):
+    m = _lm()
+    assert set(export_torch(m, tmp_path / "a", formats="safetensors")) == {"safetensors", "json"}
+    assert set(export_torch(m, tmp_path / "b", formats=["safetensors"])) == {"safetensors", "json"}
+    for bad in ("onnx", "safetensors,onnx", "", ()):
+        with pytest.raises(ValueError, match="formats"):
+            export_torch(m, tmp_path / "c", formats=bad)
+    assert not (tmp_path / "c.json").exists()
+    with pytest.raises(TypeError, match="formats"):
+        export_torch(m, tmp_path / "c", formats=3)
+
+
+def test_export_leaves_out_the_backend_and_import_takes_one(tmp_path):
+    m = _lm(backend="pallas_interpret")
+    written = export_torch(m, tmp_path / "m", formats="safetensors")
+    assert "backend" not in json.loads(written["json"].read_text())["config"]
+    back = import_torch(written["safetensors"])  # default "auto": xla on this CPU machine
+    assert back.config.backend == "auto"
+    assert import_torch(tmp_path / "m", backend="xla").config.backend == "xla"
+    with pytest.raises(ValueError, match="backend"):
+        import_torch(tmp_path / "m", backend="cuda")
+
+
+def _damaged_exports(tmp_path):
+    written = export_torch(_lm(), tmp_path / "m", formats="safetensors")
+    st, js = written["safetensors"], written["json"]
+    raw = st.read_bytes()
+    cases = {}
+    for name, data in (("empty", b""), ("truncated", raw[: len(raw) // 2]), ("garbage", b"\x00not a file" * 9)):
+        f = tmp_path / f"{name}.safetensors"
+        f.write_bytes(data)
+        (tmp_path / f"{name}.json").write_text(js.read_text())
+        cases[name] = f
+    return js, cases
+
+
+def test_damaged_files_are_errors_naming_the_file(tmp_path):
+    js, cases = _damaged_exports(tmp_path)
+    for name, f in cases.items():
+        with pytest.raises(ValueError, match=rf"{name}\.safetensors"):
+            import_torch(f)
+    js.write_text('{"format": "spikejax-torch", "model": ')  # garbled JSON
+    with pytest.raises(ValueError, match=r"m\.json.*not valid JSON"):
+        import_torch(tmp_path / "m")
+    js.write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"m\.json.*not a spikejax-torch export"):
+        import_torch(tmp_path / "m")
+    txt = js.with_suffix(".txt")
+    txt.write_text("x")
+    with pytest.raises(ValueError, match=r"m\.txt"):
+        read_state_dict(txt)
+
+
+def test_pt_files_that_are_not_state_dicts_name_the_file(tmp_path):
+    torch = pytest.importorskip("torch")
+    good = to_torch_state_dict(_lm())
+    for name, obj in (("ints", {"head.weight": 3}), ("list", [torch.zeros(2)])):
+        f = tmp_path / f"{name}.pt"
+        torch.save(obj, str(f))
+        with pytest.raises(ValueError, match=rf"{name}\.pt"):
+            read_state_dict(f)
+    f = tmp_path / "broken.pt"
+    torch.save({k: torch.from_numpy(v.copy()) for k, v in good.items()}, str(f))
+    f.write_bytes(f.read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"broken\.pt.*not a readable PyTorch state dict"):
+        read_state_dict(f)
+    f.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"broken\.pt.* is empty"):
+        read_state_dict(f)
