@@ -1,0 +1,405 @@
+"""Training tasks on the datasets of :mod:`spikejax.datasets` (the grain pipeline in the loop):
+
+    spikejax train vision --dataset nmnist --data-dir data/NMNIST --model spikformer
+    spikejax train audio --dataset shd --data-dir data/hsd --neuron alif
+    spikejax train temporal --dataset randman --neuron alif          # generated, no download
+
+- ``vision``: image sets (``uint8 [H, W, C]`` -> ``[0, 1]``, random crop + flip with ``--augment``)
+  and event sets (tonic ``ToFrame`` over ``T = --time-steps`` bins -> spikes ``[T, B, H, W, P]``)
+  with a zoo model (``spikejax.models.create(--model, ...)``; ``spikformer`` takes the
+  ``--d-model/--layers/--heads`` flags, SpikingJelly-style zoo builders get ``T``, ``num_classes``,
+  ``in_channels``).
+- ``audio`` (SHD / SSC) and ``temporal`` (randman): events binned into ``[T, B, C]`` (fixed bins of
+  ``--bin-us`` µs) and a :class:`SequenceClassifier`: ``--layers`` hidden layers of ``--d-model``
+  spiking neurons (``--neuron lif`` or ``alif``, the adaptive neuron) on ``nnx.Linear`` synapses and
+  a linear readout averaged over time. (A recurrent layer, ``spikejax.nn.RecurrentSpiking``, had not
+  landed when this was written: it slots in as the hidden layer.)
+
+Batches are a pure function of ``(seed, step)`` (:class:`spikejax.datasets.Pipeline`), so
+``--resume`` continues exactly. After training the run directory gets ``raster.png`` (input and
+hidden spikes of one test sample), ``firing_rates.png``, ``readout.png`` (the readout potential
+over time), ``frames.png`` for event vision sets and ``curves.png`` (loss / accuracy).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from spikejax import datasets as D
+
+__all__ = ["SequenceClassifierConfig", "SequenceClassifier", "ZooModelConfig", "sequence_task", "vision_data_task",
+           "TASK_DEFAULTS", "add_parsers", "make_task"]
+
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    # randman on CPU: 10 classes x 100 samples, 50 units, 100 ms in 25 bins of 4 ms
+    "temporal": dict(d_model=128, layers=1, heads=1, time_steps=25, batch_size=64, steps=400, lr=5e-3, warmup=20,
+                     eval_every=100, log_every=25, checkpoint_every=100, attention="ssa"),
+    # SHD / SSC: 1 s in 50 bins of 20 ms, 700 channels
+    "audio": dict(d_model=128, layers=1, heads=1, time_steps=50, batch_size=64, steps=2000, lr=2e-3, warmup=50,
+                  eval_every=250, log_every=50, checkpoint_every=250, attention="ssa"),
+    "vision_data": dict(d_model=64, layers=1, heads=4, time_steps=4, batch_size=32, steps=500, lr=2e-3, warmup=20,
+                        eval_every=100, log_every=25, checkpoint_every=100, attention="ssa"),
+}
+SEQUENCE_NEURONS = ("lif", "alif")
+
+
+# --- models ----------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SequenceClassifierConfig:
+    """Config of :class:`SequenceClassifier`: ``num_inputs`` (C), ``num_classes``, ``hidden`` (width),
+    ``num_layers``, ``time_steps`` (T of the input), ``neuron`` (``"lif"`` / ``"alif"``) and its
+    ``neuron_kwargs``, ``backend``."""
+
+    num_inputs: int
+    num_classes: int
+    hidden: int = 128
+    num_layers: int = 1
+    time_steps: int = 25
+    neuron: str = "lif"
+    neuron_kwargs: dict = dataclasses.field(default_factory=dict)
+    backend: str = "xla"
+
+    def __post_init__(self):
+        for name in ("num_inputs", "num_classes", "hidden", "num_layers", "time_steps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {v!r}")
+        if self.neuron not in SEQUENCE_NEURONS:
+            raise ValueError(f"neuron: expected one of {SEQUENCE_NEURONS}, got {self.neuron!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SequenceClassifierConfig:
+        return cls(**d)
+
+    def build(self, rngs: nnx.Rngs | None = None, *, seed: int = 0) -> SequenceClassifier:
+        return SequenceClassifier(self, rngs=rngs if rngs is not None else nnx.Rngs(seed))
+
+
+class SequenceClassifier(nnx.Module):
+    """``x[T, B, C]`` -> ``num_layers`` x (``nnx.Linear`` -> spiking neuron ``[T, B, hidden]``) ->
+    readout ``nnx.Linear`` -> mean over T -> ``logits[B, num_classes]``."""
+
+    def __init__(self, config: SequenceClassifierConfig, *, rngs: nnx.Rngs):
+        from spikejax.nn import make_neuron
+
+        self.config = config
+        widths = [config.num_inputs] + [config.hidden] * config.num_layers
+        self.synapses = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(widths[:-1], widths[1:], strict=True)])
+        self.neurons = nnx.List([make_neuron(config.neuron, num_channels=config.hidden, backend=config.backend,
+                                             **config.neuron_kwargs) for _ in range(config.num_layers)])
+        self.readout = nnx.Linear(config.hidden, config.num_classes, rngs=rngs)
+
+    def forward(self, x: jax.Array) -> tuple[jax.Array, list[jax.Array]]:
+        """``(readout[T, B, classes], [spikes[T, B, hidden] per layer])``."""
+        if x.ndim != 3 or x.shape[-1] != self.config.num_inputs:
+            raise ValueError(f"x: expected [T, B, {self.config.num_inputs}], got shape {tuple(x.shape)}")
+        spikes = []
+        h = x
+        for syn, neuron in zip(self.synapses, self.neurons, strict=True):
+            h = neuron(syn(h))
+            spikes.append(h)
+        return self.readout(h), spikes
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.forward(x)[0].mean(axis=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class ZooModelConfig:
+    """A :mod:`spikejax.models` zoo model by ``name`` with builder ``kwargs``; ``time_steps`` is T."""
+
+    name: str
+    kwargs: dict
+    time_steps: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kwargs": dict(self.kwargs), "time_steps": self.time_steps}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ZooModelConfig:
+        return cls(**d)
+
+    def build(self, rngs: nnx.Rngs | None = None, *, seed: int = 0) -> nnx.Module:
+        from spikejax import models
+
+        return models.create(self.name, rngs=rngs, seed=seed, **self.kwargs)
+
+
+def _zoo_config(model: str, *, image_size: int, in_channels: int, num_classes: int, time_steps: int, d_model: int,
+                layers: int, heads: int, neuron: str, neuron_kwargs: dict, backend: str) -> ZooModelConfig:
+    from spikejax import models
+
+    builder = models.get_builder(model)
+    if model == "spikformer":
+        patch = 4 if image_size % 4 == 0 and image_size >= 16 else (2 if image_size % 2 == 0 else 1)
+        kw = dict(image_size=image_size, in_channels=in_channels, patch_size=patch, num_classes=num_classes,
+                  d_model=d_model, num_heads=heads, num_layers=layers, time_steps=time_steps, neuron=neuron,
+                  neuron_kwargs=dict(neuron_kwargs), backend=backend)
+    else:
+        names = inspect.signature(builder).parameters
+        kw = {k: v for k, v in (("T", time_steps), ("num_classes", num_classes), ("in_channels", in_channels))
+              if k in names}
+    return ZooModelConfig(model, kw, time_steps)
+
+
+# --- losses ---------------------------------------------------------------------------------------
+
+
+def _inputs(x: jax.Array) -> jax.Array:
+    """Batch-major pipeline arrays -> the models' layout: ``[B, T, ...]`` events -> ``[T, B, ...]``;
+    images ``[B, H, W, C]`` stay."""
+    return x if x.ndim == 4 else jnp.swapaxes(x, 0, 1)
+
+
+def _loss(model, batch, key=None):
+    del key
+    x, y = batch
+    logits = model(_inputs(x))
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), {
+        "accuracy": (logits.argmax(-1) == y).mean()}
+
+
+def _eval(model, batch):
+    x, y, mask = batch
+    logits = model(_inputs(x))
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+    return {"loss_sum": (ce * mask).sum(), "count": mask.sum(), "correct": ((logits.argmax(-1) == y) * mask).sum()}
+
+
+def _summary(s: dict) -> dict:
+    return {"val_loss": s["loss_sum"] / s["count"], "val_accuracy": s["correct"] / s["count"]}
+
+
+# --- plots after training ----------------------------------------------------------------------------
+
+
+class RunPlots:
+    """The ``Task.after`` hook: writes the run's PNGs into :attr:`out` (set to the run directory)."""
+
+    wants_run_dir = True
+
+    def __init__(self, sample: np.ndarray, frames: bool):
+        self.sample, self.frames, self.out = sample, frames, None
+
+    def __call__(self, model, say) -> dict:
+        if self.out is None:
+            return {}
+        try:
+            from spikejax import plot
+        except ImportError:
+            return {}
+        written = []
+        try:
+            path = os.path.join(self.out, "metrics.jsonl")
+            if os.path.exists(path):
+                written.append(plot.save(plot.training_curves(path), os.path.join(self.out, "curves.png")))
+            x = jnp.asarray(self.sample)
+            if isinstance(model, SequenceClassifier):
+                model.eval()
+                readout, spikes = model.forward(x[:, None])
+                plt = plot._plt()
+                fig, axes = plt.subplots(1 + len(spikes), 1, figsize=(6, 2.2 * (1 + len(spikes))), sharex=True)
+                plot.raster(np.asarray(x) > 0, ax=axes[0], title="input spikes")
+                for i, s in enumerate(spikes):
+                    plot.raster(np.asarray(s[:, 0]), ax=axes[i + 1], title=f"hidden layer {i} ({model.config.neuron})")
+                written.append(plot.save(fig, os.path.join(self.out, "raster.png")))
+                written.append(plot.save(plot.firing_rates({f"layer {i}": np.asarray(s) for i, s in enumerate(spikes)}),
+                                         os.path.join(self.out, "firing_rates.png")))
+                potential = np.cumsum(np.asarray(readout[:, 0]), 0) / np.arange(1, len(readout) + 1)[:, None]
+                written.append(plot.save(plot.membrane(potential, title="readout (running mean of the logits)"),
+                                         os.path.join(self.out, "readout.png")))
+            elif self.frames:
+                written.append(plot.save(plot.event_frames(np.asarray(self.sample)),
+                                         os.path.join(self.out, "frames.png")))
+        except Exception as e:  # plotting never fails a finished run
+            say(f"plots: skipped ({type(e).__name__}: {e})")
+            return {}
+        say("plots: " + ", ".join(os.path.basename(p) for p in written))
+        return {"plots": written}
+
+
+# --- tasks --------------------------------------------------------------------------------------------
+
+
+def _global_rows(pipe: D.Pipeline):
+    """``Task.train_batch`` over a pipeline: this process's rows, placed in a global-sized batch at
+    its offset (what :func:`spikejax.train.sharding.shard_batch` reads in a multi-process run)."""
+
+    def train_batch(seed: int, step: int, batch_size: int):
+        local = pipe.train_batch(seed, step, batch_size)
+        if pipe.shard_count == 1:
+            return local
+        out = []
+        for a in local:
+            full = np.zeros((batch_size, *a.shape[1:]), a.dtype)
+            full[pipe.shard_index * len(a):(pipe.shard_index + 1) * len(a)] = a
+            out.append(full)
+        return tuple(out)
+
+    return train_batch
+
+
+def _task(name: str, model_config, train_src, test_src, encode, *, augment, seed: int, batch_size: int,
+          eval_batch_size: int, max_eval_batches: int | None, meta: dict, frames: bool, num_workers: int):
+    from spikejax.train.loop import Task
+
+    pipe = D.Pipeline(train_src, batch_size=batch_size, encode=encode, augment=augment, seed=seed,
+                      num_workers=num_workers)
+    evals = D.eval_batches(test_src, eval_batch_size, encode, max_batches=max_eval_batches)
+    return Task(name=name, model_config=model_config, loss_fn=_loss, eval_fn=_eval, train_batch=_global_rows(pipe),
+                eval_batches=evals, eval_summary=_summary, units_per_batch=lambda b: b, unit="sample",
+                data_meta=meta, after=RunPlots(evals[0][0][0], frames))
+
+
+def sequence_task(dataset: str, *, data_dir: str | None = None, hidden: int = 128, layers: int = 1,
+                  time_steps: int = 25, bin_us: float | None = None, downsample: float | None = None,
+                  neuron: str = "lif", neuron_kwargs: dict | None = None, backend: str = "xla", seed: int = 0,
+                  batch_size: int = 64, eval_batch_size: int = 100, max_eval_batches: int | None = None,
+                  num_workers: int = 0, randman: dict | None = None):
+    """``train audio`` (``shd`` / ``ssc`` from ``data_dir``) and ``train temporal`` (``randman``): events
+    in ``time_steps`` bins of ``bin_us`` µs (default: the recording length / T: 1 s for SHD/SSC, the
+    randman duration) -> :class:`SequenceClassifier`."""
+    if dataset == "randman":
+        cfg = D.RandmanConfig(**(randman or {}))
+        train_src = D.randman(cfg, split="train")
+        test_src = D.randman(cfg, split="test")
+        default_bin = cfg.duration / time_steps
+        meta = {"kind": "randman", "name": "randman", "fingerprint": json_fingerprint(dataclasses.asdict(cfg))}
+    elif dataset in ("shd", "ssc"):
+        train_src = D.load(dataset, data_dir, "train")
+        test_src = D.load(dataset, data_dir, "test")
+        default_bin = 1e6 / time_steps
+        meta = {"kind": dataset, "name": dataset, "fingerprint": f"{dataset}:{len(train_src)}:{len(test_src)}"}
+    else:
+        raise ValueError(f"dataset: expected 'shd', 'ssc' or 'randman', got {dataset!r}")
+    enc = D.EventFrames(train_src.sensor_size, time_bins=time_steps, time_window=bin_us or default_bin,
+                        downsample=downsample)
+    num_classes = D.info(dataset).num_classes if dataset != "randman" else cfg.num_classes
+    model = SequenceClassifierConfig(num_inputs=enc.shape[-1], num_classes=num_classes, hidden=hidden,
+                                     num_layers=layers, time_steps=time_steps, neuron=neuron,
+                                     neuron_kwargs=dict(neuron_kwargs or {}), backend=backend)
+    return _task("audio" if dataset != "randman" else "temporal", model, train_src, test_src, enc, augment=None,
+                 seed=seed, batch_size=batch_size, eval_batch_size=eval_batch_size,
+                 max_eval_batches=max_eval_batches, meta=meta, frames=False, num_workers=num_workers)
+
+
+def json_fingerprint(d: dict) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def vision_data_task(dataset: str, *, data_dir: str | None, model: str = "spikformer", d_model: int = 64,
+                     layers: int = 1, heads: int = 4, time_steps: int = 4, neuron: str = "lif",
+                     neuron_kwargs: dict | None = None, backend: str = "xla", seed: int = 0, batch_size: int = 32,
+                     augment: bool = False, eval_batch_size: int = 100, max_eval_batches: int | None = None,
+                     num_workers: int = 0):
+    """``train vision --dataset NAME``: an image or event set with a zoo model."""
+    info = D.info(dataset)
+    if dataset in ("shd", "ssc", "randman"):
+        raise ValueError(f"dataset: {dataset} is a 1-D spike set; use `spikejax train "
+                         f"{'temporal' if dataset == 'randman' else 'audio'}`")
+    train_src = D.load(dataset, data_dir, "train")
+    test_split = "test" if "test" in info.splits else "train"
+    test_src = D.load(dataset, data_dir, test_split)
+    if info.kind == "events":
+        W, H, P = info.sensor_size
+        enc, aug = D.EventFrames(info.sensor_size, time_bins=time_steps), (
+            D.EventAugment(info.sensor_size, drop=0.1, jitter=1.0) if augment else None)
+        image_size, channels = (H if H == W else None), P
+    else:
+        H, W, C = info.sensor_size
+        enc, aug = D.image_to_float, (D.ImageAugment(padding=max(1, H // 8)) if augment else None)
+        image_size, channels = H, C
+    if image_size is None:
+        raise ValueError(f"dataset: {dataset} frames are {W}x{H}; the zoo's vision models take square inputs")
+    cfg = _zoo_config(model, image_size=image_size, in_channels=channels, num_classes=info.num_classes,
+                      time_steps=time_steps, d_model=d_model, layers=layers, heads=heads, neuron=neuron,
+                      neuron_kwargs=neuron_kwargs or {}, backend=backend)
+    meta = {"kind": dataset, "name": dataset, "fingerprint": f"{dataset}:{len(train_src)}:{len(test_src)}",
+            "test_split": test_split}
+    return _task("vision", cfg, train_src, test_src, enc, augment=aug, seed=seed, batch_size=batch_size,
+                 eval_batch_size=eval_batch_size, max_eval_batches=max_eval_batches, meta=meta,
+                 frames=info.kind == "events", num_workers=num_workers)
+
+
+# --- CLI -----------------------------------------------------------------------------------------------
+
+
+def _data_flags(p, *, choices: tuple[str, ...], default: str | None = None) -> None:
+    from spikejax.cli import nonneg_int, positive_int
+
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", choices=choices, default=default, help="dataset (spikejax.datasets.available())")
+    g.add_argument("--data-dir", help="folder with the dataset's files in its published layout")
+    g.add_argument("--num-workers", type=nonneg_int, default=0, help="grain worker processes (0: threads)")
+    g.add_argument("--eval-batches", type=positive_int, help="evaluation batches (default: the whole test split)")
+
+
+def add_parsers(sub, model_flags, common_flags) -> None:
+    """``spikejax train audio`` and ``spikejax train temporal`` (the vision flags are added by
+    :func:`add_vision_flags`)."""
+    from spikejax.cli import number, positive_int
+
+    for task, help_text, choices, default in (
+            ("audio", "SHD / SSC spike trains with LIF or adaptive (ALIF) neurons", ("shd", "ssc"), None),
+            ("temporal", "spike-timing tasks generated locally (randman)", ("randman",), "randman")):
+        defaults = {"": TASK_DEFAULTS[task]}
+        p = sub.add_parser(task, help=help_text, description=f"Train a spiking sequence classifier: {help_text}.")
+        _data_flags(p, choices=choices, default=default)
+        p.add_argument("--bin-us", type=number(0, low_open=True),
+                       help="time bin in µs (default: the recording length / --time-steps)")
+        p.add_argument("--downsample", type=number(0, 1, low_open=True),
+                       help="scale the channel index with tonic's Downsample (e.g. 0.2: SHD's 700 -> 140)")
+        if task == "temporal":
+            p.add_argument("--classes", type=positive_int, default=10, help="randman classes")
+            p.add_argument("--units", type=positive_int, default=50, help="randman input units")
+            p.add_argument("--per-class", type=positive_int, default=100, help="randman training samples per class")
+            p.add_argument("--dim", type=positive_int, default=1, help="randman manifold dimension (harder: 2, 3)")
+            p.add_argument("--data-seed", type=int, default=0, help="randman manifold seed")
+        model_flags(p, defaults)
+        common_flags(p, defaults)
+
+
+def add_vision_flags(p) -> None:
+    """``--dataset``, ``--data-dir``, ``--model``, ``--augment`` on ``spikejax train vision``."""
+    _data_flags(p, choices=tuple(n for n in D.available() if n not in ("shd", "ssc", "randman")))
+    p.add_argument("--model", default="spikformer", help="zoo model (spikejax.models.list_models()) for --dataset")
+    p.add_argument("--augment", action="store_true", help="random crop + flip (images), event drop + jitter (events)")
+
+
+def make_task(args, preset: dict, pick, neuron_kwargs):
+    """The task of ``spikejax train {audio,temporal}`` or ``vision --dataset``."""
+    neuron = pick(args, {"neuron": "lif", **preset}, "neuron")
+    nkw = neuron_kwargs(neuron, args.beta, args.threshold)
+    common = dict(time_steps=pick(args, preset, "time_steps"), neuron=neuron, neuron_kwargs=nkw,
+                  backend=args.backend, seed=args.seed, batch_size=pick(args, preset, "batch_size"),
+                  max_eval_batches=args.eval_batches, num_workers=args.num_workers)
+    if args.task == "vision":
+        return vision_data_task(args.dataset, data_dir=args.data_dir, model=args.model,
+                                d_model=pick(args, preset, "d_model"), layers=pick(args, preset, "layers"),
+                                heads=pick(args, preset, "heads"), augment=args.augment, **common)
+    if neuron not in SEQUENCE_NEURONS:
+        raise ValueError(f"--neuron: {args.task} takes one of {SEQUENCE_NEURONS}, got {neuron!r}")
+    randman = None
+    if args.task == "temporal":
+        randman = dict(num_classes=args.classes, num_units=args.units, train_per_class=args.per_class,
+                       dim_manifold=args.dim, seed=args.data_seed)
+    return sequence_task(args.dataset, data_dir=args.data_dir, hidden=pick(args, preset, "d_model"),
+                         layers=pick(args, preset, "layers"), bin_us=args.bin_us, downsample=args.downsample,
+                         randman=randman, **common)
