@@ -3,8 +3,9 @@ of feed-forward spikejax networks.
 
 Supported: an ``nnx.Sequential`` (or any module with a ``layers`` list) of ``nnx.Linear``
 (NIR ``Affine`` / ``Linear``), ``nnx.Conv`` 2-D (NIR ``Conv2d``), :class:`Flatten` (NIR
-``Flatten``), and the neurons :class:`spikejax.nn.LIF`, :class:`spikejax.nn.IF` and the
-non-spiking leaky integrator :class:`LI` (NIR ``LIF``, ``IF``, ``LI``). Data is time-major
+``Flatten``), and the neurons :class:`spikejax.nn.LIF`, :class:`spikejax.nn.IF`,
+:class:`spikejax.nn.CubaLIF`, the non-spiking leaky integrator :class:`LI` and the current-based
+:class:`spikejax.nn.CubaLI` (NIR ``LIF``, ``IF``, ``CubaLIF``, ``LI``, ``CubaLI``). Data is time-major
 ``x[T, B, ...]``, channels last (``[T, B, H, W, C]`` for convolutions, as in Flax).
 
 Neuron mappings (NIR's continuous equations, forward-Euler with step ``dt``; default
@@ -19,6 +20,17 @@ Neuron mappings (NIR's continuous equations, forward-Euler with step ``dt``; def
 
     NIR IF:   dv/dt = R I   => v_t = v_{t-1} + dt R I_t;   spikejax IF:  R = 1/dt,  v_reset = 0
     NIR LI:   τ dv/dt = (v_leak - v) + R I  (no spikes; the output is v) => LI(beta=β, gamma=γ)
+
+    NIR CubaLIF:  τ_syn dI/dt = -I + w_in S,  τ_mem dv/dt = (v_leak - v) + R I,  reset to v_reset
+      => I_t = (1 - dt/τ_syn) I_{t-1} + (dt w_in/τ_syn) X_t,  v_t = (1 - dt/τ_mem) v_{t-1} + (dt R/τ_mem) I_t
+    spikejax CubaLIF: I_t = α I_{t-1} + X_t,  H_t = β V_{t-1} + I_t   (reset="zero", reset_delay=False)
+      => α = 1 - dt/τ_syn,  β = 1 - dt/τ_mem,  w_in = τ_syn/dt,  R = τ_mem/dt  (both gains 1),
+         v_threshold = θ,  v_leak = v_reset = 0       (snnTorch's Synaptic export/import mapping)
+    NIR CubaLI:   the same without spikes (the output is v) => spikejax.nn.CubaLI(alpha=α, beta=β)
+
+Neuron parameters may differ per neuron: per-channel arrays ``[C]`` export as NIR arrays over the
+neuron shape (``(F,)``, or ``(C, H, W)`` constant over ``H, W``) and import back per channel
+(``CubaLIF`` / ``CubaLI``; ``LIF`` / ``IF`` import needs uniform values).
 
 NIR resets to ``v_reset`` (a hard reset), so only ``reset="zero"`` neurons (and no
 ``reset_delay``, ``detach_reset`` is irrelevant for the forward) can be exported; a soft-reset
@@ -42,6 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from spikejax.nn.dynamics import CubaLI, CubaLIF
 from spikejax.nn.neurons import IF, LIF
 
 Array = jax.Array
@@ -120,7 +133,8 @@ def export_nir(model: Any, input_shape: tuple[int, ...], *, dt: float = DEFAULT_
     """A ``nir.NIRGraph`` of a feed-forward ``model`` (see the module docstring for the mappings).
 
     Args:
-      model: ``nnx.Sequential`` of ``nnx.Linear`` / ``nnx.Conv`` / :class:`Flatten` / ``LIF`` / ``IF`` / :class:`LI`.
+      model: ``nnx.Sequential`` of ``nnx.Linear`` / ``nnx.Conv`` / :class:`Flatten` / ``LIF`` / ``IF`` /
+        ``CubaLIF`` / :class:`LI` / ``CubaLI``.
       input_shape: one sample's shape without time and batch, in NIR's layout: ``(F,)`` or
         ``(C, H, W)`` for convolutional inputs.
       dt: the Euler step the NIR time constants are expressed in.
@@ -188,8 +202,38 @@ def _export_layer(nir, i: int, layer, shape: tuple[int, ...], dt: float):
         beta = np.broadcast_to(layer.beta.astype(f64), shape)
         gamma = np.broadcast_to(layer.gamma.astype(f64), shape)
         return nir.LI(tau=dt / (1.0 - beta), r=gamma / (1.0 - beta), v_leak=full * 0.0), shape
+    if isinstance(layer, CubaLIF):
+        _check_exportable_neuron(i, layer)
+        alpha, beta = _decays(i, layer, shape)
+        tau_syn, tau_mem = dt / (1.0 - alpha), dt / (1.0 - beta)
+        return nir.CubaLIF(tau_syn=tau_syn, tau_mem=tau_mem, r=tau_mem / dt, v_leak=full * 0.0,
+                           v_threshold=_per_neuron(layer.threshold, shape), v_reset=full * 0.0,
+                           w_in=tau_syn / dt), shape
+    if isinstance(layer, CubaLI):
+        alpha, beta = _decays(i, layer, shape)
+        tau_syn, tau_mem = dt / (1.0 - alpha), dt / (1.0 - beta)
+        return nir.CubaLI(tau_syn=tau_syn, tau_mem=tau_mem, r=tau_mem / dt, v_leak=full * 0.0,
+                          w_in=tau_syn / dt), shape
     raise TypeError(f"model: layer {i} is a {type(layer).__name__}, which has no NIR export "
-                    "(supported: nnx.Linear, nnx.Conv, Flatten, LIF, IF, LI)")
+                    "(supported: nnx.Linear, nnx.Conv, Flatten, LIF, IF, CubaLIF, LI, CubaLI)")
+
+
+def _per_neuron(value, shape: tuple[int, ...]) -> np.ndarray:
+    """A spikejax parameter (scalar, or per channel ``[C]`` over the last axis) as a float64 array over
+    the NIR neuron shape (``(F,)`` or channels-first ``(C, H, W)``)."""
+    arr = np.asarray(value[...] if isinstance(value, nnx.Param) else value, np.float64)
+    if arr.ndim == 1 and len(shape) > 1:
+        arr = arr.reshape((arr.shape[0],) + (1,) * (len(shape) - 1))
+    return np.broadcast_to(arr, shape).copy()
+
+
+def _decays(i: int, layer, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    alpha, beta = _per_neuron(layer.alpha, shape), _per_neuron(layer.beta, shape)
+    for name, value in (("alpha", alpha), ("beta", beta)):
+        if not np.all(value < 1.0):
+            raise ValueError(f"model: layer {i} ({type(layer).__name__}) has {name} = {value.max()}; "
+                             f"NIR's τ = dt/(1-{name}) needs {name} < 1")
+    return alpha, beta
 
 
 def _conv_padding(i: int, padding, kernel: tuple[int, ...], dilation: tuple[int, int]) -> tuple[int, int]:
@@ -214,13 +258,44 @@ def _uniform(name: str, value: np.ndarray) -> float:
     return float(u[0])
 
 
+def _per_channel(name: str, value) -> float | np.ndarray:
+    """A NIR per-neuron array as a spikejax parameter: one float when uniform, else per channel
+    (``(F,)`` as is; ``(C, H, W)`` must be constant over ``H, W``)."""
+    arr = np.asarray(value, np.float64)
+    if np.unique(arr).size == 1:
+        return float(arr.ravel()[0])
+    if arr.ndim == 1:
+        return arr.astype(np.float32)
+    per_c = arr.reshape(arr.shape[0], -1)
+    if not np.all(per_c == per_c[:, :1]):
+        raise ValueError(f"{name}: spikejax layers take one value per channel (the last axis); this {arr.shape} "
+                         "array varies within a channel")
+    return per_c[:, 0].astype(np.float32)
+
+
+def _cuba_decays(name: str, node, dt: float) -> tuple[Any, Any]:
+    tau_syn, tau_mem = np.asarray(node.tau_syn, np.float64), np.asarray(node.tau_mem, np.float64)
+    if not np.allclose(node.v_leak, 0.0):
+        raise ValueError(f"graph: node {name!r} ({type(node).__name__}): v_leak must be 0")
+    for field, gain in (("w_in", np.asarray(node.w_in) * dt / tau_syn), ("r", np.asarray(node.r) * dt / tau_mem)):
+        if not np.allclose(gain, 1.0, rtol=1e-6):
+            raise ValueError(f"graph: node {name!r} ({type(node).__name__}): {field} must give a unit gain "
+                             f"({'w_in = tau_syn/dt' if field == 'w_in' else 'r = tau_mem/dt'}), got gains "
+                             f"{np.unique(gain)[:3]}")
+    alpha = _per_channel(f"graph: node {name!r} tau_syn", 1.0 - dt / tau_syn)
+    beta = _per_channel(f"graph: node {name!r} tau_mem", 1.0 - dt / tau_mem)
+    return alpha, beta
+
+
 def import_nir(graph: Any, *, dt: float = DEFAULT_DT, rngs: nnx.Rngs | None = None) -> nnx.Sequential:
     """An ``nnx.Sequential`` from a feed-forward ``nir.NIRGraph`` (or a path to a NIR file).
 
     ``LIF`` becomes ``spikejax.nn.LIF(beta=β, decay_input=..., reset="zero")`` with β = 1 - dt/τ
     (``decay_input`` when R = 1 - ... i.e. γ = dt R/τ equals 1 - β; γ = 1 otherwise; other R raise);
     ``IF`` needs R = 1/dt; ``LI`` becomes :class:`LI`; ``v_leak`` and ``v_reset`` must be 0 and
-    neuron parameters uniform. The graph must be a chain from ``Input`` to ``Output``.
+    neuron parameters uniform. ``CubaLIF`` / ``CubaLI`` become :class:`spikejax.nn.CubaLIF`
+    (``reset="zero"``) / :class:`spikejax.nn.CubaLI` with unit gains required and per-channel
+    parameters. The graph must be a chain from ``Input`` to ``Output``.
     """
     import nir
 
@@ -299,13 +374,22 @@ def _import_node(nir, name: str, node, dt: float, rngs: nnx.Rngs):
             return LIF(beta=beta, decay_input=False, threshold=thr, reset="zero")
         raise ValueError(f"graph: node {name!r} (LIF): input scale dt·r/τ = {gamma} must be 1 or dt/τ "
                          "(r = τ/dt or r = 1)")
+    if isinstance(node, nir.CubaLIF):
+        if not np.allclose(node.v_reset, 0.0):
+            raise ValueError(f"graph: node {name!r}: v_reset must be 0 (spikejax resets to 0)")
+        alpha, beta = _cuba_decays(name, node, dt)
+        thr = _per_channel(f"graph: node {name!r} v_threshold", node.v_threshold)
+        return CubaLIF(alpha=alpha, beta=beta, threshold=thr, reset="zero")
+    if isinstance(node, nir.CubaLI):
+        alpha, beta = _cuba_decays(name, node, dt)
+        return CubaLI(alpha=alpha, beta=beta)
     if isinstance(node, nir.LI):
         if not np.allclose(node.v_leak, 0.0):
             raise ValueError(f"graph: node {name!r} (LI): v_leak must be 0")
         tau, r = np.asarray(node.tau, np.float64), np.asarray(node.r, np.float64)
         return LI(beta=(1.0 - dt / tau).astype(np.float32), gamma=(dt * r / tau).astype(np.float32))
     raise TypeError(f"graph: node {name!r} is a {type(node).__name__}, which has no spikejax import "
-                    "(supported: Affine, Linear, Conv2d, Flatten, LIF, IF, LI)")
+                    "(supported: Affine, Linear, Conv2d, Flatten, LIF, IF, CubaLIF, LI, CubaLI)")
 
 
 def _beta_gamma(name: str, node, dt: float) -> tuple[float, float]:

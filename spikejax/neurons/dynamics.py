@@ -74,6 +74,7 @@ __all__ = [
     "eif_step",
     "izhikevich",
     "izhikevich_step",
+    "model_options",
     "qif",
     "qif_step",
     "refractory_lif",
@@ -651,6 +652,12 @@ def _defaults(name: str) -> dict[str, Any]:
     """The keyword defaults of the functional wrapper of ``name`` (parameters and options)."""
     sig = inspect.signature(globals()[name])
     return {k: v.default for k, v in sig.parameters.items() if v.default is not inspect.Parameter.empty}
+
+
+def model_options(name: str) -> dict[str, Any]:
+    """The static options of model ``name`` with their defaults (``reset``, ``reset_delay``, ...)."""
+    defaults = _defaults(name)
+    return {k: defaults[k] for k in _MODELS[name]["options"]}
 
 
 def _default_params(name: str) -> dict[str, float]:

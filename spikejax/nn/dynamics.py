@@ -77,8 +77,16 @@ class DynamicsNeuron(SpikingNeuron):
     def _setup(self, values: dict[str, Any], options: dict[str, Any], learn: Sequence[str]) -> None:
         del self.v, self.a  # the base class's (v, a) state: this layer carries a tuple instead
         self.param_names = _params(self, self.model, values, learn, self.channel_shape)
-        self.options = {k: v for k, v in options.items() if v is not None}
+        self.options = D.model_options(self.model) | {k: v for k, v in options.items() if v is not None}
         D.dynamics_step(self.model, **self.options)  # validates the options now, not at the first call
+
+    @property
+    def reset(self) -> str:
+        return self.options["reset"]
+
+    @property
+    def detach_reset(self) -> bool:
+        return bool(self.options.get("detach_reset", False))
         self.carried = NeuronStateVar(None)
 
     @property
@@ -154,6 +162,10 @@ class CubaLIF(DynamicsNeuron):
         super().__init__(**kwargs)
         self._setup(dict(alpha=alpha, beta=beta, threshold=threshold),
                     dict(reset=reset, reset_delay=reset_delay, detach_reset=detach_reset), learn)
+
+    @property
+    def reset_delay(self) -> bool:
+        return self.options["reset_delay"]
 
 
 @_doc
