@@ -47,8 +47,12 @@ def test_train_lm_then_sample(tmp_path, capsys):
 
 
 def test_train_vision(tmp_path, capsys):
-    args = ["train", "vision", *TINY, "--out", str(tmp_path / "v")]
+    args = ["train", "vision", *[a for a in TINY if a != "--no-progress"], "--out", str(tmp_path / "v")]
     assert cli.main(args) == 0
+    err = capsys.readouterr().err  # the progress display: compilation apart from the bar, then the final passes
+    assert "compiling the train step" in err and "(compiled in " in err
+    assert err.index("compiling") < err.index("compiled in") < err.index("final evaluation (")
+    assert "spike statistics and energy" in err
     summary = json.load(open(tmp_path / "v" / "summary.json"))
     assert 0.0 <= summary["val_accuracy"] <= 1.0 and summary["energy"]["unit"] == "image"
 

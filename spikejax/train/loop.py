@@ -298,11 +298,15 @@ def fit(task: Task, cfg: TrainConfig, *, mesh=None, print_fn: Callable[[str], No
         spikes, synops, grads = jax.device_get(steps.probe(state, batch))
         return reduce_spike_stats(spikes), reduce_synops(synops), grads
 
-    bar = None
-    if cfg.progress and is_main:
-        from tqdm.auto import tqdm
+    show_progress = cfg.progress and is_main
+    bar = None  # opened after the first step, so that compilation is in its description, not in its rate / ETA
 
-        bar = tqdm(total=cfg.steps, initial=start, desc=f"train {task.name}", dynamic_ncols=True, file=sys.stderr)
+    def status(text: str) -> None:  # what is happening outside the bar (compiling, final evaluation, ...)
+        if show_progress:
+            print(text, file=sys.stderr, flush=True)
+
+    if start < cfg.steps:
+        status(f"train {task.name}: compiling the train step (the first step) ...")
     pending: list[tuple[int, dict]] = []
     losses: list[float] = []
     skipped = 0
@@ -371,6 +375,12 @@ def fit(task: Task, cfg: TrainConfig, *, mesh=None, print_fn: Callable[[str], No
                 flush(state, full)
             if bar is not None:
                 bar.update(1)
+            elif show_progress:
+                from tqdm.auto import tqdm
+
+                compiled = time.perf_counter() - t_start
+                bar = tqdm(total=cfg.steps, initial=done, desc=f"train {task.name} (compiled in {compiled:.1f}s)",
+                           dynamic_ncols=True, file=sys.stderr)
             if ckpt is not None:
                 ckpt.save(done, state, {"data_position": {"seed": cfg.seed, "next_step": done}},
                           force=done == cfg.steps or out_of_time)
@@ -403,9 +413,12 @@ def fit(task: Task, cfg: TrainConfig, *, mesh=None, print_fn: Callable[[str], No
 
     if batch is None:  # already finished: evaluate the restored state
         batch = shd.shard_batch(task.train_batch(cfg.seed, max(cfg.steps - 1, 0), cfg.batch_size), mesh)
+    if task.eval_batches:
+        status(f"final evaluation ({len(task.eval_batches)} batches) ...")
     final_eval = evaluate(state) if task.eval_batches else {}
     if final_eval:
         log({"step": int(state.step), "final": True, **final_eval})
+    status("spike statistics and energy (one probe pass) ...")
     neurons, synops, grads = probe(state, batch)
     spiking = summarize_layers(neurons, grads)
     energy = EnergyReport.from_layers(synops, time_steps=T, samples=task.units_per_batch(cfg.batch_size),
