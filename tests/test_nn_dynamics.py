@@ -124,3 +124,19 @@ def test_layer_errors_name_the_argument():
     layer(jnp.ones((3, 2, 4)))
     with pytest.raises(ValueError, match="reset_state"):
         layer(jnp.ones((3, 2, 5)))
+
+
+@pytest.mark.parametrize("cls,kw,learn", [(snn.AdLIF, dict(alpha=0.8, beta=0.9, a=0.3, b=0.5), ("alpha", "a", "b")),
+                                          (snn.Alpha, dict(alpha=0.9, beta=0.7, threshold=0.8), ("alpha", "beta"))])
+def test_per_channel_parameter_gradients_through_the_engine_equal_xla(cls, kw, learn):
+    x = _x(16, shape=(6, 2, C))
+    w = _x(17, shape=(6, 2, C), scale=1.0, shift=0.0)
+    grads = {}
+    for backend in ("xla", "pallas_interpret"):
+        layer = cls(**kw, learn=learn, num_channels=C, learnable_surrogate=True, backend=backend)
+        grads[backend] = nnx.grad(lambda m: jnp.sum(m(x) * w))(layer)
+    for name in (*learn, "surrogate_alpha"):
+        want = np.asarray(getattr(grads["xla"], name)[...])
+        assert np.any(want != 0), name
+        np.testing.assert_allclose(np.asarray(getattr(grads["pallas_interpret"], name)[...]), want, rtol=1e-4,
+                                   atol=1e-5, err_msg=name)
