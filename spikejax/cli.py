@@ -19,11 +19,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import math
+import os
 import sys
 from collections.abc import Callable
 
 __all__ = ["COMMANDS", "main", "positive_int", "nonneg_int", "number", "HelpFormatter", "add_backend_flag",
-           "check_backend"]
+           "check_backend", "check_out_dir"]
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("spikejax.demo", "train a two-layer LIF network on scikit-learn's digits (seconds, the quick start)"),
@@ -122,6 +123,19 @@ def check_backend(parser: argparse.ArgumentParser, name: str) -> None:
     reason = unavailable_reason(name)
     if reason is not None:
         parser.error(f"argument --backend: {reason}")
+
+
+def check_out_dir(parser: argparse.ArgumentParser, out: str, flag: str = "--out") -> None:
+    """``parser.error`` (exit 2) unless ``out`` is, or can be created as, a writable directory."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        parser.error(f"argument {flag}: {out!r} is a file, not a directory")
+    parent = os.path.abspath(out)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        parser.error(f"argument {flag}: cannot create {out!r}: {parent!r} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        parser.error(f"argument {flag}: {parent!r} is not writable")
 
 
 # --- dispatch -------------------------------------------------------------------------------------

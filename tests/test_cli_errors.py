@@ -121,6 +121,11 @@ def test_other_commands(capsys, tmp_path):
                           "--formats", "onnx"], "--formats", "onnx", "safetensors and/or pt")
     _usage_error(capsys, ["export-torch", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "m"),
                           "--backend", "pallas"], "--backend", "GPU")
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    _usage_error(capsys, ["export-torch", "--checkpoint", str(tmp_path), "--out", str(f / "m")], "--out", "is a file")
+    _usage_error(capsys, ["export-torch", "--checkpoint", str(tmp_path), "--out", str(tmp_path)],
+                 "--out", "is a directory")
     _usage_error(capsys, ["sample", "--checkpoint", str(tmp_path), "--temperature", "nan"], "--temperature", "nan")
     _usage_error(capsys, ["sample", "--checkpoint", str(tmp_path), "--chars", "0"], "--chars")
     _usage_error(capsys, ["demo", "--batch-size", "0"], "--batch-size", "positive integer")

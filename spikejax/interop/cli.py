@@ -46,7 +46,7 @@ def export_torch_main(argv: list[str] | None = None) -> dict[str, Path]:
     """Parse ``argv``, restore the checkpoint, export it; prints and returns the written paths."""
     import argparse
 
-    from spikejax.cli import HelpFormatter, add_backend_flag, check_backend
+    from spikejax.cli import HelpFormatter, add_backend_flag, check_backend, check_out_dir
 
     p = argparse.ArgumentParser(prog="spikejax export-torch", formatter_class=HelpFormatter,
                                 description="Export a spikejax checkpoint as a PyTorch state dict (+ config JSON).")
@@ -61,6 +61,7 @@ def export_torch_main(argv: list[str] | None = None) -> dict[str, Path]:
     out = Path(args.out)
     if out.is_dir():
         p.error(f"argument --out: {args.out!r} is a directory; give a file name (<stem>, <stem>.safetensors)")
+    check_out_dir(p, str(out.parent))
     model = load_checkpoint_model(args.checkpoint, backend=args.backend)
     written = export_torch(model, args.out, formats=args.formats)
     print(f"exported {type(model).__name__} from {args.checkpoint}")

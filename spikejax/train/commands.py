@@ -20,7 +20,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from spikejax.cli import HelpFormatter, add_backend_flag, check_backend, nonneg_int, number, positive_int
+from spikejax.cli import (
+    HelpFormatter,
+    add_backend_flag,
+    check_backend,
+    check_out_dir,
+    nonneg_int,
+    number,
+    positive_int,
+)
 
 __all__ = ["train_main", "sample_main", "lm_task", "vision_task", "load_checkpoint", "load_lm", "Vocabulary",
            "LM_PRESETS"]
@@ -327,19 +335,6 @@ def _subparser(p: argparse.ArgumentParser, task: str) -> argparse.ArgumentParser
     raise KeyError(task)
 
 
-def _check_out(parser: argparse.ArgumentParser, out: str) -> None:
-    """``parser.error`` unless ``out`` is (or can be created as) a writable directory."""
-    if os.path.exists(out) and not os.path.isdir(out):
-        parser.error(f"argument --out: {out!r} is a file, not a directory")
-    parent = os.path.abspath(out)
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        parser.error(f"argument --out: cannot create {out!r}: {parent!r} is a file, not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        parser.error(f"argument --out: {parent!r} is not writable")
-
-
 def _check_args(parser: argparse.ArgumentParser, args, preset: dict) -> None:
     """The user errors that the flags alone reveal (``parser.error``, exit 2), found before anything
     is built or written: flag combinations, the backend on this machine, the run directory."""
@@ -361,7 +356,7 @@ def _check_args(parser: argparse.ArgumentParser, args, preset: dict) -> None:
         parser.error(f"argument --heads: {heads} heads do not divide --d-model {d_model}")
     if args.resume and not args.out:
         parser.error("argument --resume: give --out DIR, the run directory to continue")
-    _check_out(parser, args.out or "runs")
+    check_out_dir(parser, args.out or "runs")
 
 
 def train_main(argv: list[str] | None = None) -> dict[str, Any]:
