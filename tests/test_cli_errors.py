@@ -102,6 +102,8 @@ def test_data_errors_name_the_file(capsys, tmp_path):
                  "short.txt", "too short", "seq_len=16")
     _usage_error(capsys, ["train", "lm", "--data", str(tmp_path / "missing.txt"), "--out", str(out)],
                  "missing.txt", "no such file")
+    _usage_error(capsys, ["train", "lm", "--data", str(tmp_path), "--out", str(out)], "is a directory")
+    _usage_error(capsys, ["train", "vision", "--patch-size", "3", "--out", str(out)], "patch_size=3")
     assert not out.exists()
 
 

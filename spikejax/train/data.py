@@ -59,6 +59,8 @@ class CharDataset:
         ``FileNotFoundError``, an empty or too short one or one that is not UTF-8 a ``ValueError``
         naming the file (and the offset of the first byte that does not decode)."""
         name = os.fspath(path)
+        if os.path.isdir(name):
+            raise ValueError(f"data: {name!r} is a directory; expected a UTF-8 text file")
         if not os.path.isfile(name):
             raise FileNotFoundError(f"data: no such file {name!r}")
         with open(name, "rb") as f:
