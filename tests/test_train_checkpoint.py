@@ -70,39 +70,4 @@ def test_corrupt_checkpoint_is_an_error(runs, tmp_path):
     assert sorted(os.listdir(run / "checkpoints")) == ["3", "6"]
 
 
-def test_killed_run_resumes_on_the_uninterrupted_curve(tmp_path):
-    """SIGKILL a real `spikejax train lm` process mid-run; --resume continues from its last complete
-    checkpoint and reproduces the uninterrupted run's losses from there on."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from spikejax.train.commands import train_main
-
-    flags = ["lm", "--steps", "150", "--batch-size", "4", "--d-model", "16", "--layers", "1", "--heads", "2",
-             "--time-steps", "2", "--seq-len", "16", "--eval-batches", "1", "--sample-chars", "0", "--log-every", "0",
-             "--eval-every", "0", "--checkpoint-every", "10", "--no-progress"]
-    full = train_main([*flags, "--out", str(tmp_path / "full")])
-    assert len(full["losses"]) == 150
-
-    run = tmp_path / "killed"
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.Popen([sys.executable, "-m", "spikejax.cli", "train", *flags, "--out", str(run)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    try:
-        while not (run / "checkpoints" / "20").is_dir() and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.05)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    steps = sorted(int(d) for d in os.listdir(run / "checkpoints") if d.isdigit())
-    assert steps and 20 <= steps[-1] < 150
-    resumed = train_main([*flags, "--out", str(run), "--resume"])
-    start = resumed["start_step"]
-    assert start == steps[-1]
-    np.testing.assert_allclose(resumed["losses"], full["losses"][start:], rtol=1e-6, atol=0)
+# kill -9 of a real process and --resume: tests/test_resume_kill.py
