@@ -79,6 +79,7 @@ class DynamicsNeuron(SpikingNeuron):
         self.param_names = _params(self, self.model, values, learn, self.channel_shape)
         self.options = D.model_options(self.model) | {k: v for k, v in options.items() if v is not None}
         D.dynamics_step(self.model, **self.options)  # validates the options now, not at the first call
+        self.carried = NeuronStateVar(None)
 
     @property
     def reset(self) -> str:
@@ -87,7 +88,6 @@ class DynamicsNeuron(SpikingNeuron):
     @property
     def detach_reset(self) -> bool:
         return bool(self.options.get("detach_reset", False))
-        self.carried = NeuronStateVar(None)
 
     @property
     def num_states(self) -> int:
