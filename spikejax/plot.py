@@ -134,17 +134,18 @@ def training_curves(metrics, *, ax=None, keys: Sequence[str] = ("loss", "val_los
         records = list(metrics)
     fig, ax = _axes(ax, (6, 3.5))
     acc_ax = None
-    for k in keys:
+    for i, k in enumerate(keys):
+        color = f"C{i}"
         pts = [(r["step"], r[k]) for r in records if k in r and isinstance(r[k], int | float)]
         if not pts:
             continue
         x, y = zip(*pts, strict=True)
         if "acc" in k:
             acc_ax = acc_ax or ax.twinx()
-            acc_ax.plot(x, y, "--" if k.startswith("val") else ":", label=k)
+            acc_ax.plot(x, y, "--" if k.startswith("val") else ":", color=color, label=k)
             acc_ax.set_ylabel("accuracy")
         else:
-            ax.plot(x, y, "-o" if k.startswith("val") else "-", ms=3, label=k)
+            ax.plot(x, y, "-o" if k.startswith("val") else "-", ms=3, color=color, label=k)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     handles = ax.get_legend_handles_labels()

@@ -54,7 +54,8 @@ def test_train_vision_on_event_files_with_a_zoo_model(tmp_path):
                 F.write_nmnist_bin(str(tmp_path / folder / str(label) / f"{k}.bin"), x, y, t, p)
     out = tmp_path / "run"
     s = train_main(["vision", "--dataset", "nmnist", "--data-dir", str(tmp_path), "--model", "spikformer",
-                    "--steps", "2", "--time-steps", "2", "--heads", "2", "--augment", "--out", str(out), *QUICK])
+                    "--steps", "2", "--time-steps", "2", "--heads", "2", "--patch-size", "17", "--augment",
+                    "--out", str(out), *QUICK])
     assert s["end_step"] == 2 and np.isfinite(s["final_train_loss"])
     assert (out / "frames.png").is_file()
 

@@ -7,13 +7,13 @@
 - ``vision``: image sets (``uint8 [H, W, C]`` -> ``[0, 1]``, random crop + flip with ``--augment``)
   and event sets (tonic ``ToFrame`` over ``T = --time-steps`` bins -> spikes ``[T, B, H, W, P]``)
   with a zoo model (``spikejax.models.create(--model, ...)``; ``spikformer`` takes the
-  ``--d-model/--layers/--heads`` flags, SpikingJelly-style zoo builders get ``T``, ``num_classes``,
+  ``--d-model/--layers/--heads/--patch-size`` flags, SpikingJelly-style zoo builders get ``T``, ``num_classes``,
   ``in_channels``).
 - ``audio`` (SHD / SSC) and ``temporal`` (randman): events binned into ``[T, B, C]`` (fixed bins of
   ``--bin-us`` µs) and a :class:`SequenceClassifier`: ``--layers`` hidden layers of ``--d-model``
-  spiking neurons (``--neuron lif`` or ``alif``, the adaptive neuron) on ``nnx.Linear`` synapses and
-  a linear readout averaged over time. (A recurrent layer, ``spikejax.nn.RecurrentSpiking``, had not
-  landed when this was written: it slots in as the hidden layer.)
+  spiking neurons (``--neuron lif``, ``alif``, ``adlif``, ``rlif``, ``radlif``) on ``nnx.Linear`` synapses and
+  a linear readout averaged over time; ``adlif`` (learnable adaptive LIF), ``rlif`` / ``radlif``
+  (recurrent, :class:`spikejax.nn.RecurrentSpiking`) are the recurrent / adaptive alternatives.
 
 Batches are a pure function of ``(seed, step)`` (:class:`spikejax.datasets.Pipeline`), so
 ``--resume`` continues exactly. After training the run directory gets ``raster.png`` (input and
@@ -49,7 +49,11 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "vision_data": dict(d_model=64, layers=1, heads=4, time_steps=4, batch_size=32, steps=500, lr=2e-3, warmup=20,
                         eval_every=100, log_every=25, checkpoint_every=100, attention="ssa"),
 }
-SEQUENCE_NEURONS = ("lif", "alif")
+SEQUENCE_NEURONS = ("lif", "alif", "adlif", "rlif", "radlif")
+"""Hidden neurons of :class:`SequenceClassifier`: ``lif`` / ``alif`` (:class:`spikejax.nn.LIF` /
+:class:`~spikejax.nn.ALIF`, feed-forward), ``adlif`` (:class:`spikejax.nn.AdLIF`, learnable per-channel
+α, β, a, b), and the recurrent ``rlif`` / ``radlif`` (:class:`spikejax.nn.RecurrentSpiking` over a
+LIF, i.e. ``CubaLIF(alpha=0)``, or over the learnable adLIF)."""
 
 
 # --- models ----------------------------------------------------------------------------------------
@@ -89,18 +93,30 @@ class SequenceClassifierConfig:
         return SequenceClassifier(self, rngs=rngs if rngs is not None else nnx.Rngs(seed))
 
 
+def _hidden_neuron(config: SequenceClassifierConfig, rngs: nnx.Rngs):
+    from spikejax.nn import AdLIF, CubaLIF, RecurrentSpiking, make_neuron
+
+    F, kw = config.hidden, dict(config.neuron_kwargs)
+    if config.neuron in ("lif", "alif"):
+        return make_neuron(config.neuron, num_channels=F, backend=config.backend, **kw)
+    if config.neuron in ("adlif", "radlif"):
+        cell = AdLIF(num_channels=F, learn=("alpha", "beta", "a", "b"), backend=config.backend, **kw)
+    else:  # rlif: a LIF is the current-based LIF without a synaptic current
+        cell = CubaLIF(alpha=0.0, num_channels=F, backend=config.backend, **kw)
+    return cell if config.neuron == "adlif" else RecurrentSpiking(cell, F, rngs=rngs)
+
+
 class SequenceClassifier(nnx.Module):
-    """``x[T, B, C]`` -> ``num_layers`` x (``nnx.Linear`` -> spiking neuron ``[T, B, hidden]``) ->
+    """``x[T, B, C]`` -> ``num_layers`` x (``nnx.Linear`` -> spiking neuron ``[T, B, hidden]``, see
+    :data:`SEQUENCE_NEURONS`) ->
     readout ``nnx.Linear`` -> mean over T -> ``logits[B, num_classes]``."""
 
     def __init__(self, config: SequenceClassifierConfig, *, rngs: nnx.Rngs):
-        from spikejax.nn import make_neuron
 
         self.config = config
         widths = [config.num_inputs] + [config.hidden] * config.num_layers
         self.synapses = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(widths[:-1], widths[1:], strict=True)])
-        self.neurons = nnx.List([make_neuron(config.neuron, num_channels=config.hidden, backend=config.backend,
-                                             **config.neuron_kwargs) for _ in range(config.num_layers)])
+        self.neurons = nnx.List([_hidden_neuron(config, rngs) for _ in range(config.num_layers)])
         self.readout = nnx.Linear(config.hidden, config.num_classes, rngs=rngs)
 
     def forward(self, x: jax.Array) -> tuple[jax.Array, list[jax.Array]]:
@@ -140,13 +156,15 @@ class ZooModelConfig:
 
 
 def _zoo_config(model: str, *, image_size: int, in_channels: int, num_classes: int, time_steps: int, d_model: int,
-                layers: int, heads: int, neuron: str, neuron_kwargs: dict, backend: str) -> ZooModelConfig:
+                layers: int, heads: int, patch_size: int, neuron: str, neuron_kwargs: dict,
+                backend: str) -> ZooModelConfig:
     from spikejax import models
 
     builder = models.get_builder(model)
     if model == "spikformer":
-        patch = 4 if image_size % 4 == 0 and image_size >= 16 else (2 if image_size % 2 == 0 else 1)
-        kw = dict(image_size=image_size, in_channels=in_channels, patch_size=patch, num_classes=num_classes,
+        if image_size % patch_size:
+            raise ValueError(f"--patch-size: {patch_size} does not divide the {image_size}x{image_size} inputs")
+        kw = dict(image_size=image_size, in_channels=in_channels, patch_size=patch_size, num_classes=num_classes,
                   d_model=d_model, num_heads=heads, num_layers=layers, time_steps=time_steps, neuron=neuron,
                   neuron_kwargs=dict(neuron_kwargs), backend=backend)
     else:
@@ -305,7 +323,7 @@ def json_fingerprint(d: dict) -> str:
 
 
 def vision_data_task(dataset: str, *, data_dir: str | None, model: str = "spikformer", d_model: int = 64,
-                     layers: int = 1, heads: int = 4, time_steps: int = 4, neuron: str = "lif",
+                     layers: int = 1, heads: int = 4, patch_size: int = 2, time_steps: int = 4, neuron: str = "lif",
                      neuron_kwargs: dict | None = None, backend: str = "xla", seed: int = 0, batch_size: int = 32,
                      augment: bool = False, eval_batch_size: int = 100, max_eval_batches: int | None = None,
                      num_workers: int = 0):
@@ -329,7 +347,8 @@ def vision_data_task(dataset: str, *, data_dir: str | None, model: str = "spikfo
     if image_size is None:
         raise ValueError(f"dataset: {dataset} frames are {W}x{H}; the zoo's vision models take square inputs")
     cfg = _zoo_config(model, image_size=image_size, in_channels=channels, num_classes=info.num_classes,
-                      time_steps=time_steps, d_model=d_model, layers=layers, heads=heads, neuron=neuron,
+                      time_steps=time_steps, d_model=d_model, layers=layers, heads=heads, patch_size=patch_size,
+                      neuron=neuron,
                       neuron_kwargs=neuron_kwargs or {}, backend=backend)
     meta = {"kind": dataset, "name": dataset, "fingerprint": f"{dataset}:{len(train_src)}:{len(test_src)}",
             "test_split": test_split}
@@ -374,6 +393,11 @@ def add_parsers(sub, model_flags, common_flags) -> None:
             p.add_argument("--data-seed", type=int, default=0, help="randman manifold seed")
         model_flags(p, defaults)
         common_flags(p, defaults)
+        for action in p._actions:  # the sequence model's neurons, not the transformer's
+            if action.dest == "neuron":
+                action.choices = SEQUENCE_NEURONS
+                action.help = ("hidden neuron: lif, alif (feed-forward), adlif (learnable adaptive LIF), rlif, radlif "
+                               "(recurrent LIF / adLIF, spikejax.nn.RecurrentSpiking) (default: lif)")
 
 
 def add_vision_flags(p) -> None:
@@ -386,14 +410,17 @@ def add_vision_flags(p) -> None:
 def make_task(args, preset: dict, pick, neuron_kwargs):
     """The task of ``spikejax train {audio,temporal}`` or ``vision --dataset``."""
     neuron = pick(args, {"neuron": "lif", **preset}, "neuron")
-    nkw = neuron_kwargs(neuron, args.beta, args.threshold)
+    # rlif takes (β, θ) as lif does; adlif / radlif take θ (their α, β, a, b are learnable, adLIF's defaults)
+    nkw = ({"threshold": args.threshold} if neuron in ("adlif", "radlif")
+           else neuron_kwargs("lif" if neuron == "rlif" else neuron, args.beta, args.threshold))
     common = dict(time_steps=pick(args, preset, "time_steps"), neuron=neuron, neuron_kwargs=nkw,
                   backend=args.backend, seed=args.seed, batch_size=pick(args, preset, "batch_size"),
                   max_eval_batches=args.eval_batches, num_workers=args.num_workers)
     if args.task == "vision":
         return vision_data_task(args.dataset, data_dir=args.data_dir, model=args.model,
                                 d_model=pick(args, preset, "d_model"), layers=pick(args, preset, "layers"),
-                                heads=pick(args, preset, "heads"), augment=args.augment, **common)
+                                heads=pick(args, preset, "heads"), patch_size=args.patch_size, augment=args.augment,
+                                **common)
     if neuron not in SEQUENCE_NEURONS:
         raise ValueError(f"--neuron: {args.task} takes one of {SEQUENCE_NEURONS}, got {neuron!r}")
     randman = None
