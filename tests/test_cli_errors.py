@@ -157,6 +157,7 @@ def test_top_level_help_version_and_bare(capsys):
     (["train", "lm"], ["(default: the preset's: tiny 64, shakespeare 384)", "(default: tiny)",
                        "(default: 0.5)", "(default: 0.1)", "(default: xla)"]),
     (["train", "vision"], ["model width D (default: 64)", "(default: 300)", "(default: 2)"]),
+    (["train", "temporal"], ["optimizer steps in total (default: 400)", "(default: 50)"]),
     (["sample"], ["(default: 0.8)", "(default: 200)", "(default: auto)"]),
     (["export-torch"], ["(default: safetensors,pt)", "(default: auto)"]),
     (["demo"], ["(default: 400)", "(default: 128)"]),

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import time
@@ -292,7 +293,9 @@ VISION_DEFAULTS = dict(d_model=64, layers=1, heads=4, time_steps=4, batch_size=6
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spikejax train", description="Train a spiking model.",
                                 formatter_class=HelpFormatter)
-    sub = p.add_subparsers(dest="task", required=True)
+    # every task's parser shows its defaults in --help (HelpFormatter), also those added by tasks_data
+    sub = p.add_subparsers(dest="task", required=True,
+                           parser_class=functools.partial(argparse.ArgumentParser, formatter_class=HelpFormatter))
     lm = sub.add_parser("lm", help="character-level SpikingLM (default text: Python's pydoc topics)",
                         description="Train a character-level SpikingLM. The --preset gives every flag whose "
                                     "help says 'the preset's'; a flag given overrides it.",
