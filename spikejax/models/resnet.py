@@ -32,7 +32,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from spikejax.models.registry import register
-from spikejax.models.sj_neurons import NeuronSpec, fire, neuron_spec
+from spikejax.models.sj_neurons import NeuronSpec, fire, neuron_spec, spikingjelly_keys
 from spikejax.nn import temporal as tl
 
 Array = jax.Array
@@ -222,6 +222,10 @@ class ResNet(nnx.Module):
                 x = block(x)
         return x
 
+    def spikingjelly_keys(self) -> dict:
+        """SpikingJelly key -> variable entry (:func:`spikejax.models.sj_neurons.spikingjelly_keys`)."""
+        return spikingjelly_keys(self)
+
     def __call__(self, x: Array) -> Array:
         x = to_time_major(x, self.config.T, self.config.in_channels)
         y = self.fc(self.avgpool(self.features(x))[:, :, 0, 0, :])
@@ -339,6 +343,10 @@ class MSResNet(nnx.Module):
             for block in getattr(self, f"layer{i}") or ():
                 x = block(x)
         return x
+
+    def spikingjelly_keys(self) -> dict:
+        """SpikingJelly key -> variable entry (:func:`spikejax.models.sj_neurons.spikingjelly_keys`)."""
+        return spikingjelly_keys(self)
 
     def __call__(self, x: Array) -> Array:
         x = to_time_major(x, self.config.T, self.config.in_channels)

@@ -34,7 +34,7 @@ from flax import nnx
 from spikejax import surrogate as _surrogate
 from spikejax.nn.neurons import IF, LIF, PLIF
 
-__all__ = ["NeuronSpec", "neuron_spec", "NEURON_ARGS", "fire", "record_spikes"]
+__all__ = ["NeuronSpec", "neuron_spec", "NEURON_ARGS", "fire", "record_spikes", "spikingjelly_keys"]
 
 _KINDS = {"lif": "lif", "lifnode": "lif", "if": "if", "ifnode": "if", "plif": "plif",
           "parametriclifnode": "plif"}
@@ -135,3 +135,16 @@ def record_spikes(model: nnx.Module, on: bool = True) -> nnx.Module:
     """Switch spike recording (see :func:`fire`) on or off for every module of ``model``."""
     model.set_attributes(record_spikes=bool(on), raise_if_not_found=False)
     return model
+
+
+def spikingjelly_keys(model: nnx.Module) -> dict:
+    """SpikingJelly key map of a zoo model whose module tree mirrors SpikingJelly's
+    (:func:`spikejax.interop.spikingjelly.mirrored_key_map`), with PLIF's ``decay_logit`` under
+    SpikingJelly's name ``w`` (``ParametricLIFNode.w``, ``1/τ = sigmoid(w)``)."""
+    from spikejax.interop.spikingjelly import mirrored_key_map
+
+    out = {}
+    for key, entry in mirrored_key_map(model).items():
+        prefix, _, name = key.rpartition(".")
+        out[f"{prefix}.w" if name == "decay_logit" else key] = entry
+    return out

@@ -23,7 +23,7 @@ from flax import nnx
 
 from spikejax.models.registry import register
 from spikejax.models.resnet import to_time_major
-from spikejax.models.sj_neurons import NeuronSpec, fire, neuron_spec
+from spikejax.models.sj_neurons import NeuronSpec, fire, neuron_spec, spikingjelly_keys
 from spikejax.nn import temporal as tl
 from spikejax.nn.neurons import SpikingNeuron
 
@@ -127,6 +127,10 @@ class SpikingVGG(nnx.Module):
         for layer in layers:
             x = fire(self, layer, x) if isinstance(layer, SpikingNeuron) else layer(x)
         return x
+
+    def spikingjelly_keys(self) -> dict:
+        """SpikingJelly key -> variable entry (:func:`spikejax.models.sj_neurons.spikingjelly_keys`)."""
+        return spikingjelly_keys(self)
 
     def __call__(self, x: Array) -> Array:
         x = to_time_major(x, self.config.T, self.config.in_channels)
