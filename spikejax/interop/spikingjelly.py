@@ -205,7 +205,8 @@ def load_spikingjelly(name: str, state_dict_or_path: Mapping[str, Any] | str | P
       name: a :func:`spikejax.models.list_models` name (SpikingJelly's builder names).
       state_dict_or_path: a state dict (torch tensors or arrays; wrappers and prefixes allowed) or a
         ``.pth`` / ``.pt`` file (see :func:`read_spikingjelly`).
-      rngs: initializers of the model before loading (all its weights are overwritten).
+      rngs: initializers, used only for variables the checkpoint does not hold (the model is built
+        abstractly, without running initializers, when it holds them all).
       weights_only: passed to ``torch.load`` for a path.
       **overrides: the builder's keyword arguments; they must match the checkpoint's model.
 
@@ -218,8 +219,11 @@ def load_spikingjelly(name: str, state_dict_or_path: Mapping[str, Any] | str | P
         sd = read_spikingjelly(state_dict_or_path, weights_only=weights_only)
     else:
         sd = unwrap_state_dict(state_dict_or_path)
-    model = create(name, rngs=rngs, **overrides)
+    # built abstractly (no initializer runs) when the state dict fills every variable, as for the zoo
+    model = nnx.eval_shape(lambda: create(name, **overrides))
     load_spikingjelly_state_dict(model, sd)
+    if any(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in jax.tree.leaves(nnx.state(model))):
+        model = load_spikingjelly_state_dict(create(name, rngs=rngs, **overrides), sd)
     model.eval()
     return model
 

@@ -184,11 +184,15 @@ class QKFormer(nnx.Module):
             raise ValueError(f"num_heads, depths: expected three stage values each, got {num_heads!r}, {depths!r}")
         if embed_dims % 8:
             raise ValueError(f"embed_dims: expected a multiple of 8 (widths E/8, E/4, E/2, E), got {embed_dims}")
+        dims = (embed_dims // 4, embed_dims // 2, embed_dims)
+        for d, h in zip(dims, num_heads, strict=True):
+            check_positive(num_heads=h)
+            if d % h:
+                raise ValueError(f"num_heads: {h} must divide the stage width {d} (num_heads={tuple(num_heads)})")
         self.T, self.in_channels = T, in_channels
         neuron = neuron_spec(spiking_neuron, neuron_kwargs)
         attn = neuron_spec(spiking_neuron, neuron_kwargs, defaults=_ATTN_LIF)
         attn_fire = neuron_spec(spiking_neuron, neuron_kwargs, defaults={**_ATTN_LIF, "v_threshold": 0.5})
-        dims = (embed_dims // 4, embed_dims // 2, embed_dims)
         self.patch_embed1 = _PatchEmbedInit(in_channels, dims[0], neuron=neuron, rngs=rngs)
         self.patch_embed2 = _PatchEmbedStage(dims[0], dims[1], neuron=neuron, rngs=rngs)
         self.patch_embed3 = _PatchEmbedStage(dims[1], dims[2], neuron=neuron, rngs=rngs)
