@@ -12,7 +12,8 @@ from spikejax.train.commands import train_main
 pytest.importorskip("tonic")
 pytest.importorskip("h5py")
 
-QUICK = ["--no-progress", "--d-model", "16", "--batch-size", "8", "--log-every", "1", "--warmup", "1"]
+QUICK = ["--no-progress", "--d-model", "16", "--batch-size", "8", "--log-every", "2", "--warmup", "1",
+         "--eval-batches", "1"]
 
 
 def _shd(root, n: int, rng):

@@ -89,3 +89,15 @@ def test_bad_arguments(source):
         _pipe(source, shard_index=2, shard_count=2)
     with pytest.raises(TypeError, match="source"):
         datasets.Pipeline(3, batch_size=2, encode=lambda s: s)
+
+
+def test_device_prefetch_yields_the_batches_on_the_device(source):
+    import jax
+
+    p = _pipe(source)
+    batches = [p.batch(s) for s in range(4)]
+    got = list(datasets.device_prefetch(iter(batches), jax.devices()[0], size=2))
+    assert len(got) == 4 and all(isinstance(x, jax.Array) for x, _ in got)
+    for (x, y), (gx, gy) in zip(batches, got, strict=True):
+        np.testing.assert_array_equal(np.asarray(gx), x)
+        np.testing.assert_array_equal(np.asarray(gy), y)
