@@ -91,7 +91,13 @@ def test_event_frames_is_tonic_to_frame_channels_last():
     ref = tt.ToFrame((140, 1, 1), time_window=4000)(tt.Downsample(spatial_factor=0.2)(shd.copy()))
     assert got.shape == (10, 140)
     np.testing.assert_array_equal(got, ref[:10, 0, :])  # 50 ms of events -> 12 windows, cropped to 10
-    assert datasets.voxel_grid((34, 34, 2), 4)(ev.copy()).shape == (4, 1, 34, 34)
+    np.testing.assert_array_equal(datasets.voxel_grid((34, 34, 2), 4)(ev.copy()),
+                                  tt.ToVoxelGrid((34, 34, 2), n_time_bins=4)(ev.copy()))
+    surf = datasets.time_surface((34, 34, 2), dt=10_000, tau=5_000)(ev.copy())
+    np.testing.assert_array_equal(surf, tt.ToTimesurface((34, 34, 2), dt=10_000, tau=5_000)(ev.copy()))
+    for name, cls in (("nmnist", tonic.datasets.NMNIST), ("dvs_gesture", tonic.datasets.DVSGesture),
+                      ("cifar10_dvs", tonic.datasets.CIFAR10DVS), ("shd", tonic.datasets.SHD)):
+        assert datasets.info(name).sensor_size == cls.sensor_size, name
 
 
 def test_augmentations_are_a_function_of_the_generator():
