@@ -46,17 +46,17 @@ RTOL = 1e-4
 SMALL = {
     "spikformer_cifar10": (
         dict(embed_dims=32, num_heads=2, depths=1),
-        lambda c=3: sj_spikformer.Spikformer(T=T, in_channels=c, img_size_h=16, img_size_w=16, patch_size=4,
+        lambda: sj_spikformer.Spikformer(T=T, in_channels=3, img_size_h=16, img_size_w=16, patch_size=4,
                                          num_classes=10, embed_dims=32, num_heads=2, depths=1),
         16),
     "sdt_8_384": (
         dict(num_classes=10, embed_dims=32, num_heads=2, depths=1, pooling_stat="0011"),
-        lambda c=3: sj_sdt.SpikeDrivenTransformer(T=T, in_channels=c, num_classes=10, embed_dims=32, num_heads=2,
+        lambda: sj_sdt.SpikeDrivenTransformer(T=T, in_channels=3, num_classes=10, embed_dims=32, num_heads=2,
                                               depths=1, pooling_stat="0011"),
         16),
     "qkformer_10_384": (
         dict(num_classes=10, embed_dims=32, num_heads=(2, 2, 2), depths=(1, 1, 1)),
-        lambda c=3: sj_qkformer.QKFormer(T=T, in_channels=c, num_classes=10, embed_dims=32, num_heads=(2, 2, 2),
+        lambda: sj_qkformer.QKFormer(T=T, in_channels=3, num_classes=10, embed_dims=32, num_heads=(2, 2, 2),
                                      depths=(1, 1, 1)),
         32),
 }
@@ -157,22 +157,21 @@ def state_arrays(model) -> dict[str, np.ndarray]:
 
 
 @functools.cache
-def pair(name: str, in_channels: int = 3, size: int | None = None):
+def pair(name: str):
     """(SpikingJelly model, spikejax model loaded from it, input images NCHW) for ``SMALL[name]``."""
-    overrides, build, default_size = SMALL[name]
-    size = size or default_size
+    overrides, build, size = SMALL[name]
     torch.manual_seed(0)
-    gen = torch.Generator().manual_seed(sum(map(ord, name)) + in_channels)
-    ref = build(in_channels)
-    x = torch.rand(2, in_channels, size, size, generator=gen)
+    gen = torch.Generator().manual_seed(sum(map(ord, name)))
+    ref = build()
+    x = torch.rand(2, 3, size, size, generator=gen)
     randomize(ref, x, gen)
-    model = load_spikingjelly(name, ref.state_dict(), T=T, in_channels=in_channels, **overrides)
+    model = load_spikingjelly(name, ref.state_dict(), T=T, **overrides)
     return ref, model, x
 
 
-def assert_same_spikes(ref_spikes, inter, *, all_fire: bool = True):
-    """Equal spikes at every neuron layer; with ``all_fire`` each layer also fires at a rate in (0, 1)
-    (else: at least all but one layer), so the comparison is not vacuous."""
+def assert_same_spikes(ref_spikes, inter, *, min_fraction: float = 1.0):
+    """Equal spikes at every neuron layer, and at least ``min_fraction`` of the layers fire at a rate
+    in (0, 1), so the comparison is not vacuous."""
     ours = spikes_of(inter)
     assert sorted(ours) == sorted(ref_spikes)
     rates = []
@@ -181,40 +180,62 @@ def assert_same_spikes(ref_spikes, inter, *, all_fire: bool = True):
         np.testing.assert_array_equal(mine, to_spikejax_layout(s.numpy(), mine.shape), err_msg=key)
         rates.append(float(mine.mean()))
     firing = sum(0.0 < r < 1.0 for r in rates)
-    assert firing >= (len(rates) if all_fire else len(rates) - 1), rates
+    assert firing >= min_fraction * len(rates), rates
 
 
 # --- tests ------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", list(SMALL))
-def test_eval_logits_and_spikes_match_spikingjelly(name):
-    ref, model, x = pair(name)
+def test_matches_spikingjelly_in_eval_and_training(name, tmp_path):
+    """Eval: same logits and spikes. Training: the first AdamW step's loss is the cross-entropy of
+    SpikingJelly's training-mode logits and its forward updates the BatchNorm statistics as
+    SpikingJelly's (momentum 0.1, unbiased variance, num_batches_tracked + 1); the loss then keeps
+    changing; the trained model, exported, loads into SpikingJelly's class (strict) and gives the
+    same eval logits and spikes."""
+    ref, _, x = pair(name)
+    model = load_spikingjelly(name, ref.state_dict(), T=T, **SMALL[name][0])
+    xs = nhwc(x)
     want, ref_spikes = sj_run(ref, x)
-    logits, inter = jax_run(model, nhwc(x))
+    logits, inter = jax_run(model, xs)
     np.testing.assert_allclose(np.asarray(logits), want, rtol=RTOL, atol=RTOL * np.abs(want).max())
     assert_same_spikes(ref_spikes, inter)
 
-
-@pytest.mark.parametrize("name", list(SMALL))
-def test_training_forward_updates_batchnorm_like_spikingjelly(name):
-    ref, model, x = pair(name)
+    labels = [3, 7]
     ref_train = SMALL[name][1]()
     ref_train.load_state_dict(ref.state_dict())
     ref_train.train()
-    mine = load_spikingjelly(name, ref.state_dict(), T=T, **SMALL[name][0])
-    mine.train()
-    want, ref_spikes = sj_run(ref_train, x)
-    logits, inter = jax_run(mine, nhwc(x))
-    np.testing.assert_allclose(np.asarray(logits), want, rtol=RTOL, atol=RTOL * np.abs(want).max())
-    assert_same_spikes(ref_spikes, inter, all_fire=False)  # batch statistics: a layer may go silent
-    after = {k: v.numpy() for k, v in export_spikingjelly(mine).items()}
-    ref_after = ref_train.state_dict()
-    before = ref.state_dict()
-    for key in ref_after:
+    train_logits, _ = sj_run(ref_train, x)
+    ref_loss = torch.nn.functional.cross_entropy(torch.from_numpy(train_logits), torch.tensor(labels)).item()
+    theirs, before = _stats(ref_train.state_dict()), ref.state_dict()
+    opt = nnx.Optimizer(model, optax.adamw(1e-2), wrt=nnx.Param)
+    model.train()
+    step = lambda: float(_train_step(model, opt, xs, jnp.array(labels)))
+    losses = [step()]
+    np.testing.assert_allclose(losses[0], ref_loss, rtol=RTOL)
+    ours = _stats(export_spikingjelly(model))
+    assert sorted(ours) == sorted(theirs)
+    for key, value in theirs.items():
         if key.endswith("num_batches_tracked"):
-            assert int(ref_after[key]) == int(before[key]) + 1, key
-        if key.endswith(("running_mean", "running_var", "num_batches_tracked")):
-            np.testing.assert_allclose(after[key], ref_after[key].numpy(), rtol=1e-5, atol=1e-6, err_msg=key)
+            assert int(value) == int(before[key]) + 1, key
+        np.testing.assert_allclose(ours[key], value, rtol=1e-5, atol=1e-6, err_msg=key)
+    losses += [step(), step()]
+    assert np.all(np.isfinite(losses)) and losses[1] != losses[0] and losses[2] != losses[1]
+
+    model.eval()
+    export_spikingjelly(model, tmp_path / "trained.pth")
+    trained = SMALL[name][1]()
+    trained.load_state_dict(torch.load(tmp_path / "trained.pth", weights_only=True), strict=True)
+    trained.eval()
+    assert any(not torch.equal(trained.state_dict()[k], v) for k, v in ref.state_dict().items())
+    want, ref_spikes = sj_run(trained, x)
+    logits, inter = jax_run(model, xs)
+    np.testing.assert_allclose(np.asarray(logits), want, rtol=RTOL, atol=RTOL * np.abs(want).max())
+    assert_same_spikes(ref_spikes, inter, min_fraction=0.8)
+
+
+def _stats(state_dict) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v) for k, v in state_dict.items()
+            if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
 
 
 @pytest.mark.parametrize("name", list(SMALL))
@@ -256,32 +277,22 @@ def _train_step(model, opt, x, y):
     return loss
 
 
-def _train_steps(model, x, y, steps: int) -> list[float]:
-    """``steps`` AdamW steps (cross-entropy, training mode); the losses before each step."""
-    opt = nnx.Optimizer(model, optax.adamw(1e-2), wrt=nnx.Param)
-    model.train()
-    return [float(_train_step(model, opt, x, y)) for _ in range(steps)]
-
-
 @pytest.mark.parametrize("name", list(SMALL))
-def test_training_steps_on_tiny_digits_change_the_loss_and_export(name, tmp_path):
-    """[B, 8, 8, 1] inputs (the digits' size) train: the loss changes with each AdamW step; the
-    trained model, exported, gives SpikingJelly's class (strict load) the same logits and spikes."""
-    ref, _, x = pair(name, in_channels=1, size=8)
-    model = load_spikingjelly(name, ref.state_dict(), T=T, in_channels=1, **SMALL[name][0])
-    xs = nhwc(x)
-    losses = _train_steps(model, xs, jnp.array([3, 7]), 3)
-    assert np.all(np.isfinite(losses)) and losses[1] != losses[0] and losses[2] != losses[1]
-    model.eval()
-    export_spikingjelly(model, tmp_path / "trained.pth")
-    trained = SMALL[name][1](1)
-    trained.load_state_dict(torch.load(tmp_path / "trained.pth", weights_only=True), strict=True)
-    trained.eval()
-    assert any(not torch.equal(trained.state_dict()[k], v) for k, v in ref.state_dict().items())
-    want, ref_spikes = sj_run(trained, x)
-    logits, inter = jax_run(model, xs)
-    np.testing.assert_allclose(np.asarray(logits), want, rtol=RTOL, atol=RTOL * np.abs(want).max())
-    assert_same_spikes(ref_spikes, inter, all_fire=False)
+def test_digits_size_inputs_give_logits_and_gradients(name):
+    """[B, 8, 8, 1] inputs (the digits' size) go through each model and its gradient (shapes only:
+    traced abstractly, nothing compiled); the training itself is tested above at 16x16x3 / 32x32x3."""
+    model = nnx.eval_shape(lambda: create(name, T=T, in_channels=1, **{**SMALL[name][0], "num_classes": 10}))
+    model.train()
+    x = jax.ShapeDtypeStruct((4, 8, 8, 1), jnp.float32)
+
+    def loss(model, x):
+        return optax.softmax_cross_entropy_with_integer_labels(model(x), jnp.arange(4) % 10).mean()
+
+    logits = jax.eval_shape(lambda m, x: m(x), model, x)
+    assert logits.shape == (4, 10) and logits.dtype == jnp.float32
+    grads = jax.eval_shape(nnx.grad(loss), model, x)
+    params = nnx.state(model, nnx.Param)
+    assert jax.tree.map(lambda a: a.shape, grads) == jax.tree.map(lambda a: a.shape, params)
 
 
 def test_bad_inputs_are_named():
