@@ -64,7 +64,7 @@ def _all_finite_checkpoints(out):
 def test_nonfinite_loss_stops_the_run(tmp_path):
     out = str(tmp_path / "nan")
     with pytest.raises(NonFiniteError) as err:
-        fit(poisoned_lm({3}), tiny_cfg(out=out, steps=6, checkpoint_every=1, log_every=3), **quiet)
+        fit(poisoned_lm({3}), tiny_cfg(out=out, steps=6, checkpoint_every=1, log_every=0), **quiet)
     e = err.value
     assert (e.step, e.quantity) == (4, "loss") and "step 4" in str(e) and "step 3" in str(e)
     assert _all_finite_checkpoints(out)[-1] == 3  # keep=2 pruned 1 and 2, never the last finite one
@@ -80,7 +80,7 @@ def test_diverging_lr_never_saves_a_nonfinite_state(tmp_path):
     non-finite first stops the run and every checkpoint left is finite."""
     out = str(tmp_path / "lr")
     with pytest.raises(NonFiniteError) as err:
-        fit(tiny_lm(), tiny_cfg(out=out, steps=8, checkpoint_every=1, log_every=1, lr=1e30), **quiet)
+        fit(tiny_lm(), tiny_cfg(out=out, steps=8, checkpoint_every=1, log_every=0, lr=1e30), **quiet)
     assert err.value.quantity in ("loss", "grad_norm") or err.value.quantity.startswith(("params.", "opt."))
     _all_finite_checkpoints(out)
     for r in _records(out):
@@ -131,7 +131,7 @@ def test_skipped_step_leaves_parameters_unchanged():
 def test_cli_run_that_diverges_exits_nonzero(tmp_path, capsys):
     out = tmp_path / "cli"
     argv = ["lm", "--steps", "6", "--batch-size", "4", "--d-model", "16", "--layers", "1", "--heads", "2",
-            "--time-steps", "2", "--seq-len", "16", "--eval-batches", "1", "--sample-chars", "0", "--log-every", "2",
+            "--time-steps", "2", "--seq-len", "16", "--eval-batches", "1", "--sample-chars", "0", "--log-every", "0",
             "--checkpoint-every", "1", "--no-progress", "--lr", "1e30", "--out", str(out)]
     with pytest.raises(SystemExit) as exc:
         train_main(argv)

@@ -369,7 +369,7 @@ def fit(task: Task, cfg: TrainConfig, *, mesh=None, print_fn: Callable[[str], No
                 jax.block_until_ready(metrics["loss"])
                 t_first = time.perf_counter()
             out_of_time = cfg.time_limit is not None and time.perf_counter() - t_start > cfg.time_limit
-            full = bool(cfg.log_every and done % cfg.log_every == 0) or done == cfg.steps or done == 1
+            full = bool(cfg.log_every and done % cfg.log_every == 0) or done == cfg.steps
             save = ckpt is not None and (ckpt.due(done) or done == cfg.steps or out_of_time)
             if full or save or out_of_time:
                 flush(state, full)
