@@ -309,3 +309,18 @@ def test_bad_inputs_are_named():
         create("spikformer_ti", patch_size=8)
     with pytest.raises(ValueError, match="num_heads"):
         create("qkformer_10_384", embed_dims=32, num_heads=(3, 2, 2), depths=(1, 1, 1))
+    with pytest.raises(ValueError, match="name: unknown model 'spikformer_xl'"):
+        create("spikformer_xl")
+    with pytest.raises(ValueError, match="v_reset"):
+        create("spikformer_cifar10", v_reset=0.5)
+
+
+def test_registry_lists_the_transformer_zoo():
+    from spikejax.models import list_models
+    from spikejax.nn import Spikformer, SpikingLM
+
+    names = list_models()
+    assert set(DEFAULTS) | {"spikformer", "spiking_lm"} <= set(names) and names == sorted(names)
+    small = dict(image_size=8, patch_size=4, d_model=16, num_heads=2, num_layers=1, num_classes=3)
+    assert isinstance(nnx.eval_shape(lambda: create("spikformer", **small)), Spikformer)
+    assert isinstance(nnx.eval_shape(lambda: create("spiking_lm", vocab_size=16, d_model=16, num_heads=2)), SpikingLM)
