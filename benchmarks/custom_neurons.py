@@ -111,18 +111,24 @@ def bench_jax(fn, T: int, M: int, dtype) -> dict:
     return {"fwd": _time_jax(fn, [(x,) for x in xs]), "fwdbwd": _time_jax(fb, list(zip(xs, gs, strict=True)))}
 
 
+_FLEX_SG = None  # SpikingJelly's ATan; a module global, since FlexSN refuses a core that captures a module
+
+
+def _flex_core(x, i, v):
+    i = 0.8 * i + x
+    h = 0.9 * v + i
+    s = _FLEX_SG(h - 1.0)
+    return s, i, h - s * 1.0
+
+
 def bench_flexsn(T: int, M: int, dtype: str) -> dict:
     import torch
     from spikingjelly.activation_based import surrogate
     from spikingjelly.activation_based.neuron.flexsn import FlexSN
 
-    sg = surrogate.ATan(alpha=2.0)
-
-    def core(x, i, v):
-        i = 0.8 * i + x
-        h = 0.9 * v + i
-        s = sg(h - 1.0)
-        return s, i, h - s * 1.0
+    global _FLEX_SG
+    _FLEX_SG = surrogate.ATan(alpha=2.0)
+    core = _flex_core
 
     n = _n_buffers(T * M * (4 if dtype == "float32" else 2))
     xs, gs = _torch_inputs(T, M, dtype, n)
@@ -150,13 +156,49 @@ def bench_flexsn(T: int, M: int, dtype: str) -> dict:
     return {"fwd": _torch_time(fwd, n), "fwdbwd": _torch_time(fb, n), "first_call_s": compile_s}
 
 
+SWEEP_BWD = [(256, 8, 4), (512, 8, 4), (512, 8, 8), (1024, 8, 8), (1024, 8, 4), (256, 16, 4), (512, 16, 8),
+             (128, 8, 2), (64, 16, 1), (32, 16, 1)]
+"""(block_m, checkpoint_every, num_warps) tried for the engine's backward."""
+
+
+def sweep_backward(shapes, dtypes, lines) -> None:
+    """Direct engine calls (built-in LIF step, scalar parameters): backward time per tiling."""
+    from pallas_kernels import engine
+    from spikejax.neurons.steps import ScanParams, ScanSpec, builtin_step
+
+    step = builtin_step(ScanSpec(decay_input=True, alpha=2.0))
+    p = ScanParams(jnp.full((1,), 0.5), jnp.ones((1,)), None, None, None)
+    leaves, treedef = jax.tree.flatten(p)
+    lines += ["", "### Engine backward tiling sweep (LIF, scalar params; ms)", "",
+              "| T x M | dtype | block_m | K | warps | fwd | bwd |", "|---|---|---|---|---|---|---|"]
+    for T, M in shapes:
+        for dtype in dtypes:
+            xs, gs = _inputs(T, M, jnp.dtype(dtype), 2)
+            z = (jnp.zeros((M,), jnp.float32),)
+            for bm, k, w in SWEEP_BWD:
+                try:
+                    ft = engine.Tiling(512 if M >= 1 << 18 else bm, k, 16 if k <= 16 else k, 4)
+                    bt = engine.Tiling(bm, k, k, w)
+                    fwd = lambda x: engine.scan_forward(step, treedef, x, z, leaves, tiling=ft)  # noqa: E731,B023
+                    tf = _time_jax(lambda x: fwd(x)[0], [(x,) for x in xs], reps=5)  # noqa: B023
+                    res = [fwd(x)[3] for x in xs]
+                    tb = _time_jax(lambda r, g: engine.scan_backward(step, treedef, r, g, z, tiling=bt)[0],  # noqa: B023
+                                   list(zip(res, gs, strict=True)), reps=5)
+                    line = f"| {T}x{_fmt_m(M)} | {dtype} | {bm} | {k} | {w} | {tf * 1e3:.3f} | {tb * 1e3:.3f} |"
+                except Exception as err:  # noqa: BLE001
+                    msg = f"error {type(err).__name__}: {str(err)[:60]}"
+                    line = f"| {T}x{_fmt_m(M)} | {dtype} | {bm} | {k} | {w} | {msg} | |"
+                print(line, flush=True)
+                lines.append(line)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--shapes", default=None, help="e.g. 128x1048576,8x4194304")
     ap.add_argument("--dtypes", default="float32,bfloat16")
     ap.add_argument("--impls", default=None, help="only rows whose name contains one of these, comma separated")
-    ap.add_argument("--flexsn-timeout", type=float, default=150.0)
+    ap.add_argument("--sweep-bwd", action="store_true", help="only the engine backward tiling sweep")
     args = ap.parse_args()
     _writable_triton_cache()
     shapes = SHAPES if not args.shapes else [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
@@ -174,6 +216,10 @@ def main() -> None:
     ]
     print("\n".join(lines), flush=True)
     results = []
+    if args.sweep_bwd:
+        sweep_backward(shapes, args.dtypes.split(","), lines)
+        _write(args.out, lines, results, bw, device)
+        return
     for T, M in shapes:
         for dtype in args.dtypes.split(","):
             rows = dict(impls(dtype))

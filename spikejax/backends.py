@@ -263,6 +263,8 @@ def auto_choice(spec: ScanSpec | None, shape: tuple[int, int] | None, *, custom:
 
 def _scan_params(spec: ScanSpec, p: ScanParams) -> ScanParams:
     """The parameters a built-in step reads (the adaptation pair only when adaptive)."""
+    if spec.alpha is not None or not isinstance(spec.surrogate, str):
+        p = p._replace(alpha=None)
     if spec.adaptive and not spec.reset_delay:
         return p
     return p._replace(adapt_scale=None, adapt_decay=None)

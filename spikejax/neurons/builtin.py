@@ -155,8 +155,12 @@ def _run(
         threshold=_param("threshold", threshold, neuron_shape, low=0.0, low_open=True),
         adapt_scale=_param("adapt_scale", adapt_scale, neuron_shape, low=0.0),
         adapt_decay=_param("adapt_decay", adapt_decay, neuron_shape, low=0.0, high=1.0),
-        alpha=_param("surrogate.alpha", surr.alpha, neuron_shape, low=0.0, low_open=True),
+        alpha=_param("surrogate.alpha", getattr(surr, "alpha", 1.0), neuron_shape, low=0.0, low_open=True),
     )
+    # a surrogate steepness known at trace time cannot be differentiated: it becomes a constant of the
+    # step (no α stream, no α gradient in the kernels)
+    host_alpha = _concrete(surr.alpha) if isinstance(surr, _surrogate.Surrogate) else None
+    static_alpha = float(host_alpha.reshape(-1)[0]) if host_alpha is not None and host_alpha.size == 1 else None
     v0, a0 = _initial_state(state, neuron_shape, adaptive)
     spec = ScanSpec(
         kind=kind,
@@ -166,8 +170,9 @@ def _run(
         reset=reset,
         detach_reset=bool(detach_reset),
         reset_delay=bool(reset_delay),
-        surrogate=surr.shape,
+        surrogate=surr if isinstance(surr, _surrogate.CustomSurrogate) else surr.shape,
         return_membrane=bool(return_membrane),
+        alpha=static_alpha,
     )
     res = _backends.neuron_scan(spec, x.reshape(T, M), v0, a0, params, backend=backend)
     spikes = res.spikes.reshape(x.shape)

@@ -62,10 +62,16 @@ class ScanSpec:
     reset_delay: bool = False
     surrogate: str | _surrogate.CustomSurrogate = "atan"
     return_membrane: bool = False
+    alpha: float | None = None
+    """The surrogate steepness as a constant of the step (known at trace time, so never differentiated);
+    None: it is the parameter ``ScanParams.alpha``."""
 
     def kernel_config(self) -> dict:
-        """The options as plain keyword arguments for the hand-written (Triton) kernels."""
-        return dataclasses.asdict(self)
+        """The options as plain keyword arguments for the hand-written (Triton) kernels (which read α
+        from the parameters)."""
+        config = dataclasses.asdict(self)
+        del config["alpha"]
+        return config
 
 
 class ScanParams(NamedTuple):
@@ -76,10 +82,12 @@ class ScanParams(NamedTuple):
     threshold: Array
     adapt_scale: Array | None
     adapt_decay: Array | None
-    alpha: Array
+    alpha: Array | None
 
 
 def _spike_fn(spec: ScanSpec, alpha: Array) -> Callable[[Array], Array]:
+    if spec.alpha is not None:
+        alpha = spec.alpha
     if isinstance(spec.surrogate, _surrogate.CustomSurrogate):
         return spec.surrogate
     return functools.partial(_surrogate.spike, spec.surrogate, alpha=alpha)
@@ -96,7 +104,7 @@ def _fire(spec: ScanSpec, h: Array, thr: Array, alpha: Array) -> tuple[Array, Ar
         return up - down, up + down
     surr = spec.surrogate
     if not isinstance(surr, _surrogate.CustomSurrogate):
-        surr = _surrogate.Surrogate(surr, alpha)
+        surr = _surrogate.Surrogate(surr, alpha if spec.alpha is None else spec.alpha)
     return _surrogate.spike_count(surr, spec.levels, h, thr), up
 
 
