@@ -344,6 +344,19 @@ def test_one_training_step_on_digit_sized_inputs_changes_the_loss(name, override
     assert abs(float(loss1) - float(loss0)) > 1e-6
 
 
+def test_bfloat16_compute_keeps_float32_parameters_and_logits():
+    overrides = dict(layers=(1, 1, 1, 1), base_channels=8, num_classes=10, T=2, dtype="bfloat16")
+    abstract = nnx.eval_shape(lambda: create("ms_resnet18", **overrides))
+    model = _from_state_dict("ms_resnet18", overrides, _random_state_dict(abstract, seed=6))
+    model.eval()
+    logits, inter = _forward_with_spikes(model, jnp.ones((2, 16, 16, 3)))
+    assert logits.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(logits)))
+    assert {np.asarray(v).dtype for _, v in nnx.to_flat_state(inter)} == {jnp.dtype(jnp.bfloat16)}  # bf16 spikes
+    assert {v.get_value().dtype for _, v in nnx.to_flat_state(nnx.state(model, nnx.Param))} == {jnp.dtype(jnp.float32)}
+    with pytest.raises(ValueError, match="dtype"):
+        create("sew_resnet18", dtype="float16")
+
+
 def test_connect_functions_match_spikingjelly():
     """ADD / AND / IAND elementwise on random spikes (the models above check the argument order)."""
     from spikejax.models.resnet import sew_function

@@ -34,11 +34,12 @@ from flax import nnx
 from spikejax.models.registry import register
 from spikejax.models.sj_neurons import NeuronSpec, fire, neuron_spec, spikingjelly_keys
 from spikejax.nn import temporal as tl
+from spikejax.nn.config import DTYPES
 
 Array = jax.Array
 
 __all__ = ["ResNetConfig", "ResNet", "MSResNetConfig", "MSResNet", "sew_function", "CONNECT_FUNCTIONS",
-           "to_time_major"]
+           "to_time_major", "check_dtype"]
 
 CONNECT_FUNCTIONS = ("ADD", "AND", "IAND")
 _DEPTHS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3)),
@@ -58,16 +59,14 @@ def sew_function(x: Array, y: Array, cnf: str) -> Array:
     raise ValueError(f"cnf: expected one of {CONNECT_FUNCTIONS}, got {cnf!r}")
 
 
-def to_time_major(x, T: int, in_channels: int, name: str = "x") -> Array:
-    """``images[B, H, W, C]`` repeated over ``T`` steps, or ``x[T, B, H, W, C]`` as is."""
+def to_time_major(x, T: int, in_channels: int, dtype=jnp.float32, name: str = "x") -> Array:
+    """``images[B, H, W, C]`` repeated over ``T`` steps, or ``x[T, B, H, W, C]`` as is, in ``dtype``."""
     if not hasattr(x, "ndim") or x.ndim not in (4, 5):
         raise ValueError(f"{name}: expected images [B, H, W, C] or spikes [T, B, H, W, C], got shape "
                          f"{getattr(x, 'shape', None)}")
     if x.shape[-1] != in_channels:
         raise ValueError(f"{name}: expected {in_channels} channels (NHWC, last axis), got shape {tuple(x.shape)}")
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        x = x.astype(jnp.float32)
+    x = jnp.asarray(x).astype(dtype)
     return jnp.broadcast_to(x[None], (T, *x.shape)) if x.ndim == 4 else x
 
 
@@ -75,6 +74,17 @@ def _check_int(name: str, value: Any, low: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
     return value
+
+
+def check_dtype(value: Any) -> str:
+    """The compute dtype's name (``"float32"`` or ``"bfloat16"``; parameters stay float32)."""
+    try:
+        name = jnp.dtype(value).name
+    except TypeError:
+        name = None
+    if name not in DTYPES:
+        raise ValueError(f"dtype: expected one of {DTYPES}, got {value!r}")
+    return name
 
 
 def _check_layers(layers: Any, allowed: tuple[int, ...]) -> tuple[int, ...]:
@@ -100,6 +110,8 @@ class ResNetConfig:
       zero_init_residual: zero the last BN scale of each block.
       groups, width_per_group: bottleneck width ``int(planes·width_per_group/64)·groups``.
       neuron: the neuron of every spiking layer (:class:`~spikejax.models.sj_neurons.NeuronSpec`).
+      dtype: compute dtype of the convolutions, linear layers and activations (``"bfloat16"`` for
+        mixed precision; parameters, BatchNorm statistics and logits stay float32).
     """
 
     family: str = "sew"
@@ -113,8 +125,10 @@ class ResNetConfig:
     groups: int = 1
     width_per_group: int = 64
     neuron: NeuronSpec = dataclasses.field(default_factory=lambda: NeuronSpec(detach_reset=True))
+    dtype: str = "float32"
 
     def __post_init__(self):
+        object.__setattr__(self, "dtype", check_dtype(self.dtype))
         if self.family not in ("sew", "spiking"):
             raise ValueError(f"family: expected 'sew' or 'spiking', got {self.family!r}")
         if self.block not in ("basic", "bottleneck"):
@@ -134,9 +148,9 @@ class ResNetConfig:
         return 4 if self.block == "bottleneck" else 1
 
 
-def _conv(cin: int, cout: int, k: int, stride: int, rngs: nnx.Rngs, groups: int = 1) -> tl.Conv2d:
+def _conv(cin: int, cout: int, k: int, stride: int, rngs: nnx.Rngs, groups: int = 1, dtype=None) -> tl.Conv2d:
     return tl.Conv2d(cin, cout, k, stride=stride, padding=k // 2, groups=groups, use_bias=False,
-                     kernel_init=_KAIMING_FAN_OUT, rngs=rngs)
+                     kernel_init=_KAIMING_FAN_OUT, dtype=dtype, rngs=rngs)
 
 
 class ResNetBlock(nnx.Module):
@@ -159,14 +173,14 @@ class ResNetBlock(nnx.Module):
             shapes = [(inplanes, planes, 3, stride, 1), (planes, planes, 3, 1, 1)]
         self.depth = len(shapes)
         for i, (cin, cout, k, s, g) in enumerate(shapes, start=1):
-            setattr(self, f"conv{i}", _conv(cin, cout, k, s, rngs, g))
+            setattr(self, f"conv{i}", _conv(cin, cout, k, s, rngs, g, cfg.dtype))
             setattr(self, f"bn{i}", tl.BatchNorm(cout))
             setattr(self, f"sn{i}", cfg.neuron.build())
         if cfg.zero_init_residual:
             last = getattr(self, f"bn{self.depth}")
             last.scale[...] = jnp.zeros_like(last.scale[...])
         needs_downsample = stride != 1 or inplanes != out
-        self.downsample = (nnx.List([_conv(inplanes, out, 1, stride, rngs), tl.BatchNorm(out)])
+        self.downsample = (nnx.List([_conv(inplanes, out, 1, stride, rngs, dtype=cfg.dtype), tl.BatchNorm(out)])
                            if needs_downsample else None)
         if needs_downsample and self.family == "sew":
             self.downsample_sn = cfg.neuron.build()
@@ -200,7 +214,7 @@ class ResNet(nnx.Module):
         self.config = config
         self.record_spikes = False
         self.conv1 = tl.Conv2d(config.in_channels, 64, 7, stride=2, padding=3, use_bias=False,
-                               kernel_init=_KAIMING_FAN_OUT, rngs=rngs)
+                               kernel_init=_KAIMING_FAN_OUT, dtype=config.dtype, rngs=rngs)
         self.bn1 = tl.BatchNorm(64)
         self.sn1 = config.neuron.build()
         self.maxpool = tl.MaxPool2d(3, stride=2, padding=1)
@@ -212,7 +226,7 @@ class ResNet(nnx.Module):
                 inplanes = planes * config.expansion
             setattr(self, f"layer{i + 1}", nnx.List(blocks))
         self.avgpool = tl.AdaptiveAvgPool2d(1)
-        self.fc = tl.Linear(512 * config.expansion, config.num_classes, rngs=rngs)
+        self.fc = tl.Linear(512 * config.expansion, config.num_classes, dtype=config.dtype, rngs=rngs)
 
     def features(self, x: Array) -> Array:
         """``x[T, B, H, W, C]`` -> the last stage's output ``[T, B, h, w, 512·e]``."""
@@ -227,7 +241,7 @@ class ResNet(nnx.Module):
         return spikingjelly_keys(self)
 
     def __call__(self, x: Array) -> Array:
-        x = to_time_major(x, self.config.T, self.config.in_channels)
+        x = to_time_major(x, self.config.T, self.config.in_channels, self.config.dtype)
         y = self.fc(self.avgpool(self.features(x))[:, :, 0, 0, :])
         return y.astype(jnp.float32).mean(axis=0)
 
@@ -251,6 +265,7 @@ class MSResNetConfig:
       stem_kernel_size, stem_stride, stem_pool: the stem conv and its optional 3x3/2 max-pool.
       neuron: every neuron (default: LIF τ = 4/3, V_th = 0.5, no input decay, detached reset,
         rectangular surrogate α = 2).
+      dtype: compute dtype (as :class:`ResNetConfig`).
     """
 
     T: int = 6
@@ -263,8 +278,10 @@ class MSResNetConfig:
     stem_pool: bool = False
     stage_channels: tuple[int, ...] | None = None
     neuron: NeuronSpec = dataclasses.field(default_factory=lambda: neuron_spec(None, {}, defaults=MS_NEURON_DEFAULTS))
+    dtype: str = "float32"
 
     def __post_init__(self):
+        object.__setattr__(self, "dtype", check_dtype(self.dtype))
         object.__setattr__(self, "layers", _check_layers(self.layers, (3, 4)))
         for name in ("T", "in_channels", "num_classes", "base_channels", "stem_kernel_size", "stem_stride"):
             _check_int(name, getattr(self, name))
@@ -283,15 +300,16 @@ class MSBlock(nnx.Module):
     ``[T, B, H, W, C]`` (3x3 convs, the first with the stride; ``downsample = [1x1 conv/s, BN]``
     when the shape changes). BN scales start at 0.5 (``bn2``: 0, SpikingJelly's zero init)."""
 
-    def __init__(self, cin: int, cout: int, stride: int, downsample: bool, neuron: NeuronSpec, *, rngs: nnx.Rngs):
+    def __init__(self, cin: int, cout: int, stride: int, downsample: bool, neuron: NeuronSpec, *, rngs: nnx.Rngs,
+                 dtype: str = "float32"):
         self.record_spikes = False
         self.spike1 = neuron.build()
-        self.conv1 = tl.Conv2d(cin, cout, 3, stride=stride, padding=1, use_bias=False, rngs=rngs)
+        self.conv1 = tl.Conv2d(cin, cout, 3, stride=stride, padding=1, use_bias=False, dtype=dtype, rngs=rngs)
         self.bn1 = tl.BatchNorm(cout, scale_init=0.5)
         self.spike2 = neuron.build()
-        self.conv2 = tl.Conv2d(cout, cout, 3, padding=1, use_bias=False, rngs=rngs)
+        self.conv2 = tl.Conv2d(cout, cout, 3, padding=1, use_bias=False, dtype=dtype, rngs=rngs)
         self.bn2 = tl.BatchNorm(cout, scale_init=0.0)
-        self.downsample = (nnx.List([tl.Conv2d(cin, cout, 1, stride=stride, use_bias=False, rngs=rngs),
+        self.downsample = (nnx.List([tl.Conv2d(cin, cout, 1, stride=stride, use_bias=False, dtype=dtype, rngs=rngs),
                                      tl.BatchNorm(cout, scale_init=0.5)]) if downsample else None)
 
     def __call__(self, x: Array) -> Array:
@@ -315,7 +333,8 @@ class MSResNet(nnx.Module):
         self.record_spikes = False
         k, c0 = config.stem_kernel_size, config.base_channels
         stem: list[nnx.Module] = [
-            tl.Conv2d(config.in_channels, c0, k, stride=config.stem_stride, padding=k // 2, use_bias=False, rngs=rngs),
+            tl.Conv2d(config.in_channels, c0, k, stride=config.stem_stride, padding=k // 2, use_bias=False,
+                      dtype=config.dtype, rngs=rngs),
             tl.BatchNorm(c0, scale_init=0.5)]
         if config.stem_pool:
             stem.append(tl.MaxPool2d(3, stride=2, padding=1))
@@ -326,14 +345,14 @@ class MSResNet(nnx.Module):
             for j in range(depth):
                 stride = 2 if j == 0 else 1
                 blocks.append(MSBlock(inplanes, cout, stride, stride != 1 or inplanes != cout, config.neuron,
-                                      rngs=rngs))
+                                      rngs=rngs, dtype=config.dtype))
                 inplanes = cout
             setattr(self, f"layer{i + 1}", nnx.List(blocks))
         if len(config.layers) == 3:
             self.layer4 = None
         self.head_lif = config.neuron.build()
         self.avgpool = tl.AdaptiveAvgPool2d(1)
-        self.head = tl.Linear(config.stage_channels[-1], config.num_classes, rngs=rngs)
+        self.head = tl.Linear(config.stage_channels[-1], config.num_classes, dtype=config.dtype, rngs=rngs)
 
     def features(self, x: Array) -> Array:
         """``x[T, B, H, W, C]`` -> the last stage's membrane output ``[T, B, h, w, C_last]``."""
@@ -349,7 +368,7 @@ class MSResNet(nnx.Module):
         return spikingjelly_keys(self)
 
     def __call__(self, x: Array) -> Array:
-        x = to_time_major(x, self.config.T, self.config.in_channels)
+        x = to_time_major(x, self.config.T, self.config.in_channels, self.config.dtype)
         s = fire(self, self.head_lif, self.features(x))
         y = self.head(self.avgpool(s)[:, :, 0, 0, :])
         return y.astype(jnp.float32).mean(axis=0)
@@ -362,8 +381,8 @@ def _resnet_builder(name: str, family: str, depth: int):
 
     def build(*, spiking_neuron: str | None = None, num_classes: int = 1000, cnf: str | None = None,
               zero_init_residual: bool = False, groups: int = 1, width_per_group: int = 64, T: int = 4,
-              in_channels: int = 3, layers: tuple[int, ...] = default_layers, rngs: nnx.Rngs,
-              **neuron_kwargs) -> ResNet:
+              in_channels: int = 3, layers: tuple[int, ...] = default_layers, dtype: str = "float32",
+              rngs: nnx.Rngs, **neuron_kwargs) -> ResNet:
         spec = neuron_spec(spiking_neuron, neuron_kwargs, defaults={"detach_reset": True})
         if family == "sew":
             cnf = "ADD" if cnf is None else cnf
@@ -371,7 +390,7 @@ def _resnet_builder(name: str, family: str, depth: int):
             raise TypeError(f"{name}: unknown keyword argument 'cnf' (SEW-ResNet only)")
         cfg = ResNetConfig(family=family, block=block, layers=tuple(layers), num_classes=num_classes, cnf=cnf, T=T,
                            in_channels=in_channels, zero_init_residual=zero_init_residual, groups=groups,
-                           width_per_group=width_per_group, neuron=spec)
+                           width_per_group=width_per_group, neuron=spec, dtype=dtype)
         return ResNet(cfg, rngs=rngs)
 
     kind = "SEW-ResNet" if family == "sew" else "Spiking ResNet"
@@ -380,8 +399,8 @@ def _resnet_builder(name: str, family: str, depth: int):
         f"{kind}-{depth} (SpikingJelly's ``{name}``): :class:`ResNet`, layers {default_layers}.\n\n"
         "Keyword arguments as SpikingJelly's builder (``cnf``: ADD (default) / AND / IAND for SEW;\n"
         "``spiking_neuron`` and its arguments, see :mod:`spikejax.models.sj_neurons`; default: LIF\n"
-        "τ = 2 with a detached hard reset, SpikingJelly's SEW-ResNet neuron) plus ``T``, ``in_channels``\n"
-        "and ``layers`` (stage depths, e.g. ``(1, 1, 1, 1)`` for a small test model).")
+        "τ = 2 with a detached hard reset, SpikingJelly's SEW-ResNet neuron) plus ``T``, ``in_channels``,\n"
+        "``layers`` (stage depths, e.g. ``(1, 1, 1, 1)`` for a small test model) and ``dtype``.")
     return register(name)(build)
 
 
@@ -394,12 +413,12 @@ def _ms_resnet_builder(name: str, layers: tuple[int, ...]):
     def build(*, T: int = 6, in_channels: int = 3, num_classes: int = 1000, spiking_neuron: str | None = None,
               layers: tuple[int, ...] = layers, base_channels: int = 64, stem_kernel_size: int = 7,
               stem_stride: int = 2, stem_pool: bool = False, stage_channels: tuple[int, ...] | None = None,
-              rngs: nnx.Rngs, **neuron_kwargs) -> MSResNet:
+              dtype: str = "float32", rngs: nnx.Rngs, **neuron_kwargs) -> MSResNet:
         spec = neuron_spec(spiking_neuron, neuron_kwargs, defaults=MS_NEURON_DEFAULTS)
         widths = None if stage_channels is None else tuple(stage_channels)
         cfg = MSResNetConfig(T=T, in_channels=in_channels, num_classes=num_classes, layers=tuple(layers),
                              base_channels=base_channels, stem_kernel_size=stem_kernel_size, stem_stride=stem_stride,
-                             stem_pool=stem_pool, stage_channels=widths, neuron=spec)
+                             stem_pool=stem_pool, stage_channels=widths, neuron=spec, dtype=dtype)
         return MSResNet(cfg, rngs=rngs)
 
     build.__name__ = build.__qualname__ = name

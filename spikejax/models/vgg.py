@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from spikejax.models.registry import register
-from spikejax.models.resnet import to_time_major
+from spikejax.models.resnet import check_dtype, to_time_major
 from spikejax.models.sj_neurons import NeuronSpec, fire, neuron_spec, spikingjelly_keys
 from spikejax.nn import temporal as tl
 from spikejax.nn.neurons import SpikingNeuron
@@ -53,6 +53,8 @@ class VGGConfig:
         classifier widths (4096); dropout: their dropout rate (0.5). Smaller values give small
         test models (SpikingJelly's class fixes 7, 4096 and 0.5).
       neuron: every neuron (:class:`~spikejax.models.sj_neurons.NeuronSpec`).
+      dtype: compute dtype of the convolutions, linear layers and activations (``"bfloat16"``:
+        mixed precision; parameters, BatchNorm statistics and logits stay float32).
     """
 
     cfg: tuple[int | str, ...] = VGG_CONFIGS["A"]
@@ -64,8 +66,10 @@ class VGGConfig:
     classifier_hidden: int = 4096
     dropout: float = 0.5
     neuron: NeuronSpec = dataclasses.field(default_factory=lambda: NeuronSpec(detach_reset=True))
+    dtype: str = "float32"
 
     def __post_init__(self):
+        object.__setattr__(self, "dtype", check_dtype(self.dtype))
         cfg = tuple(self.cfg)
         if not cfg or not any(v != "M" for v in cfg) or not all(
                 v == "M" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1) for v in cfg):
@@ -84,6 +88,11 @@ class VGGConfig:
     def num_pools(self) -> int:
         return sum(v == "M" for v in self.cfg)
 
+    @property
+    def min_image_size(self) -> int:
+        """The smallest image side the max-pools allow (``2^num_pools``; 32 for the standard VGGs)."""
+        return 2 ** self.num_pools
+
 
 class SpikingVGG(nnx.Module):
     """Spiking VGG: ``images[B, H, W, C]`` or ``x[T, B, H, W, C]`` -> ``logits[B, num_classes]``
@@ -100,7 +109,7 @@ class SpikingVGG(nnx.Module):
             if v == "M":
                 layers.append(tl.MaxPool2d(2, stride=2))
                 continue
-            layers.append(tl.Conv2d(cin, v, 3, padding=1, kernel_init=_KAIMING_FAN_OUT, rngs=rngs))
+            layers.append(tl.Conv2d(cin, v, 3, padding=1, kernel_init=_KAIMING_FAN_OUT, dtype=config.dtype, rngs=rngs))
             layers[-1].conv.bias[...] = jnp.zeros((v,), jnp.float32)
             if config.batch_norm:
                 layers.append(tl.BatchNorm(v))
@@ -112,7 +121,7 @@ class SpikingVGG(nnx.Module):
         hidden, p = config.classifier_hidden, config.pool_size
 
         def linear(din: int, dout: int) -> tl.Linear:
-            layer = tl.Linear(din, dout, kernel_init=nnx.initializers.normal(0.01), rngs=rngs)
+            layer = tl.Linear(din, dout, kernel_init=nnx.initializers.normal(0.01), dtype=config.dtype, rngs=rngs)
             layer.linear.bias[...] = jnp.zeros((dout,), jnp.float32)
             return layer
 
@@ -133,8 +142,8 @@ class SpikingVGG(nnx.Module):
         return spikingjelly_keys(self)
 
     def __call__(self, x: Array) -> Array:
-        x = to_time_major(x, self.config.T, self.config.in_channels)
-        side = 2 ** self.config.num_pools
+        x = to_time_major(x, self.config.T, self.config.in_channels, self.config.dtype)
+        side = self.config.min_image_size
         if x.shape[2] < side or x.shape[3] < side:
             raise ValueError(f"x: this VGG has {self.config.num_pools} 2x2 max-pools, so images must be at least "
                              f"{side}x{side}; got shape {tuple(x.shape)}")
@@ -145,11 +154,11 @@ class SpikingVGG(nnx.Module):
 def _vgg_builder(name: str, cfg_name: str, batch_norm: bool):
     def build(*, spiking_neuron: str | None = None, num_classes: int = 1000, T: int = 4, in_channels: int = 3,
               cfg: tuple[int | str, ...] = VGG_CONFIGS[cfg_name], pool_size: int = 7, classifier_hidden: int = 4096,
-              dropout: float = 0.5, rngs: nnx.Rngs, **neuron_kwargs) -> SpikingVGG:
+              dropout: float = 0.5, dtype: str = "float32", rngs: nnx.Rngs, **neuron_kwargs) -> SpikingVGG:
         spec = neuron_spec(spiking_neuron, neuron_kwargs, defaults={"detach_reset": True})
         config = VGGConfig(cfg=tuple(cfg), batch_norm=batch_norm, num_classes=num_classes, T=T,
                            in_channels=in_channels, pool_size=pool_size, classifier_hidden=classifier_hidden,
-                           dropout=dropout, neuron=spec)
+                           dropout=dropout, neuron=spec, dtype=dtype)
         return SpikingVGG(config, rngs=rngs)
 
     build.__name__ = build.__qualname__ = name
@@ -157,7 +166,7 @@ def _vgg_builder(name: str, cfg_name: str, batch_norm: bool):
         f"Spiking VGG (SpikingJelly's ``{name}``, configuration {cfg_name}{', BN' if batch_norm else ''}):\n"
         ":class:`SpikingVGG`. ``spiking_neuron`` and its arguments as SpikingJelly's builder (see\n"
         ":mod:`spikejax.models.sj_neurons`; default LIF τ = 2 with a detached hard reset), plus ``T``,\n"
-        "``in_channels``, ``cfg``, ``pool_size``, ``classifier_hidden`` and ``dropout`` (small test models).")
+        "``in_channels``, ``cfg``, ``pool_size``, ``classifier_hidden``, ``dropout`` (small test models), ``dtype``.")
     return register(name)(build)
 
 
