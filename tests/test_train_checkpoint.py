@@ -71,3 +71,19 @@ def test_corrupt_checkpoint_is_an_error(runs, tmp_path):
 
 
 # kill -9 of a real process and --resume: tests/test_resume_kill.py
+
+
+def test_layer_line_names_every_layer_or_says_where(runs):
+    from spikejax.train.loop import _layer_line
+
+    rows = [(f"blocks.{i}.neuron", i / 10) for i in range(11)]
+    assert _layer_line(rows[:8], "out") == "per-layer firing rate: " + ", ".join(f"{p}={r:.3f}" for p, r in rows[:8])
+    line = _layer_line(rows, "runs/a")
+    assert "blocks.7.neuron=0.700" in line and "blocks.8" not in line
+    assert '3 more layers (all 11 in runs/a/summary.json under "layers")' in line
+    root, full, _ = runs
+    import json
+
+    summary = json.load(open(root / "full" / "summary.json"))
+    assert set(summary["layers"]) == set(full["layers"]) and len(summary["layers"]) >= 7
+    assert all(0.0 <= v["rate"] <= 1.0 for v in summary["layers"].values())
