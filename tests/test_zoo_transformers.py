@@ -313,6 +313,21 @@ def test_bad_inputs_are_named():
         create("spikformer_xl")
     with pytest.raises(ValueError, match="v_reset"):
         create("spikformer_cifar10", v_reset=0.5)
+    with pytest.raises(ValueError, match="dtype: expected one of"):
+        create("sdt_8_384", dtype="float16")
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_bfloat16_compute_gives_float32_logits(name):
+    """``dtype="bfloat16"``: the convolutions and linears compute in bfloat16 (parameters float32),
+    the logits are float32 (traced abstractly)."""
+    model = nnx.eval_shape(lambda: create(name, T=T, dtype="bfloat16", **SMALL[name][0]))
+    convs = [m for _, m in nnx.iter_graph(model) if isinstance(m, (nnx.Conv, nnx.Linear))]
+    assert convs and all(m.dtype == jnp.bfloat16 for m in convs)
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    size = SMALL[name][2]
+    logits = jax.eval_shape(lambda m, x: m(x), model, jax.ShapeDtypeStruct((2, size, size, 3), jnp.float32))
+    assert logits.shape == (2, 10) and logits.dtype == jnp.float32
 
 
 def test_registry_lists_the_transformer_zoo():

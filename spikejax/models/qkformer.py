@@ -29,7 +29,15 @@ from flax import nnx
 
 from spikejax.models.registry import register
 from spikejax.models.sj_neurons import fire, neuron_spec
-from spikejax.models.spikformer import SpikingSelfAttention, check_positive, conv1x1_bn, seq, to_sequence
+from spikejax.models.spikformer import (
+    SpikingSelfAttention,
+    check_dtype,
+    check_positive,
+    conv1x1_bn,
+    seq,
+    set_compute_dtype,
+    to_sequence,
+)
 from spikejax.nn import temporal
 
 Array = jax.Array
@@ -105,8 +113,10 @@ def qk_token_core(q: Array, num_heads: int, qka_type: str) -> Array:
     ``[T, B, D]``)."""
     T, B, L, D = q.shape
     if qka_type == "token":
-        return q.reshape(T, B, L, num_heads, D // num_heads).sum(axis=-1)
-    return q.sum(axis=2)
+        out = q.reshape(T, B, L, num_heads, D // num_heads).sum(axis=-1, dtype=jnp.float32)
+    else:
+        out = q.sum(axis=2, dtype=jnp.float32)  # spike counts: exact in float32
+    return out.astype(q.dtype)
 
 
 class QKAttention(nnx.Module):
@@ -172,14 +182,16 @@ class QKFormer(nnx.Module):
     Args (as SpikingJelly's): T, in_channels, num_classes, embed_dims (E, a multiple of 8),
       num_heads and depths (three stage values each), mlp_ratio, qka_type (``"token"`` /
       ``"channel"``), spiking_neuron and **neuron_kwargs (:func:`spikejax.models.sj_neurons.neuron_spec`).
+      dtype: compute dtype, ``"float32"`` or ``"bfloat16"`` (logits float32).
       rngs: initializers (PyTorch's defaults, as SpikingJelly's model).
     """
 
     def __init__(self, *, T: int = 4, in_channels: int = 3, num_classes: int = 1000, embed_dims: int = 384,
                  num_heads: tuple[int, int, int] = (3, 6, 6), depths: tuple[int, int, int] = (1, 2, 7),
                  mlp_ratio: float = 4.0, qka_type: str = "token", spiking_neuron: str | None = None,
-                 rngs: nnx.Rngs, **neuron_kwargs: Any):
+                 dtype: str = "float32", rngs: nnx.Rngs, **neuron_kwargs: Any):
         check_positive(T=T, in_channels=in_channels, num_classes=num_classes)
+        check_dtype(dtype)
         if len(tuple(num_heads)) != 3 or len(tuple(depths)) != 3:
             raise ValueError(f"num_heads, depths: expected three stage values each, got {num_heads!r}, {depths!r}")
         if embed_dims % 8:
@@ -203,15 +215,16 @@ class QKFormer(nnx.Module):
                 for _ in range(n)
             ]))
         self.head = temporal.Linear(embed_dims, num_classes, rngs=rngs)
+        self.compute_dtype = set_compute_dtype(self, dtype)
 
     def __call__(self, images: Array) -> Array:
-        x = to_sequence(images, self.T, self.in_channels)
+        x = to_sequence(images, self.T, self.in_channels).astype(self.compute_dtype)
         for embed, stage in ((self.patch_embed1, self.stage1), (self.patch_embed2, self.stage2),
                              (self.patch_embed3, self.stage3)):
             x = embed(x)
             for block in stage:
                 x = block(x)
-        return self.head(x.mean(axis=(2, 3)).mean(axis=0))
+        return self.head(x.mean(axis=(2, 3)).mean(axis=0)).astype(jnp.float32)
 
 
 @register("qkformer_10_384")

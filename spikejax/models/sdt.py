@@ -21,11 +21,12 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from spikejax.models.registry import register
 from spikejax.models.sj_neurons import fire, neuron_spec
-from spikejax.models.spikformer import check_positive, seq, to_sequence
+from spikejax.models.spikformer import check_dtype, check_positive, seq, set_compute_dtype, to_sequence
 from spikejax.nn import temporal
 
 Array = jax.Array
@@ -93,7 +94,7 @@ class SpikeDrivenSelfAttention(nnx.Module):
         k = fire(self, self.k_lif, self.k_bn(self.k_conv(s)))
         v = fire(self, self.v_lif, self.v_bn(self.v_conv(s)))
         # per head and channel: Σ over tokens of k ⊙ v, i.e. a [T, B, D] vector (heads are D's slices)
-        kv = fire(self, self.attn_lif, (k * v).sum(axis=(2, 3)))
+        kv = fire(self, self.attn_lif, (k * v).sum(axis=(2, 3), dtype=jnp.float32).astype(x.dtype))
         return self.proj_bn(self.proj_conv(q * kv[:, :, None, None, :])) + x
 
 
@@ -131,13 +132,15 @@ class SpikeDrivenTransformer(nnx.Module):
     Args (as SpikingJelly's): T, in_channels, num_classes, embed_dims (a multiple of 8), num_heads,
       depths, mlp_ratio, pooling_stat (four "0"/"1": which stem stages max-pool),
       spiking_neuron and **neuron_kwargs (:func:`spikejax.models.sj_neurons.neuron_spec`).
+      dtype: compute dtype, ``"float32"`` or ``"bfloat16"`` (logits float32).
       rngs: initializers (PyTorch's defaults, as SpikingJelly's model).
     """
 
     def __init__(self, *, T: int = 4, in_channels: int = 3, num_classes: int = 1000, embed_dims: int = 384,
                  num_heads: int = 8, depths: int = 8, mlp_ratio: float = 4.0, pooling_stat: str = "1111",
-                 spiking_neuron: str | None = None, rngs: nnx.Rngs, **neuron_kwargs: Any):
+                 spiking_neuron: str | None = None, dtype: str = "float32", rngs: nnx.Rngs, **neuron_kwargs: Any):
         check_positive(T=T, in_channels=in_channels, num_classes=num_classes, depths=depths, num_heads=num_heads)
+        check_dtype(dtype)
         if not isinstance(pooling_stat, str) or len(pooling_stat) != 4 or set(pooling_stat) - {"0", "1"}:
             raise ValueError(f"pooling_stat: expected four characters of 0/1 (e.g. '1111'), got {pooling_stat!r}")
         if embed_dims % 8:
@@ -154,13 +157,14 @@ class SpikeDrivenTransformer(nnx.Module):
         ])
         self.head_lif = neuron.build()
         self.head = temporal.Linear(embed_dims, num_classes, rngs=rngs)
+        self.compute_dtype = set_compute_dtype(self, dtype)
 
     def __call__(self, images: Array) -> Array:
-        x = self.patch_embed(to_sequence(images, self.T, self.in_channels))
+        x = self.patch_embed(to_sequence(images, self.T, self.in_channels).astype(self.compute_dtype))
         for block in self.blocks:
             x = block(x)
         x = fire(self, self.head_lif, x.mean(axis=(2, 3)))
-        return self.head(x.mean(axis=0))
+        return self.head(x.mean(axis=0)).astype(jnp.float32)
 
 
 @register("sdt_8_384")

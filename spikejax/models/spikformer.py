@@ -46,9 +46,12 @@ __all__ = [
     "SpikformerPatchStem",
     "SpikingSelfAttention",
     "ssa_core",
+    "DTYPES",
+    "check_dtype",
     "check_positive",
     "conv1x1_bn",
     "seq",
+    "set_compute_dtype",
     "to_sequence",
     "spikformer_cifar10",
     "spikformer_s",
@@ -64,6 +67,26 @@ def check_positive(**values: Any) -> None:
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+
+
+DTYPES = ("float32", "bfloat16")
+
+
+def check_dtype(dtype: str) -> jnp.dtype:
+    """``dtype`` (one of :data:`DTYPES`) as a JAX dtype, else a ``ValueError`` naming it."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype: expected one of {DTYPES}, got {dtype!r}")
+    return jnp.dtype(dtype)
+
+
+def set_compute_dtype(model: nnx.Module, dtype: str) -> jnp.dtype:
+    """Make every conv / linear layer of ``model`` compute in ``dtype`` (``"float32"`` or
+    ``"bfloat16"``; parameters stay float32; BatchNorm normalizes in float32 and returns its input's
+    dtype, neurons spike in it). Returns the dtype."""
+    dt = check_dtype(dtype)
+    if dt != jnp.float32:
+        model.set_attributes(nnx.Conv, nnx.Linear, dtype=dt)
+    return dt
 
 
 def to_sequence(images: Array, T: int, in_channels: int) -> Array:
@@ -155,8 +178,10 @@ def ssa_core(q: Array, k: Array, v: Array, num_heads: int, scale: float = 0.125)
     computed as ``q (kᵀ v)`` (cost linear in L), exact on spikes (integer sums)."""
     T, B, L, D = q.shape
     split = lambda a: a.reshape(T, B, L, num_heads, D // num_heads)
-    kv = jnp.einsum("tblhd,tblhe->tbhde", split(k), split(v))
-    return (jnp.einsum("tblhd,tbhde->tblhe", split(q), kv) * scale).reshape(T, B, L, D)
+    f32 = jnp.float32  # spike counts are exact in float32 (bfloat16 holds integers only up to 256)
+    kv = jnp.einsum("tblhd,tblhe->tbhde", split(k), split(v), preferred_element_type=f32)
+    out = jnp.einsum("tblhd,tbhde->tblhe", split(q).astype(f32), kv) * scale
+    return out.reshape(T, B, L, D).astype(q.dtype)
 
 
 class SpikingSelfAttention(nnx.Module):
@@ -219,13 +244,15 @@ class Spikformer(nnx.Module):
       patch_size (4 or 16): as SpikingJelly's ``Spikformer``.
       spiking_neuron, **neuron_kwargs: SpikingJelly's neuron arguments
         (:func:`spikejax.models.sj_neurons.neuron_spec`; the default is the paper's LIF).
+      dtype: compute dtype, ``"float32"`` or ``"bfloat16"`` (:func:`set_compute_dtype`; logits float32).
       rngs: initializers (SpikingJelly's: N(0, 0.02) weights, zero head bias, BN 1 / 0).
     """
 
     def __init__(self, *, T: int = 4, in_channels: int = 3, patch_size: int = 16, num_classes: int = 1000,
                  embed_dims: int = 256, num_heads: int = 8, mlp_ratio: float = 4.0, depths: int = 4,
-                 spiking_neuron: str | None = None, rngs: nnx.Rngs, **neuron_kwargs: Any):
+                 spiking_neuron: str | None = None, dtype: str = "float32", rngs: nnx.Rngs, **neuron_kwargs: Any):
         check_positive(T=T, in_channels=in_channels, num_classes=num_classes, depths=depths, num_heads=num_heads)
+        check_dtype(dtype)
         if embed_dims % num_heads:
             raise ValueError(f"num_heads: {num_heads} must divide embed_dims={embed_dims}")
         self.T, self.in_channels, self.num_classes = T, in_channels, num_classes
@@ -244,14 +271,15 @@ class Spikformer(nnx.Module):
         ])
         self.head = temporal.Linear(embed_dims, num_classes, kernel_init=_init, rngs=rngs)
         self.head.linear.bias[...] = jnp.zeros_like(self.head.linear.bias[...])
+        self.compute_dtype = set_compute_dtype(self, dtype)
 
     def __call__(self, images: Array) -> Array:
-        x = self.patch_embed(to_sequence(images, self.T, self.in_channels))
+        x = self.patch_embed(to_sequence(images, self.T, self.in_channels).astype(self.compute_dtype))
         T, B, h, w, D = x.shape
         x = x.reshape(T, B, h * w, D)
         for block in self.blocks:
             x = block(x)
-        return self.head(x.mean(axis=2)).mean(axis=0)
+        return self.head(x.mean(axis=2)).astype(jnp.float32).mean(axis=0)
 
 
 @register("spikformer_ti")
