@@ -5,7 +5,7 @@ surrogate gradients; see :mod:`spikejax.neurons`, :mod:`spikejax.surrogate` and
 :mod:`spikejax.backends`.
 """
 
-from spikejax import encoding, nn, surrogate
+from spikejax import checks, encoding, nn, surrogate
 from spikejax.backends import available_backends
 from spikejax.neurons import CustomNeuron, NeuronState, alif, custom_neuron, if_, lif, multilevel, plif, ternary
 
@@ -16,6 +16,7 @@ __all__ = [
     "NeuronState",
     "alif",
     "available_backends",
+    "checks",
     "custom_neuron",
     "encoding",
     "if_",

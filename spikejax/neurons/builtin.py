@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from spikejax import backends as _backends
+from spikejax import checks as _checks
 from spikejax import surrogate as _surrogate
 from spikejax.neurons.steps import RESETS, ScanParams, ScanSpec
 
@@ -81,6 +82,10 @@ def _param(name: str, value: Param, neuron_shape: tuple[int, ...], *, low=None, 
         out = _flat_f32(name, value, neuron_shape,
                         f"(use a scalar or one value per channel, shape ({neuron_shape[-1]},))")
     host = _concrete(value)
+    if host is None:  # traced: checked only under spikejax.checks.checked
+        _checks.check_range(name, value, low=low, high=high, low_open=low_open)
+    if host is not None and host.size and not np.all(np.isfinite(host)):
+        raise ValueError(f"{name}: expected finite values, got {host.ravel()[~np.isfinite(host.ravel())][0]}")
     if host is not None and host.size:
         if low is not None and (np.any(host <= low) if low_open else np.any(host < low)):
             bound = f"> {low}" if low_open else f">= {low}"
@@ -109,6 +114,10 @@ def _decay(beta: Param | None, tau: Param | None, decay_input: bool | None,
         raise ValueError("beta, tau: give one of them, not both (β = 1 - 1/τ)")
     if tau is not None:
         host = _concrete(tau)
+        if host is None:
+            _checks.check_range("tau", tau, low=1.0)
+        elif not np.all(np.isfinite(host)):
+            raise ValueError(f"tau: expected finite values, got {host.ravel()[~np.isfinite(host.ravel())][0]}")
         if host is not None and np.any(host < 1.0):
             raise ValueError(f"tau: expected values >= 1 (β = 1 - 1/τ in [0, 1)), got min {host.min()}")
         return 1.0 - 1.0 / jnp.asarray(tau, jnp.float32), True if decay_input is None else decay_input
@@ -177,7 +186,14 @@ def _run(
     res = _backends.neuron_scan(spec, x.reshape(T, M), v0, a0, params, backend=backend)
     spikes = res.spikes.reshape(x.shape)
     if amplitude is not None:
-        amp = jnp.broadcast_to(jnp.asarray(amplitude), neuron_shape)
+        amp = jnp.asarray(amplitude)
+        try:
+            amp = jnp.broadcast_to(amp, neuron_shape)
+        except ValueError:
+            raise ValueError(
+                f"amplitude: shape {tuple(amp.shape)} is not broadcastable to the neuron shape {neuron_shape} "
+                f"(use a scalar or one value per channel, shape ({neuron_shape[-1]},))"
+            ) from None
         spikes = (spikes * amp).astype(x.dtype)
     final = NeuronState(res.v.reshape(neuron_shape), res.a.reshape(neuron_shape) if adaptive else None)
     if return_membrane:
@@ -198,6 +214,10 @@ def _initial_state(state, neuron_shape, adaptive) -> tuple[Array, Array]:
         return _flat_f32(f"state.{name}", value, neuron_shape)
 
     return flat("v", v), flat("a", a if adaptive else None)
+
+
+EXACT_COUNTS = {"bfloat16": 256, "float16": 2048, "float32": 1 << 24, "float64": 1 << 53}
+"""The largest spike count each spike dtype holds exactly (every integer up to it)."""
 
 
 def _with_common_args(fn):
@@ -274,18 +294,19 @@ def plif(x, *, state=None, decay_logit: Param = 0.0, threshold: Param = 1.0, dec
 def alif(x, *, state=None, beta: Param | None = None, tau: Param | None = None,
          decay_input: bool | None = None, threshold: Param = 1.0, adapt_scale: Param = 1.0,
          adapt_decay: Param = 0.9, reset: str = "subtract", detach_reset: bool = False,
-         surrogate="atan", backend: str = "xla", return_membrane: bool = False):
+         reset_delay: bool = False, surrogate="atan", backend: str = "xla", return_membrane: bool = False):
     """Adaptive LIF (Bellec et al. 2018): a threshold that rises with each spike.
 
     ``H_t = β V_{t-1} + γ X_t``; ``θ_t = θ + b a_{t-1}``; ``S_t = Θ(H_t - θ_t)``;
     ``V_t = reset(H_t, S_t)`` (subtract removes θ_t); ``a_t = ρ a_{t-1} + S_t``.
-    The state carries ``a``; β / τ / decay_input as in :func:`lif`.
+    The state carries ``a``; β / τ / decay_input as in :func:`lif`. snnTorch's delayed reset is not
+    defined with adaptation: ``reset_delay=True`` is refused.
 
       adapt_scale: b >= 0; adapt_decay: ρ in [0, 1].
     """
     b, di = _decay(beta, tau, decay_input, default_tau=2.0, default_beta=None)
     return _run(x, state, beta=b, decay_input=di, threshold=threshold, reset=reset,
-                detach_reset=detach_reset, reset_delay=False, surrogate=surrogate,
+                detach_reset=detach_reset, reset_delay=reset_delay, surrogate=surrogate,
                 backend=backend, return_membrane=return_membrane, adaptive=True,
                 adapt_scale=adapt_scale, adapt_decay=adapt_decay)
 
@@ -326,6 +347,13 @@ def multilevel(x, *, state=None, levels: int = 4, beta: Param | None = None, tau
     """
     if not isinstance(levels, (int, np.integer)) or isinstance(levels, bool) or levels < 1:
         raise ValueError(f"levels: expected an integer >= 1, got {levels!r}")
+    x = _check_x(x)
+    exact = EXACT_COUNTS.get(jnp.dtype(x.dtype).name, 1 << 24)
+    if levels > exact:
+        raise ValueError(
+            f"levels: {levels} spikes per step are not exactly representable in x's dtype {x.dtype} "
+            f"(integers up to {exact}); use levels <= {exact} or a wider dtype"
+        )
     b, di = _decay(beta, tau, decay_input, default_tau=None, default_beta=1.0)
     return _run(x, state, beta=b, decay_input=di, threshold=threshold, reset=reset,
                 detach_reset=detach_reset, reset_delay=reset_delay, surrogate=surrogate,
