@@ -114,7 +114,7 @@ class Conv2d(nnx.Module):
         bound = 1.0 / math.sqrt(fan_in)
         self.conv = nnx.Conv(
             in_channels, out_channels, _pair("kernel_size", kernel_size), strides=_pair("stride", stride),
-            padding=[(pad[0], pad[0]), (pad[1], pad[1])], kernel_dilation=_pair("dilation", dilation),
+            padding=((pad[0], pad[0]), (pad[1], pad[1])), kernel_dilation=_pair("dilation", dilation),
             feature_group_count=groups, use_bias=bool(use_bias), kernel_init=kernel_init,
             bias_init=lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -bound, bound),
             dtype=dtype, param_dtype=param_dtype, rngs=rngs)
@@ -144,7 +144,7 @@ class Conv1d(nnx.Module):
         bound = 1.0 / math.sqrt((in_channels // groups) * _positive("kernel_size", kernel_size))
         self.conv = nnx.Conv(
             in_channels, out_channels, (kernel_size,), strides=(_positive("stride", stride),),
-            padding=[(pad, pad)], kernel_dilation=(_positive("dilation", dilation),), feature_group_count=groups,
+            padding=((pad, pad),), kernel_dilation=(_positive("dilation", dilation),), feature_group_count=groups,
             use_bias=bool(use_bias), kernel_init=kernel_init,
             bias_init=lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -bound, bound),
             dtype=dtype, param_dtype=param_dtype, rngs=rngs)
