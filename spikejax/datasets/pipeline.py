@@ -18,7 +18,11 @@ elements), so concatenating the shards of all processes in order gives the singl
 from __future__ import annotations
 
 import collections
+import functools
 import itertools
+import os
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -42,6 +46,21 @@ def _absl_flags_parsed() -> None:
 
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()
+
+
+def _exit_with_parent(parent: int, worker_index: int, worker_count: int) -> None:
+    """grain ``worker_init_fn``: end this worker process once its parent process ``parent`` is gone.
+    grain 0.2.18's workers never notice a parent killed by SIGKILL (they wait on their full buffer),
+    so a ``kill -9`` of a training run would leave them and multiprocessing's resource tracker
+    running forever."""
+    del worker_index, worker_count
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="spikejax-exit-with-parent", daemon=True).start()
 
 
 class _Encode:
@@ -138,7 +157,8 @@ class Pipeline:
         if self.num_workers:
             _absl_flags_parsed()
             it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.num_workers,
-                                                             per_worker_buffer_size=self.prefetch))
+                                                             per_worker_buffer_size=self.prefetch),
+                                worker_init_fn=functools.partial(_exit_with_parent, os.getpid()))
         return iter(it)
 
     def train_batch(self, seed: int, step: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
