@@ -242,7 +242,7 @@ def test_vision_cli_passes_dtype(monkeypatch):
     from spikejax.train.commands import train_main
 
     seen = []
-    monkeypatch.setattr(loop, "fit", lambda task, cfg: seen.append(task.model_config))
+    monkeypatch.setattr(loop, "fit", lambda task, cfg, **kw: seen.append(task.model_config))
     train_main(["vision", *TINY, "--dtype", "bfloat16"])
     train_main(["vision", *TINY])
     assert [type(c) for c in seen] == [snn.SpikformerConfig] * 2
