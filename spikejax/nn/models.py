@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from spikejax import encoding
@@ -99,9 +100,13 @@ class SpikingLM(nnx.Module):
         if rank == 2 and tokens.shape[1] == 0:
             raise ValueError(f"{name}: expected at least one token per sequence (L >= 1), got shape "
                              f"{tuple(tokens.shape)}")
-        if not isinstance(tokens, jax.core.Tracer):
+        try:  # concrete ids are checked; traced ones (under jit, eval_shape, ...) are not
+            host = np.asarray(tokens)
+        except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError, TypeError):
+            host = None
+        if host is not None:
             V = self.config.vocab_size
-            bad = tokens[(tokens < 0) | (tokens >= V)]
+            bad = host[(host < 0) | (host >= V)]
             if bad.size:
                 ids = sorted({int(i) for i in bad})
                 shown = ", ".join(map(str, ids[:8])) + (f", ... ({len(ids)} distinct)" if len(ids) > 8 else "")
