@@ -31,6 +31,7 @@ import numpy as np
 from spikejax import backends as _backends
 from spikejax import checks as _checks
 from spikejax import surrogate as _surrogate
+from spikejax.neurons.custom import broadcast_flat, check_finite, concrete, flat_param
 from spikejax.neurons.steps import RESETS, ScanParams, ScanSpec
 
 Array = jax.Array
@@ -50,14 +51,6 @@ class NeuronState(NamedTuple):
 # --- validation -------------------------------------------------------------------------------
 
 
-def _concrete(value) -> np.ndarray | None:
-    """The value as numpy if it is known at trace time, else None (a tracer)."""
-    try:
-        return np.asarray(value)
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError, TypeError):
-        return None
-
-
 def _check_x(x) -> Array:
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         x = jnp.asarray(x)
@@ -75,18 +68,13 @@ def _check_x(x) -> Array:
 def _param(name: str, value: Param, neuron_shape: tuple[int, ...], *, low=None, high=None,
            low_open: bool = False) -> Array:
     """A parameter as float32 ``[1]`` when it is one value, else broadcast to the neuron shape and
-    flattened to ``[M]`` (see :class:`spikejax.backends.ScanParams`)."""
-    if jnp.size(value) == 1:
-        out = jnp.asarray(value, jnp.float32).reshape(1)
-    else:
-        out = _flat_f32(name, value, neuron_shape,
-                        f"(use a scalar or one value per channel, shape ({neuron_shape[-1]},))")
-    host = _concrete(value)
-    if host is None:  # traced: checked only under spikejax.checks.checked
+    flattened to ``[M]`` (see :class:`spikejax.backends.ScanParams`); finite and inside the bounds
+    when concrete, checked under :func:`spikejax.checks.checked` when traced."""
+    out = flat_param(name, value, neuron_shape)
+    host = concrete(value)
+    if host is None:
         _checks.check_range(name, value, low=low, high=high, low_open=low_open)
-    if host is not None and host.size and not np.all(np.isfinite(host)):
-        raise ValueError(f"{name}: expected finite values, got {host.ravel()[~np.isfinite(host.ravel())][0]}")
-    if host is not None and host.size:
+    elif host.size:
         if low is not None and (np.any(host <= low) if low_open else np.any(host < low)):
             bound = f"> {low}" if low_open else f">= {low}"
             raise ValueError(f"{name}: expected values {bound}, got min {host.min()}")
@@ -95,29 +83,16 @@ def _param(name: str, value: Param, neuron_shape: tuple[int, ...], *, low=None, 
     return out
 
 
-def _flat_f32(name: str, value, neuron_shape: tuple[int, ...], hint: str = "") -> Array:
-    """``value`` broadcast to the neuron shape, as a flat ``[M]`` float32 vector."""
-    arr = jnp.asarray(value)
-    try:
-        out = jnp.broadcast_to(arr, neuron_shape)
-    except ValueError:
-        raise ValueError(
-            f"{name}: shape {tuple(arr.shape)} is not broadcastable to the neuron shape {neuron_shape} {hint}".rstrip()
-        ) from None
-    return out.astype(jnp.float32).reshape(-1)
-
-
 def _decay(beta: Param | None, tau: Param | None, decay_input: bool | None,
            default_tau: float | None, default_beta: float | None) -> tuple[Param, bool]:
     """Map the (beta | tau, decay_input) parameterizations to (β, decay_input)."""
     if beta is not None and tau is not None:
         raise ValueError("beta, tau: give one of them, not both (β = 1 - 1/τ)")
     if tau is not None:
-        host = _concrete(tau)
+        host = concrete(tau)
         if host is None:
             _checks.check_range("tau", tau, low=1.0)
-        elif not np.all(np.isfinite(host)):
-            raise ValueError(f"tau: expected finite values, got {host.ravel()[~np.isfinite(host.ravel())][0]}")
+        check_finite("tau", host)
         if host is not None and np.any(host < 1.0):
             raise ValueError(f"tau: expected values >= 1 (β = 1 - 1/τ in [0, 1)), got min {host.min()}")
         return 1.0 - 1.0 / jnp.asarray(tau, jnp.float32), True if decay_input is None else decay_input
@@ -168,7 +143,7 @@ def _run(
     )
     # a surrogate steepness known at trace time cannot be differentiated: it becomes a constant of the
     # step (no α stream, no α gradient in the kernels)
-    host_alpha = _concrete(surr.alpha) if isinstance(surr, _surrogate.Surrogate) else None
+    host_alpha = concrete(surr.alpha) if isinstance(surr, _surrogate.Surrogate) else None
     static_alpha = float(host_alpha.reshape(-1)[0]) if host_alpha is not None and host_alpha.size == 1 else None
     v0, a0 = _initial_state(state, neuron_shape, adaptive)
     spec = ScanSpec(
@@ -211,7 +186,7 @@ def _initial_state(state, neuron_shape, adaptive) -> tuple[Array, Array]:
     def flat(name, value):
         if value is None:
             return jnp.zeros((math.prod(neuron_shape),), jnp.float32)
-        return _flat_f32(f"state.{name}", value, neuron_shape)
+        return broadcast_flat(f"state.{name}", value, neuron_shape)
 
     return flat("v", v), flat("a", a if adaptive else None)
 

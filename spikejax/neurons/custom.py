@@ -47,7 +47,7 @@ from spikejax import backends as _backends
 
 Array = jax.Array
 
-__all__ = ["CustomNeuron", "custom_neuron", "check_x", "flat_param"]
+__all__ = ["CustomNeuron", "broadcast_flat", "check_finite", "check_x", "concrete", "custom_neuron", "flat_param"]
 
 MAX_STATES = 8
 """The most state variables :func:`custom_neuron` tries when it infers ``num_states``."""
@@ -70,7 +70,7 @@ def check_x(x) -> Array:
     return x
 
 
-def _concrete(value) -> np.ndarray | None:
+def concrete(value) -> np.ndarray | None:
     """The value as numpy if it is known at trace time, else None (a tracer)."""
     try:
         return np.asarray(value)
@@ -78,23 +78,32 @@ def _concrete(value) -> np.ndarray | None:
         return None
 
 
-def flat_param(name: str, value, neuron_shape: tuple[int, ...]) -> Array:
-    """A parameter as float32 ``[1]`` when it is one value, else broadcast to the neuron shape and
-    flattened to ``[M]``; a concrete non-finite value is refused, naming ``name``."""
-    host = _concrete(value)
+def check_finite(name: str, host: np.ndarray | None) -> None:
+    """Refuse a concrete float value with a NaN or inf in it, naming ``name``."""
     if host is not None and host.dtype.kind in "fc" and host.size and not np.all(np.isfinite(host)):
         raise ValueError(f"{name}: expected finite values, got {host.ravel()[~np.isfinite(host.ravel())][0]}")
-    if jnp.size(value) == 1:
-        return jnp.asarray(value, jnp.float32).reshape(1)
+
+
+def broadcast_flat(name: str, value, neuron_shape: tuple[int, ...], hint: str = "") -> Array:
+    """``value`` broadcast to the neuron shape, as a flat ``[M]`` float32 vector."""
     arr = jnp.asarray(value)
     try:
         out = jnp.broadcast_to(arr, neuron_shape)
     except ValueError:
         raise ValueError(
-            f"{name}: shape {tuple(arr.shape)} is not broadcastable to the neuron shape {neuron_shape} "
-            f"(use a scalar or one value per channel, shape ({neuron_shape[-1]},))"
+            f"{name}: shape {tuple(arr.shape)} is not broadcastable to the neuron shape {neuron_shape} {hint}".rstrip()
         ) from None
     return out.astype(jnp.float32).reshape(-1)
+
+
+def flat_param(name: str, value, neuron_shape: tuple[int, ...]) -> Array:
+    """A parameter as float32 ``[1]`` when it is one value, else broadcast to the neuron shape and
+    flattened to ``[M]``; a concrete non-finite value is refused, naming ``name``."""
+    check_finite(name, concrete(value))
+    if jnp.size(value) == 1:
+        return jnp.asarray(value, jnp.float32).reshape(1)
+    return broadcast_flat(name, value, neuron_shape,
+                          f"(use a scalar or one value per channel, shape ({neuron_shape[-1]},))")
 
 
 def _flat_params(params, neuron_shape: tuple[int, ...]):
@@ -111,17 +120,7 @@ def _flat_state(state, num_states: int, neuron_shape: tuple[int, ...], name: str
         state = (state,)
     if len(state) != num_states:
         raise ValueError(f"state: step function {name!r} has {num_states} state variables, got {len(state)}")
-    out = []
-    for i, v in enumerate(state):
-        arr = jnp.asarray(v)
-        try:
-            arr = jnp.broadcast_to(arr, neuron_shape)
-        except ValueError:
-            raise ValueError(
-                f"state[{i}]: shape {tuple(arr.shape)} is not broadcastable to the neuron shape {neuron_shape}"
-            ) from None
-        out.append(arr.astype(jnp.float32).reshape(-1))
-    return tuple(out)
+    return tuple(broadcast_flat(f"state[{i}]", v, neuron_shape) for i, v in enumerate(state))
 
 
 def _check_step(step: Callable, params, num_states: int, M: int, name: str) -> None:
