@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import time
 import traceback
@@ -40,6 +39,7 @@ from benchmarks.neuron_scan import (
     _writable_triton_cache,
     copy_bandwidth,
     min_bytes,
+    write_results,
 )
 from spikejax import backends
 
@@ -218,7 +218,7 @@ def main() -> None:
     results = []
     if args.sweep_bwd:
         sweep_backward(shapes, args.dtypes.split(","), lines)
-        _write(args.out, lines, results, bw, device)
+        write_results(args.out, "custom_neurons", lines, results, bw, device)
         return
     for T, M in shapes:
         for dtype in args.dtypes.split(","):
@@ -243,15 +243,7 @@ def main() -> None:
                 results.append({"T": T, "M": M, "dtype": dtype, "impl": name, **r})
                 print(line, flush=True)
                 lines.append(line)
-                _write(args.out, lines, results, bw, device)
-
-
-def _write(out, lines, results, bw, device) -> None:
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "custom_neurons.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    with open(os.path.join(out, "custom_neurons.json"), "w") as f:
-        json.dump({"copy_bandwidth": bw, "device": device.device_kind, "results": results}, f, indent=1)
+                write_results(args.out, "custom_neurons", lines, results, bw, device)
 
 
 if __name__ == "__main__":

@@ -435,17 +435,18 @@ def main() -> None:
                     line = f"| {T}x{_fmt_m(M)} | {dtype} | {name} | " + " | ".join(cells) + " |"
                 print(line, flush=True)
                 lines.append(line)
-                _write(args.out, lines, bw, device, results)  # after every row: a cut run keeps its rows
+                write_results(args.out, "neuron_scan", lines, results, bw, device)  # a cut run keeps its rows
     if args.sweep:
         sweep(lines, bw, shapes if args.shapes else None)
-    _write(args.out, lines, bw, device, results)
+    write_results(args.out, "neuron_scan", lines, results, bw, device)
 
 
-def _write(out: str, lines: list[str], bw: float, device, results: list[dict]) -> None:
+def write_results(out: str, name: str, lines: list[str], results: list[dict], bw: float, device) -> None:
+    """``<out>/<name>.md`` (the table lines) and ``<name>.json`` (bandwidth, device, the result rows)."""
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "neuron_scan.md"), "w") as f:
+    with open(os.path.join(out, f"{name}.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
-    with open(os.path.join(out, "neuron_scan.json"), "w") as f:
+    with open(os.path.join(out, f"{name}.json"), "w") as f:
         json.dump({"copy_bandwidth": bw, "device": device.device_kind, "results": results}, f, indent=1)
 
 
