@@ -35,6 +35,7 @@ dtypes, a captured array, an operation the Pallas lowering lacks) raises a ``Val
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -163,6 +164,16 @@ def _infer_num_states(step: Callable, params, M: int, name: str) -> int:
     )
 
 
+@functools.cache
+def _checked_num_states(step: Callable, treedef, shapes: tuple, num_states: int | None, M: int, name: str) -> int:
+    """The step's number of states (``num_states``, or inferred), after checking what it returns; traced on
+    abstract values once per step, parameter structure and neuron count (not on every eager call)."""
+    params = jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(sh, jnp.float32) for sh in shapes])
+    n = num_states or _infer_num_states(step, params, M, name)
+    _check_step(step, params, n, M, name)
+    return n
+
+
 @dataclasses.dataclass(frozen=True)
 class CustomNeuron:
     """A neuron defined by its step function; call it on ``x[T, ...]`` (see the module docstring)."""
@@ -185,8 +196,8 @@ class CustomNeuron:
         T, neuron_shape = x.shape[0], tuple(x.shape[1:])
         M = math.prod(neuron_shape)
         flat = _flat_params({} if params is None else params, neuron_shape)
-        n = self.num_states or _infer_num_states(self.step, flat, M, self.name)
-        _check_step(self.step, flat, n, M, self.name)
+        leaves, treedef = jax.tree.flatten(flat)
+        n = _checked_num_states(self.step, treedef, tuple(q.shape for q in leaves), self.num_states, M, self.name)
         state0 = _flat_state(state, n, neuron_shape, self.name)
         spikes, final, states = _backends.scan(self.step, x.reshape(T, M), state0, flat, backend=backend,
                                                return_states=return_states)
