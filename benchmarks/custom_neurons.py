@@ -91,12 +91,16 @@ def impls(dtype):
         "cuba xla": lambda x: CUBA(x, CUBA_PARAMS, backend="xla")[0],
         "alif engine": lambda x: sj.alif(x, tau=2.0, backend="pallas")[0],
         "alif xla": lambda x: sj.alif(x, tau=2.0, backend="xla")[0],
+        "lif mosaic": lambda x: sj.lif(x, tau=2.0, backend="pallas_mosaic")[0],
+        "cuba mosaic": lambda x: CUBA(x, CUBA_PARAMS, backend="pallas_mosaic")[0],
+        "alif mosaic": lambda x: sj.alif(x, tau=2.0, backend="pallas_mosaic")[0],
     }
     izh = _dynamics("izhikevich")
     if izh is not None:
         neuron, params = izh
         rows["izhikevich engine"] = lambda x: neuron(x, params, backend="pallas")[0]
         rows["izhikevich xla"] = lambda x: neuron(x, params, backend="xla")[0]
+        rows["izhikevich mosaic"] = lambda x: neuron(x, params, backend="pallas_mosaic")[0]
     return rows
 
 

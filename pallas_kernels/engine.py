@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
+from . import engine_mosaic
 from .step_program import StepProgram, check_captures, trace_step
 
 try:  # the Triton-specific Pallas API (masked load/store with cache hints, CompilerParams)
@@ -315,14 +316,18 @@ def _call(kernel, c: _Cfg, in_kinds, out_shapes, out_kinds, interpret: bool, nam
 @dataclasses.dataclass(frozen=True)
 class Residuals:
     """What the forward keeps for the backward: ``x``, ``state0``, the state checkpoints
-    (``n`` arrays ``[ceil(T/K), M]``; row 0 unused) and the parameters; the forward's tiling rides
-    along as static data so the backward uses the same ``K``."""
+    (``n`` arrays ``[ceil(T/K), M]``; row 0 unused by the Triton lowering, ``state0`` in the Mosaic
+    GPU one) and the parameters; the forward's tiling and lowering ride along as static data so the
+    backward uses the same ``K`` and layout (the Mosaic GPU lowering keeps ``x``, the checkpoints and
+    per-neuron parameters padded to whole blocks, and ``num_neurons`` the true ``M``)."""
 
     x: Array
     state0: tuple[Array, ...]
     checkpoints: tuple[Array, ...]
     params: tuple[Array, ...]
     tiling: Tiling = dataclasses.field(metadata=dict(static=True))
+    lowering: str = dataclasses.field(default="triton", metadata=dict(static=True))
+    num_neurons: int = dataclasses.field(default=0, metadata=dict(static=True))  # M before padding (Mosaic)
 
 
 def _check_inputs(x, state0, params) -> tuple[int, int, tuple[bool, ...]]:
@@ -340,26 +345,103 @@ def _check_inputs(x, state0, params) -> tuple[int, int, tuple[bool, ...]]:
     return T, M, tuple(scalar)
 
 
-def _lowering(interpret: bool) -> str:
-    return "interpret" if interpret else "triton"
+LOWERINGS = ("triton", "mosaic_gpu", "interpret")
+
+
+def _lowering(interpret: bool, lowering: str | None = None) -> str:
+    if lowering is None:
+        return "interpret" if interpret else "triton"
+    if lowering not in LOWERINGS:
+        raise ValueError(f"lowering: expected one of {LOWERINGS}, got {lowering!r}")
+    if interpret and lowering != "interpret":
+        raise ValueError(f"lowering={lowering!r} cannot run with interpret=True (use lowering='interpret')")
+    return lowering
+
+
+def default_mosaic_tiling(T: int, M: int, which: str = "fwd") -> Tiling:
+    """The Mosaic GPU lowering's :class:`Tiling`: ``block_m`` 128 or 256 neurons (one warpgroup),
+    ``checkpoint_every`` the largest divisor of ``T`` up to 8, ``num_stages`` the TMA pipeline depth
+    (``chunk`` and ``num_warps`` are unused there)."""
+    K = engine_mosaic.checkpoint_interval(T, 8)
+    bm = 256 if which == "fwd" and M >= 1 << 18 and M % 256 == 0 else 128
+    return Tiling(bm, K, K, 4, engine_mosaic.STAGES)
+
+
+def _pad(a: Array, M: int, Mp: int) -> Array:
+    """Zero-pad the last axis from ``M`` to ``Mp`` (a no-op when equal)."""
+    if Mp == M:
+        return a
+    return jnp.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, Mp - M)])
+
+
+def _mosaic_cfg(step, params_treedef, T, M, scalar, n, tiling: Tiling, return_states, save):
+    if tiling.block_m not in (128, 256):
+        raise ValueError(f"tiling.block_m: the Mosaic GPU lowering takes 128 or 256 neurons, got {tiling.block_m}")
+    if T % tiling.checkpoint_every:
+        raise ValueError(f"tiling.checkpoint_every: the Mosaic GPU lowering needs a divisor of T={T}, "
+                         f"got {tiling.checkpoint_every}")
+    reason = engine_mosaic.available()
+    if reason is not None:
+        raise ValueError(f"lowering='mosaic_gpu': {reason}")
+    bm = tiling.block_m
+    Mp = -(-M // bm) * bm
+    prog = trace_step(step, params_treedef, len(scalar), n, bm, "mosaic_gpu")
+    return engine_mosaic.MosaicCfg(prog, T, Mp, tiling.checkpoint_every, bm, scalar, return_states, save,
+                                   tiling.num_stages)
+
+
+def _mosaic_forward(step, params_treedef, x, state0, params, scalar, return_states, save, tiling):
+    T, M = x.shape
+    tiling = tiling or default_mosaic_tiling(T, M, "fwd")
+    c = _mosaic_cfg(step, params_treedef, T, M, scalar, len(state0), tiling, return_states, save)
+    Mp = c.M
+    pparams = tuple(q if sc else _pad(q, M, Mp) for q, sc in zip(params, scalar, strict=True))
+    xp = _pad(x, M, Mp)
+    s, stateT, states, ck = engine_mosaic.forward(c, xp, [_pad(v, M, Mp) for v in state0], pparams)
+    s, stateT = s[:, :M], tuple(v[:M] for v in stateT)
+    states = tuple(v[:, :M] for v in states) if states is not None else None
+    if not save:
+        return s, stateT, states, None
+    return s, stateT, states, Residuals(xp, state0, ck, pparams, tiling, "mosaic_gpu", M)
+
+
+def _mosaic_backward(step, params_treedef, res: Residuals, g_s, g_stateT, g_states):
+    x, M, tiling = res.x, res.num_neurons, res.tiling
+    T, Mp = x.shape
+    scalar = tuple(tuple(q.shape) == (1,) for q in res.params)
+    if tuple(g_s.shape) != (T, M):
+        raise ValueError(f"g_s: expected shape ({T}, {M}), got {tuple(g_s.shape)}")
+    c = _mosaic_cfg(step, params_treedef, T, M, scalar, len(res.state0), tiling, g_states is not None, True)
+    g_x, g_state0, g_p = engine_mosaic.backward(
+        c, x, res.checkpoints, res.params, _pad(g_s, M, Mp), [_pad(jnp.asarray(g, _F32), M, Mp) for g in g_stateT],
+        None if g_states is None else [_pad(jnp.asarray(g, _F32), M, Mp) for g in g_states])
+    g_params = tuple(jnp.sum(g[:M], keepdims=True) if sc else g[:M] for g, sc in zip(g_p, scalar, strict=True))
+    return g_x[:, :M], tuple(g[:M] for g in g_state0), g_params
 
 
 def scan_forward(step: Callable, params_treedef, x: Array, state0: Sequence[Array], params: Sequence[Array], *,
                  return_states: bool = False, save_residuals: bool = True, interpret: bool = False,
-                 tiling: Tiling | None = None):
+                 tiling: Tiling | None = None, lowering: str | None = None):
     """Forward scan of ``step`` over ``x[T, M]``.
 
     ``params`` are the flattened leaves (``params_treedef`` rebuilds the step's pytree), each ``[M]``
-    or ``[1]`` float32; ``state0`` ``n`` arrays ``[M]`` float32. Returns
+    or ``[1]`` float32; ``state0`` ``n`` arrays ``[M]`` float32. ``lowering``: ``"triton"`` (the
+    default on a GPU), ``"mosaic_gpu"`` (:mod:`pallas_kernels.engine_mosaic`) or ``"interpret"``
+    (the default with ``interpret=True``). Returns
     ``(s[T, M] x.dtype, state_T (n x [M]), states (n x [T, M]) or None, Residuals or None)``.
     """
     state0 = tuple(jnp.asarray(s, _F32) for s in state0)
     params = tuple(jnp.asarray(q, _F32) for q in params)
     T, M, scalar = _check_inputs(x, state0, params)
     n = len(state0)
+    lowering = _lowering(interpret, lowering)
+    if lowering == "mosaic_gpu":
+        check_captures(step, params_treedef, len(params), n, M)
+        return _mosaic_forward(step, params_treedef, x, state0, params, scalar, bool(return_states),
+                               bool(save_residuals), tiling)
     tiling = tiling or default_tiling(T, M, "fwd", num_states=n, itemsize=x.dtype.itemsize, interpret=interpret)
     check_captures(step, params_treedef, len(params), n, M)
-    prog = trace_step(step, params_treedef, len(params), n, tiling.block_m, _lowering(interpret))
+    prog = trace_step(step, params_treedef, len(params), n, tiling.block_m, lowering)
     c = _Cfg(prog, T, M, scalar, tiling, bool(return_states), bool(save_residuals))
     nc = -(-T // tiling.checkpoint_every)
     out_shapes = [jax.ShapeDtypeStruct((T, M), x.dtype)] + [jax.ShapeDtypeStruct((M,), _F32)] * n
@@ -378,13 +460,16 @@ def scan_forward(step: Callable, params_treedef, x: Array, state0: Sequence[Arra
     if not save_residuals:
         return s, stateT, states, None
     ck = tuple(outs[-n:])
-    return s, stateT, states, Residuals(x, state0, ck, params, tiling)
+    return s, stateT, states, Residuals(x, state0, ck, params, tiling, lowering, M)
 
 
 def scan_backward(step: Callable, params_treedef, res: Residuals, g_s: Array, g_stateT: Sequence[Array],
                   g_states: Sequence[Array] | None = None, *, interpret: bool = False, tiling: Tiling | None = None):
     """Reverse-time scan: ``(g_x[T, M] x.dtype, g_state0 (n x [M]), g_params)`` (each like its param,
-    ``[M]`` or ``[1]``, summed over time inside the kernel) from the cotangents of the outputs."""
+    ``[M]`` or ``[1]``, summed over time inside the kernel) from the cotangents of the outputs; the
+    lowering is the forward's (``res.lowering``)."""
+    if res.lowering == "mosaic_gpu":
+        return _mosaic_backward(step, params_treedef, res, g_s, g_stateT, g_states)
     x, state0, params = res.x, res.state0, res.params
     T, M, scalar = _check_inputs(x, state0, params)
     n = len(state0)

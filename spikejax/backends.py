@@ -8,7 +8,9 @@ it over a flattened ``x[T, M]``:
 * ``xla``: ``lax.scan`` of the step, differentiated by JAX through the surrogates' own
   ``custom_vjp``: the reference every kernel is tested against;
 * ``pallas`` (GPU) / ``pallas_interpret`` (anywhere, slowly): the generic fused engine of
-  :mod:`pallas_kernels.engine`, forward and backward derived from the same step;
+  :mod:`pallas_kernels.engine`, forward and backward derived from the same step, lowered through
+  Triton; ``pallas_mosaic`` (Hopper GPUs) the same engine lowered through Mosaic GPU
+  (:mod:`pallas_kernels.engine_mosaic`);
 * ``triton``: the hand-written Triton kernels of the built-in neurons (:mod:`triton_kernels`), which
   restate the built-in equations on purpose (a second implementation, tested against ``xla``)
   through the contract::
@@ -37,7 +39,10 @@ from spikejax.neurons.steps import KINDS, RESETS, ScanParams, ScanSpec, builtin_
 
 Array = jax.Array
 
-BACKENDS = ("xla", "pallas", "triton", "auto", "pallas_interpret")
+BACKENDS = ("xla", "pallas", "triton", "auto", "pallas_interpret", "pallas_mosaic")
+
+_LOWERING = {"pallas": "triton", "pallas_mosaic": "mosaic_gpu", "pallas_interpret": "interpret"}
+"""The Pallas lowering of each engine backend."""
 
 __all__ = ["BACKENDS", "KINDS", "RESETS", "ScanParams", "ScanResult", "ScanSpec", "available_backends",
            "neuron_scan", "reference_scan", "resolve_backend", "scan"]
@@ -68,26 +73,28 @@ def _xla_scan(step: Callable, x: Array, state0: tuple, params, return_states: bo
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
-def _engine_scan(step, treedef, interpret: bool, return_states: bool, x, state0, leaves):
+def _engine_scan(step, treedef, lowering: str, return_states: bool, x, state0, leaves):
     # not differentiated: the kernel skips the checkpoints only the backward reads
     engine = importlib.import_module("pallas_kernels.engine")
     s, stateT, states, _ = engine.scan_forward(step, treedef, x, state0, leaves, return_states=return_states,
-                                               save_residuals=False, interpret=interpret)
+                                               save_residuals=False, interpret=lowering == "interpret",
+                                               lowering=lowering)
     return s, stateT, states
 
 
-def _engine_scan_fwd(step, treedef, interpret, return_states, x, state0, leaves):
+def _engine_scan_fwd(step, treedef, lowering, return_states, x, state0, leaves):
     engine = importlib.import_module("pallas_kernels.engine")
     s, stateT, states, res = engine.scan_forward(step, treedef, x, state0, leaves, return_states=return_states,
-                                                 interpret=interpret)
+                                                 interpret=lowering == "interpret", lowering=lowering)
     return (s, stateT, states), res
 
 
-def _engine_scan_bwd(step, treedef, interpret, return_states, res, g):
+def _engine_scan_bwd(step, treedef, lowering, return_states, res, g):
     engine = importlib.import_module("pallas_kernels.engine")
     g_s, g_stateT, g_states = g
     g_x, g_state0, g_leaves = engine.scan_backward(step, treedef, res, g_s, g_stateT,
-                                                   g_states if return_states else None, interpret=interpret)
+                                                   g_states if return_states else None,
+                                                   interpret=lowering == "interpret")
     return g_x, g_state0, tuple(g_leaves)
 
 
@@ -114,7 +121,7 @@ def scan(step: Callable, x: Array, state0: tuple, params, *, backend: str = "xla
     if name == "xla":
         return _xla_scan(step, x, state0, params, return_states)
     leaves, treedef = jax.tree.flatten(params)
-    s, stateT, states = _engine_scan(step, treedef, name == "pallas_interpret", bool(return_states), x, state0,
+    s, stateT, states = _engine_scan(step, treedef, _LOWERING[name], bool(return_states), x, state0,
                                      tuple(leaves))
     return s, tuple(stateT), (tuple(states) if return_states else None)
 
@@ -166,6 +173,13 @@ def unavailable_reason(name: str) -> str | None:
         return None
     if name == "pallas_interpret":
         return _import_error("pallas_kernels.engine", "scan_forward")
+    if name == "pallas_mosaic":
+        reason = _import_error("pallas_kernels.engine", "scan_forward")
+        if reason is None:
+            reason = importlib.import_module("pallas_kernels.engine_mosaic").available()
+        return None if reason is None else (
+            f"backend='pallas_mosaic' cannot run here: {reason}; use backend='pallas' (the same engine through "
+            "the Triton lowering) or 'xla'")
     if name == "pallas":
         if _platform() != "gpu":
             return (

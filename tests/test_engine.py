@@ -14,7 +14,8 @@ import pytest
 import spikejax as sj
 from spikejax import surrogate as sg
 
-BACKENDS = ["pallas_interpret", pytest.param("pallas", marks=pytest.mark.gpu)]
+BACKENDS = ["pallas_interpret", pytest.param("pallas", marks=pytest.mark.gpu),
+            pytest.param("pallas_mosaic", marks=pytest.mark.gpu)]
 
 _seed = [0]
 
@@ -128,7 +129,8 @@ def test_builtin_neurons_through_custom_neuron_match():
     np.testing.assert_allclose(np.asarray(v), np.asarray(st.v), rtol=1e-6)
 
 
-def test_every_dynamics_neuron_matches_xla():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_dynamics_neuron_matches_xla(backend):
     """Every neuron model registered in spikejax.neurons.dynamics, through the engine."""
     dynamics = pytest.importorskip("spikejax.neurons.dynamics")
     registry = getattr(dynamics, "DYNAMICS", {})
@@ -138,11 +140,11 @@ def test_every_dynamics_neuron_matches_xla():
         neuron = sj.custom_neuron(step, num_states=n)
         x = jax.random.normal(_key(), (6, 5)) * 2.0 + 1.0  # small: one interpreted kernel per neuron
         ref = neuron(x, params, backend="xla", return_states=True)
-        got = neuron(x, params, backend="pallas_interpret", return_states=True)
+        got = neuron(x, params, backend=backend, return_states=True)
         np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(ref[0]), err_msg=name)
         _assert_close(got[1:], ref[1:], 1e-5)
         gx = lambda b: jax.grad(lambda x: (neuron(x, params, backend=b)[0] * jnp.cos(x)).sum())(x)  # noqa: E731,B023
-        _assert_close(gx("pallas_interpret"), gx("xla"), 1e-4)
+        _assert_close(gx(backend), gx("xla"), 1e-4)
 
 
 # --- errors -------------------------------------------------------------------------------------

@@ -350,50 +350,35 @@ def test_inside_nnx_scan(backend):
     assert float(jnp.abs(g_ref.decay_logit[...]).sum()) > 0
 
 
-# --- the Mosaic GPU forward (pallas_kernels.mosaic_forward; GPU only) ----------------------------
+# --- the engine through Mosaic GPU (backend="pallas_mosaic"; GPU only) --------------------------
 
 MOSAIC_CASES = [
     ("lif", dict(params=("tau", "threshold"), shape=(16, 2, 128))),
-    ("lif", dict(params=("beta", "threshold"), shape=(8, 384), scalar=True)),  # 128-neuron blocks
+    ("lif", dict(params=("beta", "threshold"), shape=(8, 384), scalar=True)),
     ("lif", dict(params=("beta", "threshold"), shape=(24, 256), reset="zero", reset_delay=True,
                  surrogate="sigmoid")),
+    ("lif", dict(params=("beta", "threshold"), shape=(12, 3, 70))),  # T % 8 != 0 (K = 6), M padded
     ("alif", dict(params=("beta", "threshold", "adapt_scale", "adapt_decay"), shape=(16, 512))),
     ("plif", dict(params=("decay_logit", "threshold"), shape=(8, 4, 64), surrogate="triangular", scalar=True)),
     ("ternary", dict(params=("beta", "threshold", "amplitude"), shape=(16, 256), dtype=jnp.bfloat16)),
     ("multilevel", dict(params=("beta", "threshold"), levels=3, shape=(8, 256), detach_reset=True)),
     ("if_", dict(params=("threshold",), shape=(32, 128), reset="none")),
+    ("lif", dict(params=("tau", "threshold"), shape=(7, 130))),  # T prime (K = 7: one chunk)
 ]
-
-
-@pytest.fixture
-def mosaic_calls(monkeypatch):
-    """Counts the calls of the Mosaic GPU forward (so a test knows its shapes took that kernel)."""
-    from pallas_kernels import mosaic_forward
-
-    calls = []
-    inner = mosaic_forward.forward
-
-    def counted(*args, **kwargs):
-        calls.append(args[1].shape)
-        return inner(*args, **kwargs)
-
-    monkeypatch.setattr(mosaic_forward, "forward", counted)
-    monkeypatch.setattr(mosaic_forward, "MIN_M", 0)  # small test shapes take the kernel too
-    return calls
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("case", MOSAIC_CASES, ids=_id)
-def test_mosaic_forward_matches_xla(case, mosaic_calls):
-    """T % 8 == 0 and M % 128 == 0: the forward (and the checkpoints the backward restarts from)
-    come from the TMA-pipelined Mosaic GPU kernel; values and every gradient equal lax.scan."""
-    _compare(case[0], "pallas", return_membrane=False, **case[1])
-    assert mosaic_calls, "the Mosaic GPU forward was not used"
+@pytest.mark.parametrize("membrane", [False, True])
+def test_mosaic_engine_matches_xla(case, membrane):
+    """The engine lowered through Mosaic GPU (TMA pipelines): values, the membrane trajectory and
+    every gradient equal lax.scan of the same step, including padded M and T % 8 != 0."""
+    _compare(case[0], "pallas_mosaic", return_membrane=membrane, **case[1])
 
 
 @pytest.mark.gpu
-def test_mosaic_forward_under_vmap(mosaic_calls):
-    """vmap of an eligible shape takes the Triton-lowered kernel's batching (custom_vmap rule)."""
+def test_mosaic_engine_under_vmap():
+    """vmap over the Mosaic GPU engine (forward and backward) equals vmap over lax.scan."""
     x = _rand((3, 8, 2, 128)) + 0.3
     beta, thr = _rand((128,), lo=0.5, hi=0.9), _rand((128,), lo=0.7, hi=1.2)
 
@@ -407,8 +392,5 @@ def test_mosaic_forward_under_vmap(mosaic_calls):
         g = jax.grad(loss(b), argnums=(0, 1, 2))
         return jax.jit(jax.vmap(g, in_axes=(0, None, None)))(x, beta, thr)
 
-    for a, r in zip(run("pallas"), run("xla"), strict=True):
+    for a, r in zip(run("pallas_mosaic"), run("xla"), strict=True):
         np.testing.assert_allclose(a, r, rtol=2e-4, atol=2e-5)
-    plain = sj.lif(x[0], beta=beta, threshold=thr, backend="pallas")[0]
-    np.testing.assert_array_equal(plain, sj.lif(x[0], beta=beta, threshold=thr, backend="xla")[0])
-    assert mosaic_calls
