@@ -33,14 +33,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from spikejax.interop.torch_export import (
-    StateDictError,
-    _as_numpy,
-    _Entry,
-    _from_torch_layout,
-    _host,
-    _to_torch_layout,
-)
+from spikejax.interop.state_dict import KeyEntry, load_entries, state_dict_arrays, torch_key_map
 
 __all__ = [
     "spikingjelly_key_map",
@@ -57,7 +50,7 @@ _WRAPPERS = ("model", "state_dict", "module", "model_state_dict", "net")
 _PREFIXES = ("module.", "_orig_mod.")
 
 
-def spikingjelly_key_map(model: nnx.Module) -> dict[str, _Entry]:
+def spikingjelly_key_map(model: nnx.Module) -> dict[str, KeyEntry]:
     """SpikingJelly ``state_dict`` key -> entry (NNX variable + layout) for every key of ``model``.
 
     The model's own ``spikingjelly_keys()`` if it defines one, else :func:`mirrored_key_map`."""
@@ -67,46 +60,15 @@ def spikingjelly_key_map(model: nnx.Module) -> dict[str, _Entry]:
     return dict(keys()) if callable(keys) else mirrored_key_map(model)
 
 
-def mirrored_key_map(model: nnx.Module) -> dict[str, _Entry]:
-    """The PyTorch key map of a model whose module tree mirrors the PyTorch one, in model order.
-
-    Dotted module paths are the key prefixes; the one-layer wrappers of :mod:`spikejax.nn.temporal`
-    (``Conv2d.conv``, ``Conv1d.conv``, ``Linear.linear``) add no name. Variables are renamed by
-    their module's type: ``nnx.Conv`` ``kernel`` -> ``weight`` (``[kh, kw, I, O]`` / ``[k, I, O]``
-    <-> OIHW / ``[O, I, k]``), ``nnx.Linear`` ``kernel`` -> ``weight`` (transposed), BatchNorm
-    (``nnx.BatchNorm`` and the temporal ones) ``scale/bias/mean/var/num_batches_tracked`` ->
+def mirrored_key_map(model: nnx.Module) -> dict[str, KeyEntry]:
+    """The PyTorch key map of a model whose module tree mirrors the PyTorch one, in model order:
+    :func:`spikejax.interop.state_dict.torch_key_map` (dotted module paths; the one-layer wrappers of
+    :mod:`spikejax.nn.temporal` add no name; ``nnx.Conv`` ``kernel`` -> ``weight`` (``[kh, kw, I, O]`` /
+    ``[k, I, O]`` <-> OIHW / ``[O, I, k]``), ``nnx.Linear`` ``kernel`` -> ``weight`` (transposed),
+    BatchNorm (``nnx.BatchNorm`` and the temporal ones) ``scale/bias/mean/var/num_batches_tracked`` ->
     ``weight/bias/running_mean/running_var/num_batches_tracked``; any other ``nnx.Param`` /
-    ``nnx.BatchStat`` keeps its name."""
-    from spikejax.nn import temporal
-
-    nodes = list(nnx.iter_graph(model))
-    modules = {path: node for path, node in nodes if isinstance(node, nnx.Module)}
-    wrappers = {temporal.Conv2d: "conv", temporal.Conv1d: "conv", temporal.Linear: "linear"}
-    out: dict[str, _Entry] = {}
-    for path, variable in nodes:
-        if not isinstance(variable, (nnx.Param, nnx.BatchStat)):
-            continue
-        *prefix, name = (str(p) for p in path)
-        parent = modules.get(tuple(path[:-1]))
-        grand = modules.get(tuple(path[:-2])) if len(path) >= 2 else None
-        if grand is not None and wrappers.get(type(grand)) == prefix[-1]:
-            prefix = prefix[:-1]
-        layout = "identity"
-        if isinstance(parent, (nnx.Conv, nnx.Linear)) and name == "kernel":
-            name, layout = "weight", "conv" if isinstance(parent, nnx.Conv) else "linear"
-        elif isinstance(parent, (nnx.BatchNorm, temporal._BatchNormBase)):
-            name = _BN_NAMES.get(name, name)
-            layout = "counter" if name == "num_batches_tracked" else layout
-        key = ".".join([*prefix, name])
-        if key in out:
-            raise ValueError(f"model: two variables map to the PyTorch key {key!r}")
-        out[key] = _Entry(variable, layout, ".".join(str(p) for p in path))
-        if isinstance(parent, nnx.BatchNorm) and name == "running_var":  # no NNX counter: exported as 0
-            out[".".join([*prefix, "num_batches_tracked"])] = _Entry(None, "counter", out[key].nnx_path)
-    return out
-
-
-_BN_NAMES = {"scale": "weight", "mean": "running_mean", "var": "running_var"}
+    ``nnx.BatchStat`` keeps its name)."""
+    return torch_key_map(model)
 
 
 def unwrap_state_dict(obj: Any) -> dict[str, Any]:
@@ -165,35 +127,7 @@ def load_spikingjelly_state_dict(model: nnx.Module, state_dict: Mapping[str, Any
     mis-shaped key (with the expected shape), and nothing is assigned unless every key fits.
     ``num_batches_tracked`` is optional. Values are cast to the variables' dtypes.
     """
-    sd = unwrap_state_dict(state_dict)
-    entries = spikingjelly_key_map(model)
-    missing = [k for k, e in entries.items() if k not in sd and e.layout != "counter"]
-    unexpected = [k for k in sd if k not in entries]
-    mis_shaped: list[str] = []
-    updates: list[tuple[nnx.Variable, np.ndarray]] = []
-    for key, entry in entries.items():
-        if key not in sd:
-            continue
-        value = _as_numpy(sd[key])
-        want = entry.torch_shape()
-        if tuple(value.shape) != want:
-            mis_shaped.append(f"{key}: expected shape {want}, got {tuple(value.shape)}")
-        elif entry.variable is not None:
-            old = entry.variable.get_value()
-            updates.append((entry.variable, _from_torch_layout(value, entry.layout).astype(old.dtype)))
-    problems = []
-    if missing:
-        problems.append(f"missing keys {missing}")
-    if unexpected:
-        problems.append(f"unexpected keys {unexpected}")
-    if mis_shaped:
-        problems.append("mis-shaped keys [" + "; ".join(mis_shaped) + "]")
-    if problems:
-        raise StateDictError(f"state_dict: does not fit {type(model).__name__} (nothing was loaded): "
-                             + ", ".join(problems))
-    for variable, value in updates:
-        variable.set_value(jax.numpy.asarray(value))
-    return model
+    return load_entries(model, spikingjelly_key_map(model), unwrap_state_dict(state_dict))
 
 
 def load_spikingjelly(name: str, state_dict_or_path: Mapping[str, Any] | str | Path, *,
@@ -230,14 +164,7 @@ def load_spikingjelly(name: str, state_dict_or_path: Mapping[str, Any] | str | P
 
 def to_spikingjelly_state_dict(model: nnx.Module) -> dict[str, np.ndarray]:
     """``model``'s SpikingJelly ``state_dict`` as numpy arrays (float32 weights, int64 counters)."""
-    out: dict[str, np.ndarray] = {}
-    for key, entry in spikingjelly_key_map(model).items():
-        if entry.variable is None:
-            out[key] = np.zeros((), np.int64)
-        else:
-            value = _to_torch_layout(_host(entry.variable.get_value()), entry.layout).reshape(entry.torch_shape())
-            out[key] = value.astype(np.int64) if value.dtype.kind in "iu" else value
-    return out
+    return state_dict_arrays(spikingjelly_key_map(model))
 
 
 def export_spikingjelly(model: nnx.Module, path: str | Path | None = None) -> dict[str, Any]:

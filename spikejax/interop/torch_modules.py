@@ -936,9 +936,9 @@ def load_model(path: str | Path, *, strict: bool = True) -> nn.Module:
 
     Returns the model in eval mode, loaded with ``load_state_dict(strict=strict)``.
     """
-    from spikejax.interop.torch_export import _paths, read_config, read_state_dict
+    from spikejax.interop.torch_export import export_paths, read_config, read_state_dict
 
-    paths = _paths(path)
+    paths = export_paths(path)
     meta = read_config(paths["json"])
     module = build_model(meta["model"], meta["config"])
     weights = paths["safetensors"] if paths["safetensors"].exists() else paths["pt"]
