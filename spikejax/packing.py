@@ -206,9 +206,11 @@ def use_packed_spike_linears(model: nnx.Module, *example_inputs, **example_kwarg
     :class:`PackedSpikeLinear` sharing its parameters; the model code is not changed.
 
     Which layers see spikes is found by one eager forward on ``example_inputs`` (every input
-    value in {0, 1}). Returns the swapped layers' paths (``"blocks/0/mlp/fc2"``).
+    value in {0, 1}), with the ``nnx.Linear`` instances of ``model`` intercepted
+    (:func:`spikejax.metrics.intercept_calls`: no class is patched, layers outside ``model`` are not
+    seen). Returns the swapped layers' paths (``"blocks/0/mlp/fc2"``).
     """
-    from spikejax.metrics import intercept_calls  # one interceptor for both modules
+    from spikejax.metrics.intercept import intercept_calls  # the metrics' interceptor, scoped to model
 
     binary: dict[int, bool] = {}
 

@@ -99,9 +99,12 @@ def test_recorder_restores_classes():
     from spikejax.nn import LIF, SpikingNeuron
 
     before = (SpikingNeuron.__call__, LIF.__call__, nnx.Linear.__call__)
-    with record_layers(_Two(), probes={}):
-        assert nnx.Linear.__call__ is not before[2] and LIF.__call__ is not before[1]
+    model = _Two()
+    with record_layers(model, probes={}):  # scoped to the model's instances: no class is patched
+        assert (SpikingNeuron.__call__, LIF.__call__, nnx.Linear.__call__) == before
+        assert type(model.fc1) is not nnx.Linear and type(model.lif) is not LIF
     assert (SpikingNeuron.__call__, LIF.__call__, nnx.Linear.__call__) == before
+    assert type(model.fc1) is nnx.Linear and type(model.lif) is LIF
 
 
 def test_lm_task_window_softmax_defaults_and_override():
