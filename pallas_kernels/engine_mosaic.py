@@ -93,7 +93,9 @@ def _call(plgpu, kernel, out, scratch: list, programs: int):
     names = inspect.signature(plgpu.kernel).parameters
     kw = {("out_type" if "out_type" in names else "out_shape"): out}
     kw["scratch_types" if "scratch_types" in names else "scratch_shapes"] = scratch
-    return plgpu.kernel(kernel, grid=(programs,), grid_names=("m",), **kw)
+    # lane semantics: the step programs are jnp code over per-thread vectors (the table step_program checks)
+    params = plgpu.CompilerParams(lowering_semantics=plgpu.LoweringSemantics.Lane)
+    return plgpu.kernel(kernel, grid=(programs,), grid_names=("m",), compiler_params=params, **kw)
 
 
 def _rows(arrays, M: int) -> list[Array]:
@@ -156,14 +158,14 @@ def forward(c: MosaicCfg, x: Array, state0, params):
         def body(idx, x_s, s_s, *rest):
             *tiles, state = rest
             seq_s, ck_s = tiles[:n_seq], tiles[n_seq:]
-            for r, v in zip(ck_s, state, strict=True):
+            for r, v in zip(ck_s, state if ck_s else (), strict=True):
                 r[0] = v
             for i in range(K):
                 s, state = c.prog.primal(p, state, x_s[i].astype(_F32))
                 s_s[i] = s.astype(s_s.dtype)
                 for r, v in zip(seq_s, state if seq_s else (), strict=True):
                     r[i] = v
-            return tuple(state)
+            return tuple(vec(v) for v in state)  # the carry keeps one layout (a constant would be a splat)
 
         tile = plgpu.BlockSpec((K, BM), lambda t: (t, pid))
         row = plgpu.BlockSpec((1, BM), lambda t: (t, pid))
@@ -207,7 +209,7 @@ def backward(c: MosaicCfg, x: Array, checkpoints, params, g_s: Array, g_stateT, 
         _load_rows(plgpu, c, gT_g + p_g, (False,) * n + c.scalar, in_s, bars, cols)
         g0 = tuple(vec(in_s[i]) for i in range(n))
         p = [vec(in_s[n + j]) for j in range(P)]
-        acc0 = tuple(jnp.zeros_like(q) for q in p)
+        acc0 = tuple(vec(q * 0.0) for q in p)
 
         def body(idx, x_s, gs_s, *rest):
             *tiles, carry = rest
@@ -225,7 +227,7 @@ def backward(c: MosaicCfg, x: Array, checkpoints, params, g_s: Array, g_stateT, 
                 g_p, g_state, g_x = c.prog.vjp(p, states[i], xs[i], gs_s[i].astype(_F32), g_new)
                 acc = tuple(a + g for a, g in zip(acc, g_p, strict=True))
                 gx_s[i] = g_x.astype(gx_s.dtype)
-            return (*g_state, *acc)
+            return tuple(vec(v) for v in (*g_state, *acc))
 
         rev_tile = plgpu.BlockSpec((K, BM), lambda t: (nc - 1 - t, pid))
         rev_row = plgpu.BlockSpec((1, BM), lambda t: (nc - 1 - t, pid))

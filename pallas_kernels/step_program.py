@@ -73,6 +73,7 @@ _REWRITES: dict[str, dict[str, Callable]] = {
     # Mosaic GPU (lane semantics) has no atan / floor / stop_gradient / logistic-free forms of these
     "mosaic_gpu": {
         "stop_gradient": lambda x: x,
+        "add_any": jax.lax.add,
         "atan": lambda x: jax.lax.atan2(x, jnp.ones_like(x)),
         "floor": _floor,
         "sqrt": lambda x: jnp.where(x > 0, x * jax.lax.rsqrt(jnp.where(x > 0, x, 1.0)), 0.0 * x),
@@ -130,6 +131,18 @@ def _body(eqn) -> tuple[jcore.Jaxpr, Sequence] | None:
     return body, ()
 
 
+def _is_identity(eqn) -> bool:
+    """An equation that returns its operand unchanged (what autodiff leaves behind, e.g. the
+    ``reduce_sum`` over no axes that un-broadcasts a same-shaped cotangent); some lowerings lack it."""
+    name, params = eqn.primitive.name, eqn.params
+    if name == "reduce_sum":
+        return not params["axes"]
+    if name in ("broadcast_in_dim", "reshape"):
+        inv = eqn.invars[0]
+        return hasattr(inv, "aval") and inv.aval.shape == eqn.outvars[0].aval.shape
+    return False
+
+
 def eval_inlined(jaxpr: jcore.Jaxpr, consts: Sequence, args: Sequence, lowering: str) -> list:
     """Evaluate ``jaxpr`` by binding its primitives in the current trace (a kernel body), inlining
     calls, dropping dead equations and applying the ``lowering``'s rewrites."""
@@ -148,6 +161,8 @@ def eval_inlined(jaxpr: jcore.Jaxpr, consts: Sequence, args: Sequence, lowering:
         if body is not None:
             sub, sub_consts = body  # a custom_*_call's consts are leading invars of its body, as here
             outs = eval_inlined(sub, sub_consts, invals, lowering)
+        elif _is_identity(eqn):
+            outs = [invals[0]]
         elif name in rewrites:
             outs = rewrites[name](*invals)
             outs = [outs] if not isinstance(outs, (list, tuple)) else list(outs)
@@ -171,7 +186,7 @@ def _primitives(jaxpr: jcore.Jaxpr, lowering: str, out: set[str]) -> set[str]:
         if body is not None:
             _primitives(body[0], lowering, out)
             continue
-        if eqn.primitive.name in rewrites:
+        if eqn.primitive.name in rewrites or _is_identity(eqn):
             continue
         out.add(eqn.primitive.name)
         for sub in jcore.jaxprs_in_params(eqn.params):
