@@ -1,46 +1,74 @@
-"""Plain PyTorch mirrors of spikejax's layers and models, for weights exported by
-:func:`spikejax.interop.export_torch`.
+"""Plain PyTorch mirrors of spikejax's layers and models, derived from the spikejax modules.
 
-Every class here has the same constructor arguments, the same submodule / parameter names and the
-same input layout as its Flax NNX counterpart in :mod:`spikejax.nn`, so an exported state dict
-loads with ``load_state_dict(strict=True)`` and the forward pass computes the same function:
+A mirror is made from a spikejax (Flax NNX) module by :func:`mirror`: it walks the module's tree and
+builds the PyTorch module of every node under the same attribute name, so the parameter paths, and so
+the keys of :func:`spikejax.interop.export_torch`'s state dict, are the spikejax ones by construction;
+layer shapes and hyper-parameters are read from the NNX layers (``nnx.Linear`` features and bias,
+norm ε and momentum, convolution kernels, strides and padding); the settings of every neuron and
+attention (τ or β, thresholds, resets, surrogate, feature map, window, ...) are the spikejax module's
+attributes, after spikejax validated and resolved them; and the values are loaded from the module
+(a strict ``load_state_dict`` of :func:`spikejax.interop.to_torch_state_dict`). The classes take
+spikejax's constructor arguments (``tm.LIF(tau=3.0)``, ``tm.SpikingLM(config)``): a constructor builds
+the spikejax module first (its defaults, checks and config fields; a fresh mirror starts from the
+weights spikejax initialises with seed 0) and mirrors it.
 
-- neurons (:class:`IF`, :class:`LIF`, :class:`ALIF`, :class:`PLIF`, :class:`Ternary`,
-  :class:`MultiLevel`) run the generalized scan of :mod:`spikejax.backends` step by step
-  (:func:`neuron_scan`), time first ``x[T, ...]``, with the same surrogate backward
-  (:class:`SpikeFunction`, a ``torch.autograd.Function``; gradients reach ``x``, PLIF's
-  ``decay_logit`` / ``threshold``, the ternary ``amplitude`` and a learnable ``surrogate_alpha``);
-- attention on spikes ``[T, B, L, D]``: :class:`SpikingSelfAttention`,
-  :class:`SpikeDrivenSelfAttention`, :class:`LinearSpikeAttention`,
-  :class:`SlidingWindowSpikeAttention`, :class:`HybridSpikeAttention`;
-- :class:`SpikingMLP`, :class:`SpikingTransformerBlock`, :class:`SpikingPatchEmbed`,
-  :class:`SpikingLM` (``tokens[B, L] -> logits[B, L, vocab]``) and :class:`Spikformer`
-  (``images[B, H, W, C]`` NHWC, as in JAX, ``-> logits[B, classes]``).
+What this module writes itself is the computation, in PyTorch (it is the export target and the
+independent second implementation the tests compare against):
 
-Layouts follow PyTorch: ``Linear.weight[out, in]``, ``Conv2d.weight[out, in, kh, kw]`` (the
-convolutions permute the channels-last activations to NCHW and back), ``LayerNorm`` /
-``BatchNorm`` ``weight``/``bias``/``running_mean``/``running_var``/``num_batches_tracked``.
-Norm hyper-parameters match Flax: ``LayerNorm(eps=1e-6)``, ``BatchNorm(eps=1e-5, momentum=0.01)``
-(Flax momentum 0.99); BatchNorm normalizes over every axis but the last (channels).
+- the surrogate derivatives (:class:`SpikeFunction`, a ``torch.autograd.Function``: gradients reach
+  ``x``, PLIF's ``decay_logit`` / ``threshold``, the ternary ``amplitude`` and a learnable
+  ``surrogate_alpha``) and the generalized neuron scan of :mod:`spikejax.backends`
+  (:func:`neuron_scan`), time first ``x[T, ...]``, with each built-in neuron's parameters in it
+  (:class:`IF`, :class:`LIF`, :class:`ALIF`, :class:`PLIF`, :class:`Ternary`, :class:`MultiLevel`);
+- the attention cores (:func:`ssa_core`, :func:`linear_attention_core`, :func:`sliding_window_core`)
+  and mixers of :class:`SpikingAttention` on spikes ``[T, B, L, D]`` (its named kinds
+  :class:`SpikingSelfAttention`, :class:`SpikeDrivenSelfAttention`, :class:`LinearSpikeAttention`,
+  :class:`SlidingWindowSpikeAttention`, :class:`HybridSpikeAttention`, each mixing as its spikejax
+  module's ``mixer`` says);
+- the forward passes of :class:`SpikingMLP`, :class:`SpikingTransformerBlock`,
+  :class:`SpikingPatchEmbed`, :class:`SpikingLM` (``tokens[B, L] -> logits[B, L, vocab]``) and
+  :class:`Spikformer` (``images[B, H, W, C]`` NHWC, as in JAX, ``-> logits[B, classes]``).
+
+Layouts follow PyTorch: ``Linear.weight[out, in]``, ``Conv2d.weight[out, in, kh, kw]``
+(:class:`ChannelLastConv2d` permutes the channels-last activations to NCHW and back), ``LayerNorm`` /
+``BatchNorm`` ``weight``/``bias``/``running_mean``/``running_var``/``num_batches_tracked``;
+BatchNorm normalizes over every axis but the last (:class:`ChannelLastBatchNorm`, PyTorch momentum
+``1 - `` Flax's).
 
 Known differences: in training mode PyTorch's BatchNorm updates ``running_var`` with the unbiased
 batch variance while Flax uses the biased one (the normalized outputs are the same); the
-``backend`` argument is accepted and ignored (always the step loop); so is a model config's
+``backend`` is the spikejax module's and unused here (always the step loop); so is a model config's
 ``dtype`` (the JAX compute dtype: the mirrors compute in the dtype of their float32 parameters; call
-``.to(torch.bfloat16)`` for bfloat16); decoding states (``decode_step``) are not mirrored.
+``.to(torch.bfloat16)`` for bfloat16) and ``dropout`` (the mirrors are the inference models);
+decoding states (``decode_step``) are not mirrored. A spikejax module without a mirror here (the
+dynamics neurons, the zoo models) is a ``TypeError`` naming it.
 
 Build from an exported config with :func:`build_model` or load an export with :func:`load_model`.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import jax
+import numpy as np
 import torch
 import torch.nn.functional as TF
+from flax import nnx
 from torch import nn
+
+import spikejax.nn as snn
+from spikejax import surrogate as jsurrogate
+from spikejax.backends import RESETS
+from spikejax.interop.state_dict import state_dict_arrays, torch_key_map
+from spikejax.nn import attention as jattn
+from spikejax.nn import blocks as jblocks
+from spikejax.nn import models as jmodels
+from spikejax.nn import neurons as jneurons
 
 Tensor = torch.Tensor
 
@@ -49,6 +77,8 @@ __all__ = [
     "SpikeFunction",
     "spike",
     "neuron_scan",
+    "Mirror",
+    "mirror",
     "SpikingNeuron",
     "IF",
     "LIF",
@@ -59,6 +89,8 @@ __all__ = [
     "NEURONS",
     "make_neuron",
     "ChannelLastBatchNorm",
+    "ChannelLastConv2d",
+    "SpikingAttention",
     "SpikeAttentionBase",
     "SpikingSelfAttention",
     "SpikeDrivenSelfAttention",
@@ -73,11 +105,12 @@ __all__ = [
     "SpikingPatchEmbed",
     "SpikingLM",
     "Spikformer",
+    "MODELS",
     "build_model",
     "load_model",
 ]
 
-# --- surrogates (same formulas as spikejax.surrogate) --------------------------------------------
+# --- surrogates: the PyTorch derivatives of spikejax.surrogate's shapes ---------------------------
 
 
 def _atan(x, a):
@@ -105,23 +138,24 @@ def _rectangular(x, a):
     return torch.where(inside, a, 0.0).to(x.dtype), torch.where(inside, x, 0.0).to(x.dtype)
 
 
-_SURROGATES = {
+_SURROGATES: dict[str, Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]] = {
     "atan": _atan,
     "sigmoid": _sigmoid,
     "fast_sigmoid": _fast_sigmoid,
     "triangular": _triangular,
     "rectangular": _rectangular,
 }
-SURROGATE_DEFAULTS = {"atan": 2.0, "sigmoid": 4.0, "fast_sigmoid": 25.0, "triangular": 1.0, "rectangular": 1.0}
-"""Default steepness α per surrogate shape (as :data:`spikejax.surrogate.SURROGATES`)."""
-_ALIASES = {"superspike": "fast_sigmoid", "ste": "rectangular", "arctan": "atan"}
+"""``(∂σ_α/∂x, ∂σ_α/∂α)`` per surrogate shape, the same formulas as :mod:`spikejax.surrogate`."""
+SURROGATE_DEFAULTS: dict[str, float] = {name: alpha for name, (_, alpha) in jsurrogate.SURROGATES.items()}
+"""Default steepness α per surrogate shape (read from :data:`spikejax.surrogate.SURROGATES`)."""
 
 
-def _canonical_surrogate(name: str) -> str:
-    name = _ALIASES.get(name, name)
-    if name not in _SURROGATES:
-        raise ValueError(f"surrogate: unknown shape {name!r}; expected one of {sorted(_SURROGATES) + sorted(_ALIASES)}")
-    return name
+def _surrogate_shape(name: str) -> str:
+    """The canonical shape of a surrogate name or alias (spikejax's check), one this module has."""
+    shape = jsurrogate.get(name).shape
+    if shape not in _SURROGATES:
+        raise ValueError(f"surrogate: {shape!r} has no PyTorch formula here; expected one of {sorted(_SURROGATES)}")
+    return shape
 
 
 class SpikeFunction(torch.autograd.Function):
@@ -150,23 +184,23 @@ class SpikeFunction(torch.autograd.Function):
 
 
 def spike(shape: str, x: Tensor, alpha: Tensor) -> Tensor:
-    """``Θ(x)`` with the ``shape`` surrogate backward (see :class:`SpikeFunction`)."""
-    return SpikeFunction.apply(x, alpha, shape)
+    """``Θ(x)`` with the ``shape`` surrogate backward (a name or alias; see :class:`SpikeFunction`)."""
+    return SpikeFunction.apply(x, alpha, _surrogate_shape(shape))
 
 
 # --- the generalized neuron scan (same as spikejax.backends.reference_scan) ----------------------
 
 
 def _fire(kind: str, levels: int, surrogate: str, h: Tensor, thr: Tensor, alpha: Tensor) -> tuple[Tensor, Tensor]:
-    up = spike(surrogate, h - thr, alpha)
+    up = SpikeFunction.apply(h - thr, alpha, surrogate)
     if kind == "binary":
         return up, up
     if kind == "ternary":
-        down = spike(surrogate, -h - thr, alpha)
+        down = SpikeFunction.apply(-h - thr, alpha, surrogate)
         return up - down, up + down
     s = up
     for k in range(2, levels + 1):
-        s = s + spike(surrogate, h - k * thr, alpha)
+        s = s + SpikeFunction.apply(h - k * thr, alpha, surrogate)
     return s, up
 
 
@@ -186,8 +220,9 @@ def neuron_scan(x: Tensor, *, beta: Tensor, threshold: Tensor, alpha: Tensor, v0
     """
     if x.dim() < 2:
         raise ValueError(f"x: expected rank >= 2 with time first, [T, ...neurons], got shape {tuple(x.shape)}")
-    if reset not in ("subtract", "zero", "none"):
-        raise ValueError(f"reset: unknown reset {reset!r}; expected one of ('subtract', 'zero', 'none')")
+    if reset not in RESETS:
+        raise ValueError(f"reset: unknown reset {reset!r}; expected one of {RESETS}")
+    surrogate = _surrogate_shape(surrogate)
     shape = tuple(x.shape[1:])
     f32 = torch.float32
     beta = torch.as_tensor(beta, dtype=f32).expand(shape)
@@ -230,75 +265,187 @@ def neuron_scan(x: Tensor, *, beta: Tensor, threshold: Tensor, alpha: Tensor, v0
     return torch.stack(out), v, a
 
 
-# --- neuron layers --------------------------------------------------------------------------------
+# --- mirroring: a spikejax module's tree -> PyTorch modules ---------------------------------------------
+
+_MIRRORS: dict[type, type[Mirror]] = {}
+"""spikejax module class -> its mirror class (filled by the ``source`` of each :class:`Mirror`)."""
 
 
-def _channels(num_channels: int | None) -> tuple[int, ...]:
-    if num_channels is None:
-        return ()
-    if isinstance(num_channels, bool) or not isinstance(num_channels, int) or num_channels < 1:
-        raise ValueError(f"num_channels: expected a positive integer or None, got {num_channels!r}")
-    return (num_channels,)
+class Mirror(nn.Module):
+    """Base of the mirrors of spikejax's own modules.
+
+    A subclass names its spikejax class in :attr:`source` and writes ``forward``; everything else
+    is the spikejax module's. ``Mirror(*args, **kwargs)`` builds ``source(*args, **kwargs)`` (with
+    ``rngs=nnx.Rngs(0)`` when :attr:`takes_rngs`) and mirrors it; :meth:`from_spikejax` mirrors a
+    given module's tree (without values: :func:`mirror` also loads them). Attributes: each child module
+    of the spikejax module becomes the PyTorch module of the same name, each ``nnx.Param`` an
+    ``nn.Parameter`` (each ``nnx.BatchStat`` a buffer), each array constant a non-persistent buffer, every
+    other setting the same Python value; the spikejax module's state variables (streaming neuron
+    state) are not mirrored.
+    """
+
+    source: ClassVar[Callable[..., nnx.Module] | None] = None
+    takes_rngs: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        source = cls.__dict__.get("source")
+        if isinstance(source, type):
+            _MIRRORS[source] = cls
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+        source = type(self).source
+        if source is None:
+            raise TypeError(f"{type(self).__name__} mirrors no spikejax module; use a subclass or mirror()")
+        if self.takes_rngs and "rngs" not in kwargs:
+            kwargs["rngs"] = nnx.Rngs(0)
+        module = source(*args, **kwargs)
+        self.copy_tree(module)
+        load_values(self, module)
+
+    @classmethod
+    def from_spikejax(cls, module: nnx.Module) -> Mirror:
+        """The mirror of ``module``'s tree (parameters zero until :func:`load_values`)."""
+        self = cls.__new__(cls)
+        nn.Module.__init__(self)
+        self.copy_tree(module)
+        return self
+
+    def copy_tree(self, module: nnx.Module) -> None:
+        """Set every public attribute of ``module`` on this mirror, converted (see the class docstring)."""
+        for name, value in vars(module).items():
+            if not name.startswith("_"):
+                _set_mirrored(self, name, value)
 
 
-def _check_reset(reset: str) -> str:
-    if reset not in ("subtract", "zero", "none"):
-        raise ValueError(f"reset: unknown reset {reset!r}; expected one of ('subtract', 'zero', 'none')")
-    return reset
+def _set_mirrored(owner: nn.Module, name: str, value: Any) -> None:
+    if isinstance(value, nnx.Param):
+        owner.register_parameter(name, nn.Parameter(torch.zeros(tuple(value.get_value().shape))))
+    elif isinstance(value, nnx.BatchStat):
+        owner.register_buffer(name, torch.zeros(tuple(value.get_value().shape)))
+    elif isinstance(value, nnx.Variable):
+        return  # state (a streaming neuron's v / a), not a parameter
+    elif isinstance(value, (np.ndarray, jax.Array)):
+        owner.register_buffer(name, torch.from_numpy(np.array(value, np.float32)), persistent=False)
+    elif value is None or isinstance(value, nnx.Module):
+        setattr(owner, name, None if value is None else mirror_tree(value))
+    else:
+        setattr(owner, name, value)
 
 
-def _decay(tau: float | None, beta: float | None, decay_input: bool | None, default_tau: float | None,
-           default_beta: float | None) -> tuple[Tensor, bool]:
-    """β and decay_input exactly as :func:`spikejax.neurons._decay` computes them (float32)."""
-    if tau is not None and beta is not None:
-        raise ValueError("beta, tau: give one of them, not both (β = 1 - 1/τ)")
+def _pair(value: Any) -> tuple[int, int]:
+    return tuple(int(v) for v in np.broadcast_to(np.asarray(1 if value is None else value), (2,)))
+
+
+def _conv_padding(padding: Any, kernel: tuple[int, int], stride: tuple[int, int],
+                  dilation: tuple[int, int]) -> tuple[int, int]:
+    """Flax's ``padding`` as PyTorch's symmetric ``(ph, pw)``; ``ValueError`` when it has none."""
+    if padding == "VALID":
+        return (0, 0)
+    span = [d * (k - 1) for k, d in zip(kernel, dilation, strict=True)]
+    if padding == "SAME" and stride == (1, 1) and all(s % 2 == 0 for s in span):
+        return tuple(s // 2 for s in span)
+    if isinstance(padding, int):
+        return (padding, padding)
+    if isinstance(padding, (tuple, list)) and len(padding) == 2:
+        pads = [p if isinstance(p, int) else tuple(p) for p in padding]
+        if all(isinstance(p, int) for p in pads):
+            return tuple(pads)
+        if all(len(p) == 2 and p[0] == p[1] for p in pads):
+            return tuple(p[0] for p in pads)
+    raise ValueError(f"padding: {padding!r} (stride {stride}) has no symmetric PyTorch padding")
+
+
+def mirror_tree(module: nnx.Module) -> nn.Module:
+    """The PyTorch module of one spikejax / Flax NNX module, with its tree (values: :func:`load_values`)."""
+    if isinstance(module, nnx.Linear):
+        return nn.Linear(module.in_features, module.out_features, bias=module.use_bias)
+    if isinstance(module, nnx.Embed):
+        return nn.Embedding(module.num_embeddings, module.features)
+    if isinstance(module, nnx.LayerNorm):
+        if module.reduction_axes not in (-1, (-1,)) or (module.use_bias and not module.use_scale):
+            raise TypeError("module: a LayerNorm over other axes than the last, or with a bias but no scale, "
+                            "has no PyTorch mirror")
+        return nn.LayerNorm(module.num_features, eps=module.epsilon, elementwise_affine=module.use_scale,
+                            bias=module.use_bias)
+    if isinstance(module, nnx.BatchNorm):
+        if module.axis not in (-1, (-1,)) or module.use_bias != module.use_scale:
+            raise TypeError("module: a BatchNorm over other channels than the last axis, or with only one of "
+                            "scale and bias, has no PyTorch mirror")
+        return ChannelLastBatchNorm(module.num_features, eps=module.epsilon, momentum=1.0 - module.momentum,
+                                    affine=module.use_scale)
+    if isinstance(module, nnx.Conv):
+        return ChannelLastConv2d.from_flax(module)
+    if isinstance(module, nnx.List):
+        return nn.ModuleList([mirror_tree(m) for m in module])
+    for cls in type(module).__mro__:
+        if cls in _MIRRORS:
+            return _MIRRORS[cls].from_spikejax(module)
+    raise TypeError(f"module: {type(module).__name__} has no PyTorch mirror (mirrored: "
+                    f"{sorted(c.__name__ for c in _MIRRORS)} and nnx Linear / Embed / LayerNorm / BatchNorm / Conv)")
+
+
+def load_values(target: nn.Module, module: nnx.Module) -> nn.Module:
+    """Load ``module``'s parameters and batch statistics into its mirror ``target`` (strict: the
+    mirror's state dict has exactly the keys of :func:`spikejax.interop.to_torch_state_dict`)."""
+    state = {k: torch.from_numpy(np.array(v)) for k, v in state_dict_arrays(torch_key_map(module)).items()}
+    target.load_state_dict(state, strict=True)
+    return target
+
+
+def mirror(module: nnx.Module) -> nn.Module:
+    """The PyTorch mirror of a spikejax module, with its current values (see the module docstring)."""
+    if not isinstance(module, nnx.Module):
+        raise TypeError(f"module: expected a flax.nnx.Module, got {type(module)!r}")
+    return load_values(mirror_tree(module), module)
+
+
+def _apply(module: nn.Module | None, x: Tensor) -> Tensor:
+    return x if module is None else module(x)
+
+
+# --- neuron layers: each built-in neuron's parameters in the generalized scan --------------------------
+
+
+def _leak(tau: Any, beta: Any, decay_input: bool | None, default_tau: float | None,
+          default_beta: float | None) -> tuple[Tensor, bool]:
+    """β (float32) and decay_input from ``tau`` (β = 1 - 1/τ, decay_input by default) or ``beta``
+    (no decay_input by default), else the neuron's default τ or β; the functional neurons' rule."""
     f32 = torch.float32
+    if tau is None and beta is None:
+        tau, beta = default_tau, default_beta
+        if tau is not None:
+            return torch.tensor(1.0 - 1.0 / tau, dtype=f32), True if decay_input is None else bool(decay_input)
     if tau is not None:
-        return 1.0 - 1.0 / torch.tensor(tau, dtype=f32), True if decay_input is None else bool(decay_input)
-    if beta is not None:
-        return torch.tensor(beta, dtype=f32), False if decay_input is None else bool(decay_input)
-    if default_tau is not None:
-        return torch.tensor(1.0 - 1.0 / default_tau, dtype=f32), True if decay_input is None else bool(decay_input)
-    return torch.tensor(default_beta, dtype=f32), False if decay_input is None else bool(decay_input)
+        return 1.0 - 1.0 / torch.as_tensor(tau, dtype=f32), True if decay_input is None else bool(decay_input)
+    return torch.as_tensor(beta, dtype=f32), False if decay_input is None else bool(decay_input)
 
 
-def _param_or_value(learn: bool, shape: tuple[int, ...], value: float) -> nn.Parameter | float:
-    """A per-channel ``nn.Parameter`` filled with ``value`` (``learn``) or the plain float ``value``."""
-    return nn.Parameter(torch.full(shape, float(value))) if learn else float(value)
-
-
-class SpikingNeuron(nn.Module):
-    """Base of the neuron layers: surrogate, optional learnable ``surrogate_alpha[C]``, streaming state.
+class SpikingNeuron(Mirror):
+    """Base of the neuron mirrors: surrogate, optional learnable ``surrogate_alpha[C]``, streaming state.
 
     ``forward(x[T, ...], state=None, return_state=False)`` -> ``spikes[T, ...]`` (or
     ``(spikes, (v, a))``); ``stateful=True`` carries ``(v, a)`` between calls (``reset_state()``).
+    A kind writes :meth:`scan_kwargs`, its parameters in :func:`neuron_scan`.
     """
 
+    source = jneurons.SpikingNeuron
+    takes_rngs = False
     adaptive = False
 
-    def __init__(self, *, num_channels: int | None = None, surrogate: str = "atan",
-                 surrogate_alpha: float | None = None, learnable_surrogate: bool = False,
-                 backend: str = "xla", stateful: bool = False):
-        super().__init__()
-        self.num_channels = num_channels
-        self.channel_shape = _channels(num_channels)
-        self.surrogate_shape = _canonical_surrogate(surrogate)
-        alpha = SURROGATE_DEFAULTS[self.surrogate_shape] if surrogate_alpha is None else float(surrogate_alpha)
-        if alpha <= 0:
-            raise ValueError(f"surrogate_alpha: expected > 0, got {alpha}")
-        self.learnable_surrogate = bool(learnable_surrogate)
-        if self.learnable_surrogate:
-            self.surrogate_alpha = nn.Parameter(torch.full(self.channel_shape, alpha, dtype=torch.float32))
-        else:
-            self.surrogate_alpha_value = alpha
-        self.backend = backend
-        self.stateful = bool(stateful)
+    def copy_tree(self, module):
+        super().copy_tree(module)
+        _surrogate_shape(self.surrogate_shape)
         self._state: tuple[Tensor, Tensor] | None = None
 
     def alpha(self) -> Tensor:
         if self.learnable_surrogate:
             return self.surrogate_alpha
         return torch.tensor(self.surrogate_alpha_value, dtype=torch.float32)
+
+    def reset_kwargs(self) -> dict[str, Any]:
+        return dict(reset=self.reset, detach_reset=self.detach_reset, reset_delay=getattr(self, "reset_delay", False))
 
     def scan_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`neuron_scan` for this layer (subclasses)."""
@@ -330,92 +477,54 @@ class SpikingNeuron(nn.Module):
 class IF(SpikingNeuron):
     """Integrate-and-fire: ``H_t = V_{t-1} + X_t``, ``S_t = Θ(H_t - θ)``, ``V_t = reset(H_t, S_t)``."""
 
-    def __init__(self, *, threshold: float = 1.0, reset: str = "subtract", detach_reset: bool = False,
-                 reset_delay: bool = False, **kwargs):
-        super().__init__(**kwargs)
-        self.threshold, self.reset = float(threshold), _check_reset(reset)
-        self.detach_reset, self.reset_delay = bool(detach_reset), bool(reset_delay)
+    source = jneurons.IF
 
     def scan_kwargs(self):
-        return dict(beta=torch.tensor(1.0), threshold=self.threshold, decay_input=False, reset=self.reset,
-                    detach_reset=self.detach_reset, reset_delay=self.reset_delay)
+        return dict(beta=torch.tensor(1.0), threshold=self.threshold, decay_input=False, **self.reset_kwargs())
 
 
 class LIF(SpikingNeuron):
     """Leaky integrate-and-fire: ``H_t = β V_{t-1} + γ X_t``; ``tau`` (β = 1 - 1/τ, γ = 1/τ by
     default) or ``beta`` (γ = 1 by default); default τ = 2."""
 
-    def __init__(self, *, tau: float | None = None, beta: float | None = None, decay_input: bool | None = None,
-                 threshold: float = 1.0, reset: str = "subtract", detach_reset: bool = False,
-                 reset_delay: bool = False, **kwargs):
-        super().__init__(**kwargs)
-        self._beta, self.decay_input = _decay(tau, beta, decay_input, 2.0, None)
-        self.tau, self.beta = tau, beta
-        self.threshold, self.reset = float(threshold), _check_reset(reset)
-        self.detach_reset, self.reset_delay = bool(detach_reset), bool(reset_delay)
+    source = jneurons.LIF
 
     def scan_kwargs(self):
-        return dict(beta=self._beta, threshold=self.threshold, decay_input=self.decay_input, reset=self.reset,
-                    detach_reset=self.detach_reset, reset_delay=self.reset_delay)
+        beta, decay_input = _leak(self.tau, self.beta, self.decay_input, 2.0, None)
+        return dict(beta=beta, threshold=self.threshold, decay_input=decay_input, **self.reset_kwargs())
 
 
 class ALIF(SpikingNeuron):
     """Adaptive LIF: ``θ_t = θ + b a_{t-1}``, ``a_t = ρ a_{t-1} + S_t``; otherwise as :class:`LIF`."""
 
+    source = jneurons.ALIF
     adaptive = True
 
-    def __init__(self, *, tau: float | None = None, beta: float | None = None, decay_input: bool | None = None,
-                 threshold: float = 1.0, adapt_scale: float = 1.0, adapt_decay: float = 0.9,
-                 reset: str = "subtract", detach_reset: bool = False, **kwargs):
-        super().__init__(**kwargs)
-        self._beta, self.decay_input = _decay(tau, beta, decay_input, 2.0, None)
-        self.threshold, self.reset, self.detach_reset = float(threshold), _check_reset(reset), bool(detach_reset)
-        self.adapt_scale, self.adapt_decay = float(adapt_scale), float(adapt_decay)
-
     def scan_kwargs(self):
-        return dict(beta=self._beta, threshold=self.threshold, decay_input=self.decay_input, reset=self.reset,
-                    detach_reset=self.detach_reset, adaptive=True, adapt_scale=self.adapt_scale,
-                    adapt_decay=self.adapt_decay)
+        beta, decay_input = _leak(self.tau, self.beta, self.decay_input, 2.0, None)
+        return dict(beta=beta, threshold=self.threshold, decay_input=decay_input, adaptive=True,
+                    adapt_scale=self.adapt_scale, adapt_decay=self.adapt_decay, **self.reset_kwargs())
 
 
 class PLIF(SpikingNeuron):
     """Parametric LIF: learnable ``decay_logit[C]`` (``β = 1 - sigmoid(w)``) and ``threshold[C]``."""
 
-    def __init__(self, num_channels: int | None = None, *, init_tau: float = 2.0, threshold: float = 1.0,
-                 learn_threshold: bool = True, decay_input: bool = True, reset: str = "subtract",
-                 detach_reset: bool = False, reset_delay: bool = False, **kwargs):
-        super().__init__(num_channels=num_channels, **kwargs)
-        if not init_tau > 1.0:
-            raise ValueError(f"init_tau: expected > 1, got {init_tau}")
-        self.decay_logit = nn.Parameter(torch.full(self.channel_shape, -math.log(init_tau - 1.0)))
-        self.learn_threshold = bool(learn_threshold)
-        self.threshold = _param_or_value(self.learn_threshold, self.channel_shape, threshold)
-        self.decay_input, self.reset = bool(decay_input), _check_reset(reset)
-        self.detach_reset, self.reset_delay = bool(detach_reset), bool(reset_delay)
+    source = jneurons.PLIF
 
     def scan_kwargs(self):
         return dict(beta=1.0 - torch.sigmoid(self.decay_logit), threshold=self.threshold,
-                    decay_input=self.decay_input, reset=self.reset, detach_reset=self.detach_reset,
-                    reset_delay=self.reset_delay)
+                    decay_input=bool(self.decay_input), **self.reset_kwargs())
 
 
 class Ternary(SpikingNeuron):
     """Ternary LIF: output ``amplitude · S_t``, ``S_t = Θ(H_t - θ) - Θ(-H_t - θ)`` ∈ {-1, 0, 1}."""
 
-    def __init__(self, num_channels: int | None = None, *, tau: float | None = None, beta: float | None = None,
-                 decay_input: bool | None = None, threshold: float = 1.0, amplitude: float = 1.0,
-                 learn_amplitude: bool = True, reset: str = "subtract", detach_reset: bool = False,
-                 reset_delay: bool = False, **kwargs):
-        super().__init__(num_channels=num_channels, **kwargs)
-        self._beta, self.decay_input = _decay(tau, beta, decay_input, 2.0, None)
-        self.threshold, self.reset = float(threshold), _check_reset(reset)
-        self.learn_amplitude = bool(learn_amplitude)
-        self.amplitude = _param_or_value(self.learn_amplitude, self.channel_shape, amplitude)
-        self.detach_reset, self.reset_delay = bool(detach_reset), bool(reset_delay)
+    source = jneurons.Ternary
 
     def scan_kwargs(self):
-        return dict(beta=self._beta, threshold=self.threshold, decay_input=self.decay_input, reset=self.reset,
-                    detach_reset=self.detach_reset, reset_delay=self.reset_delay, kind="ternary")
+        beta, decay_input = _leak(self.tau, self.beta, self.decay_input, 2.0, None)
+        return dict(beta=beta, threshold=self.threshold, decay_input=decay_input, kind="ternary",
+                    **self.reset_kwargs())
 
     def postprocess(self, spikes):
         return (spikes * self.amplitude).to(spikes.dtype)
@@ -424,73 +533,63 @@ class Ternary(SpikingNeuron):
 class MultiLevel(SpikingNeuron):
     """Multi-level neuron: ``S_t = Σ_{k=1..L} Θ(H_t - kθ)``; default β = 1 (no leak)."""
 
-    def __init__(self, *, levels: int = 4, tau: float | None = None, beta: float | None = None,
-                 decay_input: bool | None = None, threshold: float = 1.0, reset: str = "subtract",
-                 detach_reset: bool = False, reset_delay: bool = False, **kwargs):
-        super().__init__(**kwargs)
-        if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
-            raise ValueError(f"levels: expected an integer >= 1, got {levels!r}")
-        self.levels = levels
-        self._beta, self.decay_input = _decay(tau, beta, decay_input, None, 1.0)
-        self.threshold, self.reset = float(threshold), _check_reset(reset)
-        self.detach_reset, self.reset_delay = bool(detach_reset), bool(reset_delay)
+    source = jneurons.MultiLevel
 
     def scan_kwargs(self):
-        return dict(beta=self._beta, threshold=self.threshold, decay_input=self.decay_input, reset=self.reset,
-                    detach_reset=self.detach_reset, reset_delay=self.reset_delay, kind="multilevel",
-                    levels=self.levels)
+        beta, decay_input = _leak(self.tau, self.beta, self.decay_input, None, 1.0)
+        return dict(beta=beta, threshold=self.threshold, decay_input=decay_input, kind="multilevel",
+                    levels=self.levels, **self.reset_kwargs())
 
 
-NEURONS: dict[str, type[SpikingNeuron]] = {
-    "if": IF, "lif": LIF, "alif": ALIF, "plif": PLIF, "ternary": Ternary, "multilevel": MultiLevel,
-}
+del _MIRRORS[jneurons.SpikingNeuron]  # the base has no equations: a kind without a mirror is a TypeError
+NEURONS: dict[str, type[SpikingNeuron]] = {k: _MIRRORS[c] for k, c in snn.NEURONS.items() if c in _MIRRORS}
+"""The neuron mirrors by name (the names of :data:`spikejax.nn.NEURONS` that have one)."""
 
 
 def make_neuron(kind: str, *, num_channels: int | None = None, **kwargs) -> SpikingNeuron:
-    """Build a neuron layer by name, as :func:`spikejax.nn.make_neuron`."""
-    if kind not in NEURONS:
-        raise ValueError(f"neuron: unknown neuron {kind!r}; expected one of {sorted(NEURONS)}")
-    cls = NEURONS[kind]
-    if cls in (PLIF, Ternary):
-        return cls(num_channels, **kwargs)
-    if kwargs.get("learnable_surrogate"):
-        return cls(num_channels=num_channels, **kwargs)
-    return cls(**kwargs)
+    """The mirror of :func:`spikejax.nn.make_neuron` ``(kind, num_channels=..., **kwargs)``."""
+    return mirror(snn.make_neuron(kind, num_channels=num_channels, **kwargs))
 
 
-# --- norms ------------------------------------------------------------------------------------------
+# --- norms and convolutions on channels-last activations ----------------------------------------------
 
 
 class ChannelLastBatchNorm(nn.BatchNorm1d):
     """BatchNorm over every axis but the last (Flax ``nnx.BatchNorm`` on ``[..., C]``).
 
     Parameters and buffers are PyTorch's (``weight``, ``bias``, ``running_mean``, ``running_var``,
-    ``num_batches_tracked``); ``eps=1e-5``, ``momentum=0.01`` (Flax's 0.99).
+    ``num_batches_tracked``); ``eps`` and ``momentum`` (PyTorch's: ``1 -`` Flax's) are the mirrored
+    ``nnx.BatchNorm``'s.
     """
 
-    def __init__(self, num_features: int):
-        super().__init__(num_features, eps=1e-5, momentum=0.01)
+    def __init__(self, num_features: int, *, eps: float, momentum: float, affine: bool = True):
+        super().__init__(num_features, eps=eps, momentum=momentum, affine=affine)
 
     def forward(self, x: Tensor) -> Tensor:
         shape = x.shape
         return super().forward(x.reshape(-1, shape[-1])).reshape(shape)
 
 
-def _make_norm(kind: str, features: int) -> nn.Module | None:
-    if kind == "none":
-        return None
-    if kind == "batch":
-        return ChannelLastBatchNorm(features)
-    if kind == "layer":
-        return nn.LayerNorm(features, eps=1e-6)
-    raise ValueError(f"norm: unknown norm {kind!r}; expected one of ('none', 'batch', 'layer')")
+class ChannelLastConv2d(nn.Conv2d):
+    """``nn.Conv2d`` on channels-last ``x[N, H, W, C]`` (Flax ``nnx.Conv``'s layout): permutes to NCHW
+    and back. :meth:`from_flax` reads the kernel size, strides, padding, dilation, groups and bias of an
+    ``nnx.Conv``."""
+
+    @classmethod
+    def from_flax(cls, conv: nnx.Conv) -> ChannelLastConv2d:
+        if len(conv.kernel_size) != 2 or _pair(conv.input_dilation) != (1, 1) or conv.mask is not None:
+            raise TypeError(f"module: only 2-D nnx.Conv without input dilation or mask has a PyTorch mirror, "
+                            f"got kernel_size={conv.kernel_size}")
+        kernel, stride, dilation = tuple(conv.kernel_size), _pair(conv.strides), _pair(conv.kernel_dilation)
+        return cls(conv.in_features, conv.out_features, kernel, stride=stride,
+                   padding=_conv_padding(conv.padding, kernel, stride, dilation), dilation=dilation,
+                   groups=conv.feature_group_count, bias=conv.use_bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
 
-def _apply(module: nn.Module | None, x: Tensor) -> Tensor:
-    return x if module is None else module(x)
-
-
-# --- attention ------------------------------------------------------------------------------------
+# --- attention: the cores and the mixers -----------------------------------------------------------------
 
 
 def _feature_map(x: Tensor, kind: str) -> Tensor:
@@ -515,9 +614,8 @@ def ssa_core(q: Tensor, k: Tensor, v: Tensor, *, scale: float, causal: bool = Fa
     return (scores @ v) * scale
 
 
-LINEAR_ATTENTION_EPS = 1.0
-"""Default ε of the normalized linear attention (as :data:`spikejax.nn.LINEAR_ATTENTION_EPS`): with
-non-negative features ``ε = 1`` keeps ``∂y_i/∂q_i`` bounded for a query without spikes."""
+LINEAR_ATTENTION_EPS = snn.LINEAR_ATTENTION_EPS
+"""Default ε of the normalized linear attention (:data:`spikejax.nn.LINEAR_ATTENTION_EPS`)."""
 
 
 def linear_attention_core(q: Tensor, k: Tensor, v: Tensor, *, feature: str = "identity", normalize: bool = True,
@@ -550,63 +648,52 @@ def sliding_window_core(q: Tensor, k: Tensor, v: Tensor, *, window: int, scale: 
     return (torch.where(mask, scores, 0.0) @ v) * scale
 
 
-class SpikeAttentionBase(nn.Module):
-    """Spiking Q/K/V projections, a token-mixing core, the output projection (as
-    :class:`spikejax.nn.SpikeAttentionBase`). ``x[T, B, L, D] -> y[T, B, L, D]``."""
+def split_heads(x: Tensor, num_heads: int) -> Tensor:
+    """``[T, B, L, D] -> [T, B, H, L, d]``."""
+    T, B, L, D = x.shape
+    return x.reshape(T, B, L, num_heads, D // num_heads).permute(0, 1, 3, 2, 4)
 
-    uses_attn_neuron = True
 
-    def __init__(self, d_model: int, num_heads: int, *, causal: bool = False, scale: float | None = None,
-                 neuron: str = "lif", neuron_kwargs: dict[str, Any] | None = None, attn_threshold: float = 0.5,
-                 mix_norm: str = "none", norm: str = "none", input_neuron: bool = False,
-                 output_neuron: bool = False, use_bias: bool = True, backend: str = "xla"):
-        super().__init__()
-        if d_model % num_heads:
-            raise ValueError(f"d_model: {d_model} is not divisible by num_heads={num_heads}")
-        self.d_model, self.num_heads, self.head_dim = d_model, num_heads, d_model // num_heads
-        self.causal = bool(causal)
-        self.scale = float(1.0 / math.sqrt(self.head_dim) if scale is None else scale)
-        kw = dict(neuron_kwargs or {})
-        kw["backend"] = backend
+def merge_heads(x: Tensor) -> Tensor:
+    """``[T, B, H, L, d] -> [T, B, L, H·d]``."""
+    T, B, H, L, d = x.shape
+    return x.permute(0, 1, 3, 2, 4).reshape(T, B, L, H * d)
 
-        def neuron_(channels: int, **extra) -> SpikingNeuron:
-            return make_neuron(neuron, num_channels=channels, **{**kw, **extra})
 
-        D = d_model
-        self.input_neuron = neuron_(D) if input_neuron else None
-        self.q_proj = nn.Linear(D, D, bias=use_bias)
-        self.k_proj = nn.Linear(D, D, bias=use_bias)
-        self.v_proj = nn.Linear(D, D, bias=use_bias)
-        self.q_norm, self.k_norm, self.v_norm = (_make_norm(norm, D) for _ in range(3))
-        self.q_neuron, self.k_neuron, self.v_neuron = (neuron_(D) for _ in range(3))
-        self._build_mixer(neuron_)
-        mixed = self.mixed_dim
-        self.mix_norm = _make_norm(mix_norm, mixed)
-        self.attn_neuron = neuron_(mixed, threshold=attn_threshold) if self.uses_attn_neuron else None
-        self.out_proj = nn.Linear(mixed, D, bias=use_bias)
-        self.out_norm = _make_norm(norm, D)
-        self.output_neuron = neuron_(D) if output_neuron else None
+def head_core(core: Any, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """A spikejax head core (:class:`spikejax.nn.attention.SSAHeads`, ``LinearHeads``, ``WindowHeads``,
+    its settings) computed here on heads ``[T, B, H, L, d]``."""
+    if isinstance(core, jattn.SSAHeads):
+        return ssa_core(q, k, v, scale=core.scale, causal=core.causal)
+    if isinstance(core, jattn.LinearHeads):
+        return linear_attention_core(q, k, v, feature=core.feature_map, normalize=core.normalize, eps=core.eps,
+                                     scale=core.scale, causal=core.causal)
+    if isinstance(core, jattn.WindowHeads):
+        return sliding_window_core(q, k, v, window=core.window, scale=core.scale, softmax=core.softmax)
+    raise TypeError(f"mixer: head core {type(core).__name__} has no PyTorch mirror")
 
-    @property
-    def mixed_dim(self) -> int:
-        return self.d_model
 
-    def _build_mixer(self, neuron_) -> None:
-        pass
+def mix(mixer: Any, q: Tensor, k: Tensor, v: Tensor, neurons: Mapping[str, nn.Module]) -> Tensor:
+    """A spikejax mixer (``PerHead``, ``SpikeDrivenMixer``, ``Concat`` of :mod:`spikejax.nn.attention`)
+    computed here on spikes ``q, k, v: [T, B, L, D]`` -> ``[T, B, L, mixer.width(D)]``; ``neurons``
+    are the mixer's own neuron mirrors by name (SDSA's ``kv_neuron``)."""
+    if isinstance(mixer, jattn.PerHead):
+        H = mixer.num_heads
+        return merge_heads(head_core(mixer.core, split_heads(q, H), split_heads(k, H), split_heads(v, H)))
+    if isinstance(mixer, jattn.SpikeDrivenMixer):
+        kv = k * v
+        kv = torch.cumsum(kv, dim=2) if mixer.causal else kv.sum(dim=2, keepdim=True)
+        return q * neurons["kv_neuron"](kv)
+    if isinstance(mixer, jattn.Concat):
+        return torch.cat([mix(p, q, k, v, neurons) for p in mixer.parts], dim=-1)
+    raise TypeError(f"mixer: {type(mixer).__name__} has no PyTorch mirror")
 
-    def split_heads(self, x: Tensor) -> Tensor:
-        """``[T, B, L, D] -> [T, B, H, L, d]``."""
-        T, B, L, _ = x.shape
-        return x.reshape(T, B, L, self.num_heads, self.head_dim).permute(0, 1, 3, 2, 4)
 
-    @staticmethod
-    def merge_heads(x: Tensor) -> Tensor:
-        """``[T, B, H, L, d] -> [T, B, L, H·d]``."""
-        T, B, H, L, d = x.shape
-        return x.permute(0, 1, 3, 2, 4).reshape(T, B, L, H * d)
+class SpikingAttention(Mirror):
+    """Spiking Q/K/V projections, the spikejax module's ``mixer`` (:func:`mix`), the output projection
+    (as :class:`spikejax.nn.SpikingAttention`). ``x[T, B, L, D] -> y[T, B, L, D]``."""
 
-    def mix(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        raise NotImplementedError
+    source = jattn.SpikingAttention
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[-1] != self.d_model:
@@ -615,144 +702,62 @@ class SpikeAttentionBase(nn.Module):
         q = self.q_neuron(_apply(self.q_norm, self.q_proj(h)))
         k = self.k_neuron(_apply(self.k_norm, self.k_proj(h)))
         v = self.v_neuron(_apply(self.v_norm, self.v_proj(h)))
-        y = self.out_proj(_apply(self.attn_neuron, _apply(self.mix_norm, self.mix(q, k, v))))
+        mixed = mix(self.mixer, q, k, v, {name: getattr(self, name) for name, _ in self.mixer.neurons})
+        y = self.out_proj(_apply(self.attn_neuron, _apply(self.mix_norm, mixed)))
         return _apply(self.output_neuron, _apply(self.out_norm, y))
 
 
-class SpikingSelfAttention(SpikeAttentionBase):
+SpikeAttentionBase = SpikingAttention
+"""Deprecated alias of :class:`SpikingAttention`."""
+
+
+class SpikingSelfAttention(SpikingAttention):
     """Spikformer SSA: ``SN((Q Kᵀ ⊙ M) V · scale)``."""
 
-    def mix(self, q, k, v):
-        h = self.split_heads
-        return self.merge_heads(ssa_core(h(q), h(k), h(v), scale=self.scale, causal=self.causal))
+    source = jattn.SpikingSelfAttention
 
 
-class SpikeDrivenSelfAttention(SpikeAttentionBase):
+class SpikeDrivenSelfAttention(SpikingAttention):
     """SDSA: ``Q ⊗ SN(Σ_j K_j ⊗ V_j)`` (prefix sums if causal); ``kv_neuron`` threshold ``kv_threshold``."""
 
-    uses_attn_neuron = False
-
-    def __init__(self, d_model: int, num_heads: int, *, kv_threshold: float = 0.5, **kwargs):
-        self.kv_threshold = float(kv_threshold)
-        super().__init__(d_model, num_heads, **kwargs)
-
-    def _build_mixer(self, neuron_):
-        self.kv_neuron = neuron_(self.d_model, threshold=self.kv_threshold)
-
-    def mix(self, q, k, v):
-        kv = k * v
-        kv = torch.cumsum(kv, dim=2) if self.causal else kv.sum(dim=2, keepdim=True)
-        return q * self.kv_neuron(kv)
+    source = jattn.SpikeDrivenSelfAttention
 
 
-SIGNED_SPIKE_NEURONS = ("ternary",)  # as spikejax.nn.attention.SIGNED_SPIKE_NEURONS
+class LinearSpikeAttention(SpikingAttention):
+    """Causal linear attention on spikes (:func:`linear_attention_core`)."""
+
+    source = jattn.LinearSpikeAttention
 
 
-def _set_linear_options(attn: SpikeAttentionBase, feature_map: str, normalize: bool, eps: float,
-                        chunk_size: int, neuron: str = "lif") -> None:
-    """Store the linear-attention arguments (of :class:`LinearSpikeAttention` and
-    :class:`HybridSpikeAttention`), checked and resolved (``"auto"``) as in :mod:`spikejax.nn.attention`."""
-    if feature_map == "auto":
-        feature_map = "relu" if neuron in SIGNED_SPIKE_NEURONS else "identity"
-    if not float(eps) > 0:
-        raise ValueError(f"eps: expected > 0 (the normaliser φ(q)ᵀz + eps can be 0), got {eps!r}")
-    attn.feature_map, attn.normalize, attn.eps = feature_map, bool(normalize), float(eps)
-    attn.chunk_size = chunk_size  # the JAX chunking; the value does not depend on it
-
-
-def _linear_core(attn: SpikeAttentionBase, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    """:func:`linear_attention_core` with ``attn``'s options on heads ``[T, B, H, L, d]``."""
-    return linear_attention_core(q, k, v, feature=attn.feature_map, normalize=attn.normalize, eps=attn.eps,
-                                 scale=attn.scale, causal=attn.causal)
-
-
-class LinearSpikeAttention(SpikeAttentionBase):
-    """Causal linear attention on spikes (:func:`linear_attention_core`), ``eps`` default 1
-    (:data:`LINEAR_ATTENTION_EPS`)."""
-
-    def __init__(self, d_model: int, num_heads: int, *, causal: bool = True, feature_map: str = "auto",
-                 normalize: bool = True, eps: float = LINEAR_ATTENTION_EPS, chunk_size: int = 64, **kwargs):
-        _set_linear_options(self, feature_map, normalize, eps, chunk_size, kwargs.get("neuron", "lif"))
-        super().__init__(d_model, num_heads, causal=causal, **kwargs)
-
-    def mix(self, q, k, v):
-        h = self.split_heads
-        return self.merge_heads(_linear_core(self, h(q), h(k), h(v)))
-
-
-class SlidingWindowSpikeAttention(SpikeAttentionBase):
+class SlidingWindowSpikeAttention(SpikingAttention):
     """Causal sliding-window attention of width ``window`` (:func:`sliding_window_core`)."""
 
-    def __init__(self, d_model: int, num_heads: int, *, window: int = 64, softmax: bool = False,
-                 causal: bool = True, **kwargs):
-        if not causal:
-            raise ValueError("causal: SlidingWindowSpikeAttention is causal; got causal=False")
-        self.window, self.softmax = int(window), bool(softmax)
-        super().__init__(d_model, num_heads, causal=True, **kwargs)
-
-    def mix(self, q, k, v):
-        h = self.split_heads
-        return self.merge_heads(sliding_window_core(h(q), h(k), h(v), window=self.window, scale=self.scale,
-                                                    softmax=self.softmax))
+    source = jattn.SlidingWindowSpikeAttention
 
 
-class HybridSpikeAttention(SpikeAttentionBase):
+class HybridSpikeAttention(SpikingAttention):
     """``out_proj(SN([linear ‖ sliding window]))``, mixed width 2D."""
 
-    def __init__(self, d_model: int, num_heads: int, *, window: int = 64, softmax: bool = False,
-                 feature_map: str = "auto", normalize: bool = True, eps: float = LINEAR_ATTENTION_EPS,
-                 chunk_size: int = 64, causal: bool = True, **kwargs):
-        if not causal:
-            raise ValueError("causal: HybridSpikeAttention is causal; got causal=False")
-        self.window, self.softmax = int(window), bool(softmax)
-        _set_linear_options(self, feature_map, normalize, eps, chunk_size, kwargs.get("neuron", "lif"))
-        super().__init__(d_model, num_heads, causal=True, **kwargs)
-
-    @property
-    def mixed_dim(self) -> int:
-        return 2 * self.d_model
-
-    def mix(self, q, k, v):
-        qh, kh, vh = self.split_heads(q), self.split_heads(k), self.split_heads(v)
-        lin = _linear_core(self, qh, kh, vh)
-        swa = sliding_window_core(qh, kh, vh, window=self.window, scale=self.scale, softmax=self.softmax)
-        return torch.cat([self.merge_heads(lin), self.merge_heads(swa)], dim=-1)
+    source = jattn.HybridSpikeAttention
 
 
-ATTENTIONS: dict[str, type[SpikeAttentionBase]] = {
-    "ssa": SpikingSelfAttention,
-    "sdsa": SpikeDrivenSelfAttention,
-    "linear": LinearSpikeAttention,
-    "sliding": SlidingWindowSpikeAttention,
-    "hybrid": HybridSpikeAttention,
-}
+ATTENTIONS: dict[str, type[SpikingAttention]] = {k: _MIRRORS[c] for k, c in snn.ATTENTIONS.items() if c in _MIRRORS}
+"""The attention mirrors by name (the names of :data:`spikejax.nn.ATTENTIONS`)."""
 
 
-def make_attention(kind: str, d_model: int, num_heads: int, **kwargs) -> SpikeAttentionBase:
-    """Build an attention module by name, as :func:`spikejax.nn.make_attention`."""
-    if kind not in ATTENTIONS:
-        raise ValueError(f"attention: unknown attention {kind!r}; expected one of {sorted(ATTENTIONS)}")
-    return ATTENTIONS[kind](d_model, num_heads, **kwargs)
+def make_attention(kind: str, d_model: int, num_heads: int, **kwargs) -> SpikingAttention:
+    """The mirror of :func:`spikejax.nn.make_attention` ``(kind, d_model, num_heads, **kwargs)``."""
+    kwargs.setdefault("rngs", nnx.Rngs(0))
+    return mirror(snn.make_attention(kind, d_model, num_heads, **kwargs))
 
 
 # --- blocks and models ------------------------------------------------------------------------------
 
 
-class SpikingMLP(nn.Module):
+class SpikingMLP(Mirror):
     """``[in_neuron] → fc1 → norm1 → hidden_neuron → fc2 → norm2 → [out_neuron]`` on ``[T, ..., D]``."""
 
-    def __init__(self, d_model: int, hidden_dim: int, *, norm: str = "none", input_neuron: bool = False,
-                 output_neuron: bool = False, neuron: str = "lif", neuron_kwargs: dict[str, Any] | None = None,
-                 use_bias: bool = True, backend: str = "xla"):
-        super().__init__()
-        kw = {**(neuron_kwargs or {}), "backend": backend}
-        self.input_neuron = make_neuron(neuron, num_channels=d_model, **kw) if input_neuron else None
-        self.fc1 = nn.Linear(d_model, hidden_dim, bias=use_bias)
-        self.norm1 = _make_norm(norm, hidden_dim)
-        self.hidden_neuron = make_neuron(neuron, num_channels=hidden_dim, **kw)
-        self.fc2 = nn.Linear(hidden_dim, d_model, bias=use_bias)
-        self.norm2 = _make_norm(norm, d_model)
-        self.output_neuron = make_neuron(neuron, num_channels=d_model, **kw) if output_neuron else None
+    source = jblocks.SpikingMLP
 
     def forward(self, x: Tensor) -> Tensor:
         h = _apply(self.input_neuron, x)
@@ -760,74 +765,54 @@ class SpikingMLP(nn.Module):
         return _apply(self.output_neuron, _apply(self.norm2, self.fc2(h)))
 
 
-class SpikingTransformerBlock(nn.Module):
-    """Spiking transformer block on ``[T, B, L, D]`` (``norm`` "pre"/"bn", ``shortcut`` "membrane"/"spike")::
+class SpikingTransformerBlock(Mirror):
+    """Spiking transformer block on ``[T, B, L, D]``: ``u = u + Attn(N₁(u));   u = u + MLP(N₂(u))``."""
 
-        u = u + Attn(N₁(u));   u = u + MLP(N₂(u))
-    """
-
-    def __init__(self, d_model: int, num_heads: int, *, attention: str = "ssa", mlp_ratio: float = 4.0,
-                 norm: str = "pre", shortcut: str = "membrane", causal: bool = False,
-                 attention_kwargs: dict[str, Any] | None = None, neuron: str = "lif",
-                 neuron_kwargs: dict[str, Any] | None = None, backend: str = "xla"):
-        super().__init__()
-        if norm not in ("pre", "bn"):
-            raise ValueError(f"norm: unknown block norm {norm!r}; expected one of ('pre', 'bn')")
-        if shortcut not in ("membrane", "spike"):
-            raise ValueError(f"shortcut: unknown shortcut {shortcut!r}; expected one of ('membrane', 'spike')")
-        self.norm, self.shortcut = norm, shortcut
-        inner = "batch" if norm == "bn" else "none"
-        membrane = shortcut == "membrane"
-        common = dict(neuron=neuron, neuron_kwargs=neuron_kwargs, backend=backend)
-        akw = dict(attention_kwargs or {})
-        if attention in ("ssa", "sdsa"):
-            akw["causal"] = causal
-        self.attn_norm = nn.LayerNorm(d_model, eps=1e-6) if norm == "pre" else None
-        self.attn = make_attention(attention, d_model, num_heads, norm=inner, input_neuron=membrane,
-                                   output_neuron=not membrane, **akw, **common)
-        self.mlp_norm = nn.LayerNorm(d_model, eps=1e-6) if norm == "pre" else None
-        hidden = max(1, int(round(mlp_ratio * d_model)))
-        self.mlp = SpikingMLP(d_model, hidden, norm=inner, input_neuron=membrane, output_neuron=not membrane,
-                              **common)
+    source = jblocks.SpikingTransformerBlock
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.attn(_apply(self.attn_norm, x))
         return x + self.mlp(_apply(self.mlp_norm, x))
 
 
-def _blocks(cfg: dict[str, Any], causal: bool) -> nn.ModuleList:
-    return nn.ModuleList([
-        SpikingTransformerBlock(
-            cfg["d_model"], cfg["num_heads"], attention=cfg["attention"], mlp_ratio=cfg["mlp_ratio"],
-            norm=cfg["norm"], shortcut=cfg["shortcut"], causal=causal, attention_kwargs=cfg["attention_kwargs"],
-            neuron=cfg["neuron"], neuron_kwargs=cfg["neuron_kwargs"], backend=cfg["backend"])
-        for _ in range(cfg["num_layers"])
-    ])
+class SpikingPatchEmbed(Mirror):
+    """``x[T, B, H, W, C]`` (channels last) → conv → conv_norm → neuron → proj (p×p, stride p) → proj_norm
+    → ``[T, B, N, D]`` (N = (H/p)(W/p), row-major patches)."""
+
+    source = jmodels.SpikingPatchEmbed
+
+    def forward(self, x: Tensor) -> Tensor:
+        T, B, H, W, C = x.shape
+        p = self.patch_size
+        h = self.conv_norm(self.conv(x.reshape(T * B, H, W, C)))
+        h = self.neuron(h.reshape(T, B, H, W, -1)).reshape(T * B, H, W, -1)
+        return self.proj_norm(self.proj(h)).reshape(T, B, (H // p) * (W // p), -1)
 
 
-_LM_DEFAULTS: dict[str, Any] = dict(
-    vocab_size=256, d_model=64, num_heads=4, num_layers=2, mlp_ratio=4.0, time_steps=4, max_len=256,
-    attention="linear", attention_kwargs={}, norm="pre", shortcut="membrane", neuron="lif", neuron_kwargs={},
-    backend="xla", pos_embedding=True, dtype="float32",
-    dropout=0.0)  # training-only in spikejax (needs a dropout key); the mirror is the inference model
-_SPIKFORMER_DEFAULTS: dict[str, Any] = dict(
-    image_size=32, in_channels=3, patch_size=4, num_classes=10, d_model=64, num_heads=4, num_layers=2,
-    mlp_ratio=4.0, time_steps=4, attention="ssa", attention_kwargs={}, norm="bn", shortcut="spike",
-    neuron="lif", neuron_kwargs={}, backend="xla", dtype="float32")
+def _model_source(model: type[nnx.Module], config_class: type) -> Callable[..., nnx.Module]:
+    """Build ``model`` from a config, a spikejax config of another class's fields, or its dict (the
+    dataclass's defaults, checks and fields)."""
+
+    def build(config: Any, *, rngs: nnx.Rngs) -> nnx.Module:
+        if hasattr(config, "to_dict") and not isinstance(config, config_class):
+            config = config.to_dict()
+        if isinstance(config, dict):
+            config = config_class.from_dict(config)
+        if not isinstance(config, config_class):
+            raise TypeError(f"config: expected a dict (or a {config_class.__name__}), got {type(config)!r}")
+        return model(config, rngs=rngs)
+
+    build.__signature__ = inspect.signature(lambda config, *, rngs: None)
+    return build
 
 
-def _config(config: Any, defaults: dict[str, Any], name: str) -> dict[str, Any]:
-    if hasattr(config, "to_dict"):
-        config = config.to_dict()
-    if not isinstance(config, dict):
-        raise TypeError(f"config: expected a dict (or a spikejax config), got {type(config)!r}")
-    unknown = sorted(set(config) - set(defaults))
-    if unknown:
-        raise ValueError(f"config: unknown {name} fields {unknown}")
-    return {**defaults, **config}
+class _ModelMirror(Mirror):
+    def copy_tree(self, module):
+        super().copy_tree(module)
+        self.config = module.config.to_dict()  # a plain dict on the PyTorch side
 
 
-class SpikingLM(nn.Module):
+class SpikingLM(_ModelMirror):
     """Causal spiking language model (mirror of :class:`spikejax.nn.SpikingLM`).
 
     ``tokens[B, L]`` → ``token_embed + pos_embed`` ``[B, L, D]`` → repeated over T ``[T, B, L, D]``
@@ -835,17 +820,7 @@ class SpikingLM(nn.Module):
     → ``logits[B, L, vocab]``. ``config``: a :class:`spikejax.nn.SpikingLMConfig` or its dict.
     """
 
-    def __init__(self, config: Any):
-        super().__init__()
-        cfg = self.config = _config(config, _LM_DEFAULTS, "SpikingLM")
-        D = cfg["d_model"]
-        self.token_embed = nn.Embedding(cfg["vocab_size"], D)
-        self.pos_embed = nn.Embedding(cfg["max_len"], D) if cfg["pos_embedding"] else None
-        self.embed_neuron = (make_neuron(cfg["neuron"], num_channels=D, backend=cfg["backend"], **cfg["neuron_kwargs"])
-                             if cfg["shortcut"] == "spike" else None)
-        self.blocks = _blocks(cfg, causal=True)
-        self.final_norm = nn.LayerNorm(D, eps=1e-6)
-        self.head = nn.Linear(D, cfg["vocab_size"])
+    source = staticmethod(_model_source(jmodels.SpikingLM, snn.SpikingLMConfig))
 
     def forward(self, tokens: Tensor) -> Tensor:
         if tokens.dim() != 2:
@@ -854,58 +829,20 @@ class SpikingLM(nn.Module):
         e = self.token_embed(tokens)
         if self.pos_embed is not None:
             e = e + self.pos_embed(torch.arange(L, device=tokens.device))[None]
-        x = e[None].expand(self.config["time_steps"], *e.shape)
-        x = _apply(self.embed_neuron, x)
+        x = _apply(self.embed_neuron, e[None].expand(self.config["time_steps"], *e.shape))
         for block in self.blocks:
             x = block(x)
         return self.head(self.final_norm(x)).mean(dim=0)
 
 
-class SpikingPatchEmbed(nn.Module):
-    """``x[T, B, H, W, C]`` (channels last) → conv 3×3 → conv_norm → neuron → proj p×p/p → proj_norm
-    → ``[T, B, N, D]`` (N = (H/p)(W/p), row-major patches)."""
-
-    def __init__(self, in_channels: int, d_model: int, patch_size: int, *, norm: str = "batch",
-                 neuron: str = "lif", neuron_kwargs: dict[str, Any] | None = None, backend: str = "xla"):
-        super().__init__()
-        self.in_channels, self.patch_size = in_channels, patch_size
-        make = ChannelLastBatchNorm if norm == "batch" else (lambda n: nn.LayerNorm(n, eps=1e-6))
-        self.conv = nn.Conv2d(in_channels, d_model, 3, padding=1)
-        self.conv_norm = make(d_model)
-        self.neuron = make_neuron(neuron, num_channels=d_model, backend=backend, **(neuron_kwargs or {}))
-        self.proj = nn.Conv2d(d_model, d_model, patch_size, stride=patch_size)
-        self.proj_norm = make(d_model)
-
-    def forward(self, x: Tensor) -> Tensor:
-        T, B, H, W, C = x.shape
-        p = self.patch_size
-        h = self.conv(x.reshape(T * B, H, W, C).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        h = self.neuron(self.conv_norm(h).reshape(T, B, H, W, -1)).reshape(T * B, H, W, -1)
-        h = self.proj(h.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        return self.proj_norm(h).reshape(T, B, (H // p) * (W // p), -1)
-
-
-class Spikformer(nn.Module):
+class Spikformer(_ModelMirror):
     """Spikformer image classifier (mirror of :class:`spikejax.nn.Spikformer`).
 
     ``images[B, H, W, C]`` (NHWC, repeated over T) or ``[T, B, H, W, C]`` → patch embed + ``pos_embed[N, D]``
     → [embed_neuron] → blocks → mean over tokens → [final_norm] → head → mean over T → ``logits[B, classes]``.
     """
 
-    def __init__(self, config: Any):
-        super().__init__()
-        cfg = self.config = _config(config, _SPIKFORMER_DEFAULTS, "Spikformer")
-        D = cfg["d_model"]
-        n_patches = (cfg["image_size"] // cfg["patch_size"]) ** 2
-        self.patch_embed = SpikingPatchEmbed(cfg["in_channels"], D, cfg["patch_size"],
-                                             norm="batch" if cfg["norm"] == "bn" else "layer", neuron=cfg["neuron"],
-                                             neuron_kwargs=cfg["neuron_kwargs"], backend=cfg["backend"])
-        self.pos_embed = nn.Parameter(torch.zeros(n_patches, D))
-        self.embed_neuron = (make_neuron(cfg["neuron"], num_channels=D, backend=cfg["backend"], **cfg["neuron_kwargs"])
-                             if cfg["shortcut"] == "spike" else None)
-        self.blocks = _blocks(cfg, causal=False)
-        self.final_norm = nn.LayerNorm(D, eps=1e-6) if cfg["norm"] == "pre" else None
-        self.head = nn.Linear(D, cfg["num_classes"])
+    source = staticmethod(_model_source(jmodels.Spikformer, snn.SpikformerConfig))
 
     def forward(self, images: Tensor) -> Tensor:
         if images.dim() == 4:
@@ -917,10 +854,10 @@ class Spikformer(nn.Module):
         x = _apply(self.embed_neuron, self.patch_embed(x) + self.pos_embed)
         for block in self.blocks:
             x = block(x)
-        h = _apply(self.final_norm, x.mean(dim=2))
-        return self.head(h).mean(dim=0)
+        return self.head(_apply(self.final_norm, x.mean(dim=2))).mean(dim=0)
 
 
+_MIRRORS.update({jmodels.SpikingLM: SpikingLM, jmodels.Spikformer: Spikformer})
 MODELS: dict[str, type[nn.Module]] = {"SpikingLM": SpikingLM, "Spikformer": Spikformer}
 
 
