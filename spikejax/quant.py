@@ -42,7 +42,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from spikejax import neurons as F
-from spikejax.nn.neurons import SpikingNeuron, Ternary, _check_reset
+from spikejax.backends import RESETS
+from spikejax.nn.neurons import SpikingNeuron, Ternary
 
 Array = jax.Array
 
@@ -106,7 +107,9 @@ class ChannelTernary(SpikingNeuron):
         self.tau = None if tau is None else float(tau)
         self.beta = None if beta is None else float(beta)
         self.decay_input = decay_input
-        self.reset = _check_reset(reset)
+        if reset not in RESETS:
+            raise ValueError(f"reset: unknown reset {reset!r}; expected one of {RESETS}")
+        self.reset = reset
         self.detach_reset = bool(detach_reset)
         self.reset_delay = bool(reset_delay)
 
