@@ -3,7 +3,7 @@
 Writes ``FILE``'s ``<stem>.safetensors``, ``<stem>.pt`` (when torch is installed) and
 ``<stem>.json`` (see :func:`spikejax.interop.export_torch`); load them in PyTorch with
 :func:`spikejax.interop.torch_modules.load_model`. The checkpoint is restored with
-:func:`spikejax.train.commands.load_checkpoint`, so runs of ``spikejax train lm`` (a
+:func:`spikejax.train.restore.load_checkpoint` (no optimizer built), so runs of ``spikejax train lm`` (a
 :class:`~spikejax.nn.SpikingLM`) and ``spikejax train vision`` (a :class:`~spikejax.nn.Spikformer`,
 BatchNorm running statistics included) both export.
 """
@@ -19,12 +19,12 @@ from spikejax.interop.torch_export import WEIGHT_FORMATS, export_torch
 
 def load_checkpoint_model(checkpoint: str, backend: str = "auto") -> nnx.Module:
     """The NNX model stored in a ``spikejax train`` run directory (or its ``checkpoints/``), latest step,
-    with its neurons on ``backend`` (a run-time choice, see :func:`spikejax.train.commands.load_checkpoint`).
+    with its neurons on ``backend`` (a run-time choice, see :func:`spikejax.train.restore.load_checkpoint`).
 
     Raises :class:`spikejax.train.CheckpointError` (naming ``checkpoint``) for a directory that holds
     no run or a run of an unknown task.
     """
-    from spikejax.train.commands import load_checkpoint
+    from spikejax.train.restore import load_checkpoint
 
     model, _ = load_checkpoint(checkpoint, backend=backend)
     return model

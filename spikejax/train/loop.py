@@ -1,4 +1,4 @@
-"""The training loop shared by ``spikejax train lm`` and ``spikejax train vision``.
+"""The training loop shared by every ``spikejax train`` task.
 
 :func:`fit` builds the model from a :class:`Task`, replicates it over the data mesh, restores the
 latest checkpoint when resuming, and runs ``steps`` jit-compiled train steps with a progress bar.
@@ -37,7 +37,7 @@ from spikejax.train.steps import ModelSplit, NonFiniteError, make_optimizer, mak
 __all__ = ["TrainConfig", "Task", "fit", "model_meta", "dumps"]
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Training settings. ``steps`` total optimizer steps; ``batch_size`` global batch; ``lr`` peak
     learning rate after ``warmup`` steps, cosine to ``0.1·lr``; ``weight_decay``; ``clip`` (global
@@ -80,12 +80,12 @@ class TrainConfig:
                                                 "skip_nonfinite")}
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Task:
-    """What :func:`fit` trains.
+    """What :func:`fit` trains (everything task-specific: :func:`fit` has no branch on the task).
 
     Attributes:
-      name: ``"lm"`` or ``"vision"``.
+      name: the task's name (``"lm"``, ``"vision"``, ``"audio"``, ``"temporal"``), stored with the run.
       model_config: a config with ``build(seed=...)``, ``to_dict()`` and ``time_steps``.
       loss_fn: ``(model, batch) -> (loss, {"accuracy": ...})``.
       eval_fn: ``(model, batch) -> {sums}`` accumulated over :attr:`eval_batches`.
@@ -93,9 +93,12 @@ class Task:
       eval_batches: the fixed evaluation batches.
       eval_summary: ``{sums} -> {"val_loss": ..., ...}``.
       units_per_batch: tokens (or images) in one training batch of ``batch_size``.
-      unit: ``"token"`` or ``"image"``.
+      unit: ``"token"``, ``"image"`` or ``"sample"``.
       data_meta: description of the data stored in checkpoints (vocabulary, fingerprint).
-      after: optional ``(model, print_fn) -> dict`` run at the end (e.g. a text sample).
+      after: optional ``(model, print_fn, out) -> dict`` run at the end (e.g. a text sample, plots into
+        the run directory ``out``, ``None`` when there is none); its values join the summary.
+      step_extras: optional ``{metrics} -> {extra values}`` of every step's ``metrics.jsonl`` line
+        (e.g. bits per character from the loss).
     """
 
     name: str
@@ -109,6 +112,7 @@ class Task:
     unit: str
     data_meta: dict
     after: Callable | None = None
+    step_extras: Callable[[dict[str, float]], dict[str, float]] | None = None
 
 
 def _fmt(v: float) -> str:
@@ -259,7 +263,7 @@ def fit(task: Task, cfg: TrainConfig, *, mesh=None, print_fn: Callable[[str], No
                 ckpt.upgrade = upgrade
     tx = make_optimizer(cfg.lr, plan[0][1], warmup=cfg.warmup, weight_decay=cfg.weight_decay, clip=cfg.clip,
                         segments=[tuple(seg) for seg in plan[1:]], skip_nonfinite=cfg.skip_nonfinite)
-    steps = make_steps(split, tx, task.loss_fn, task.eval_fn, None, seed=cfg.seed)
+    steps = make_steps(split, tx, task.loss_fn, task.eval_fn, seed=cfg.seed)
     state = shd.replicate(steps.init(), mesh)
     if ckpt is not None:
         if found is not None:
@@ -329,8 +333,8 @@ def fit(task: Task, cfg: TrainConfig, *, mesh=None, print_fn: Callable[[str], No
         for i, (done, raw) in enumerate(zip(done_steps, fetched, strict=True)):
             m = {k: (bool(v) if k == "skipped" else float(v)) for k, v in raw.items()}
             record = {"step": done, **m}
-            if task.name == "lm":
-                record["bpc"] = m["loss"] / math.log(2)
+            if task.step_extras is not None:
+                record.update(task.step_extras(m))
             bad = next((q for q in ("loss", "grad_norm") if not math.isfinite(m[q])), None)
             if bad is not None and not m.get("skipped"):
                 log(record)
@@ -436,7 +440,7 @@ def fit(task: Task, cfg: TrainConfig, *, mesh=None, print_fn: Callable[[str], No
     say(energy.table())
     model_final = split.merge(jax.device_get(state.params), jax.device_get(state.stats))
     if task.after is not None and is_main:
-        summary.update(task.after(model_final, say))
+        summary.update(task.after(model_final, say, cfg.out))
     summary["layers"] = {dotted(p): {"rate": s.firing_rate, "dead": s.dead_fraction} for p, s in neurons.items()}
     summary["energy"] = energy.to_dict()
     summary["losses"] = losses
@@ -484,7 +488,3 @@ def _plot(out: str) -> None:
     fig.tight_layout()
     fig.savefig(os.path.join(out, "loss.png"), dpi=100)
     plt.close(fig)
-
-
-def np_batch(*arrays) -> tuple[np.ndarray, ...]:
-    return tuple(np.asarray(a) for a in arrays)

@@ -14,6 +14,7 @@ everything else is generic.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -181,13 +182,17 @@ class Steps(NamedTuple):
 
 
 def make_steps(split: ModelSplit, tx: optax.GradientTransformation, loss_fn: LossFn, eval_fn: LossFn,
-               example_batch: tuple, *, seed: int = 0) -> Steps:
+               example_batch: None = None, *, seed: int = 0) -> Steps:
     """Build the jit-compiled steps of a model split.
 
     ``loss_fn(model, batch, key) -> (loss, aux)`` is minimised (``key``: the step's PRNG key, derived
-    from ``seed``); ``eval_fn(model, batch) -> (count, sums)`` gives sums to be accumulated over
-    evaluation batches.
+    from ``seed``); ``eval_fn(model, batch) -> {sums}`` gives sums to be accumulated over
+    evaluation batches. ``example_batch`` is deprecated (it was never read: the probe takes its
+    shapes from its first batch); leave it out.
     """
+    if example_batch is not None:
+        warnings.warn("make_steps: example_batch is deprecated and unused; leave it out", DeprecationWarning,
+                      stacklevel=2)
 
     def init() -> TrainState:
         return TrainState(jnp.zeros((), jnp.int32), split.params, split.stats, tx.init(split.params))
@@ -233,5 +238,4 @@ def make_steps(split: ModelSplit, tx: optax.GradientTransformation, loss_fn: Los
         grads = {p: {"in": jnp.abs(v["in"]).mean(), "out": jnp.abs(v["out"]).mean()} for p, v in g.items()}
         return spikes, synops, grads
 
-    del example_batch
     return Steps(init, jax.jit(train, donate_argnums=0), jax.jit(evaluate), jax.jit(probe))

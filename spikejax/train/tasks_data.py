@@ -26,29 +26,20 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
+import warnings
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
 from spikejax import datasets as D
+from spikejax.train import losses
 
 __all__ = ["SequenceClassifierConfig", "SequenceClassifier", "ZooModelConfig", "sequence_task", "vision_data_task",
-           "TASK_DEFAULTS", "add_parsers", "make_task"]
+           "SEQUENCE_NEURONS", "RunPlots", "json_fingerprint"]
 
-TASK_DEFAULTS: dict[str, dict[str, Any]] = {
-    # randman on CPU: 10 classes x 100 samples, 50 units, 100 ms in 25 bins of 4 ms
-    "temporal": dict(d_model=128, layers=1, heads=1, time_steps=25, batch_size=64, steps=400, lr=5e-3, warmup=20,
-                     eval_every=100, log_every=25, checkpoint_every=100, attention="ssa"),
-    # SHD / SSC: 1 s in 50 bins of 20 ms, 700 channels
-    "audio": dict(d_model=128, layers=1, heads=1, time_steps=50, batch_size=64, steps=2000, lr=2e-3, warmup=50,
-                  eval_every=250, log_every=50, checkpoint_every=250, attention="ssa"),
-    "vision_data": dict(d_model=64, layers=1, heads=4, time_steps=4, batch_size=32, steps=500, lr=2e-3, warmup=20,
-                        eval_every=100, log_every=25, checkpoint_every=100, attention="ssa"),
-}
 SEQUENCE_NEURONS = ("lif", "alif", "adlif", "rlif", "radlif")
 """Hidden neurons of :class:`SequenceClassifier`: ``lif`` / ``alif`` (:class:`spikejax.nn.LIF` /
 :class:`~spikejax.nn.ALIF`, feed-forward), ``adlif`` (:class:`spikejax.nn.AdLIF`, learnable per-channel
@@ -174,47 +165,19 @@ def _zoo_config(model: str, *, image_size: int, in_channels: int, num_classes: i
     return ZooModelConfig(model, kw, time_steps)
 
 
-# --- losses ---------------------------------------------------------------------------------------
-
-
-def _inputs(x: jax.Array) -> jax.Array:
-    """Batch-major pipeline arrays -> the models' layout: ``[B, T, ...]`` events -> ``[T, B, ...]``;
-    images ``[B, H, W, C]`` stay."""
-    return x if x.ndim == 4 else jnp.swapaxes(x, 0, 1)
-
-
-def _loss(model, batch, key=None):
-    del key
-    x, y = batch
-    logits = model(_inputs(x))
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), {
-        "accuracy": (logits.argmax(-1) == y).mean()}
-
-
-def _eval(model, batch):
-    x, y, mask = batch
-    logits = model(_inputs(x))
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-    return {"loss_sum": (ce * mask).sum(), "count": mask.sum(), "correct": ((logits.argmax(-1) == y) * mask).sum()}
-
-
-def _summary(s: dict) -> dict:
-    return {"val_loss": s["loss_sum"] / s["count"], "val_accuracy": s["correct"] / s["count"]}
-
-
 # --- plots after training ----------------------------------------------------------------------------
 
 
 class RunPlots:
-    """The ``Task.after`` hook: writes the run's PNGs into :attr:`out` (set to the run directory)."""
+    """The ``Task.after`` hook: writes the run's PNGs into the run directory ``out`` (none without one).
 
-    wants_run_dir = True
+    ``sample``: one evaluation input (batch-major row), ``frames``: whether it is an event frame stack."""
 
     def __init__(self, sample: np.ndarray, frames: bool):
-        self.sample, self.frames, self.out = sample, frames, None
+        self.sample, self.frames = sample, frames
 
-    def __call__(self, model, say) -> dict:
-        if self.out is None:
+    def __call__(self, model, say, out: str | None) -> dict:
+        if out is None:
             return {}
         try:
             from spikejax import plot
@@ -222,9 +185,9 @@ class RunPlots:
             return {}
         written = []
         try:
-            path = os.path.join(self.out, "metrics.jsonl")
+            path = os.path.join(out, "metrics.jsonl")
             if os.path.exists(path):
-                written.append(plot.save(plot.training_curves(path), os.path.join(self.out, "curves.png")))
+                written.append(plot.save(plot.training_curves(path), os.path.join(out, "curves.png")))
             x = jnp.asarray(self.sample)
             if isinstance(model, SequenceClassifier):
                 model.eval()
@@ -234,15 +197,15 @@ class RunPlots:
                 plot.raster(np.asarray(x) > 0, ax=axes[0], title="input spikes")
                 for i, s in enumerate(spikes):
                     plot.raster(np.asarray(s[:, 0]), ax=axes[i + 1], title=f"hidden layer {i} ({model.config.neuron})")
-                written.append(plot.save(fig, os.path.join(self.out, "raster.png")))
+                written.append(plot.save(fig, os.path.join(out, "raster.png")))
                 written.append(plot.save(plot.firing_rates({f"layer {i}": np.asarray(s) for i, s in enumerate(spikes)}),
-                                         os.path.join(self.out, "firing_rates.png")))
+                                         os.path.join(out, "firing_rates.png")))
                 potential = np.cumsum(np.asarray(readout[:, 0]), 0) / np.arange(1, len(readout) + 1)[:, None]
                 written.append(plot.save(plot.membrane(potential, title="readout (running mean of the logits)"),
-                                         os.path.join(self.out, "readout.png")))
+                                         os.path.join(out, "readout.png")))
             elif self.frames:
                 written.append(plot.save(plot.event_frames(np.asarray(self.sample)),
-                                         os.path.join(self.out, "frames.png")))
+                                         os.path.join(out, "frames.png")))
         except Exception as e:  # plotting never fails a finished run
             say(f"plots: skipped ({type(e).__name__}: {e})")
             return {}
@@ -278,8 +241,9 @@ def _task(name: str, model_config, train_src, test_src, encode, *, augment, seed
     pipe = D.Pipeline(train_src, batch_size=batch_size, encode=encode, augment=augment, seed=seed,
                       num_workers=num_workers)
     evals = D.eval_batches(test_src, eval_batch_size, encode, max_batches=max_eval_batches)
-    return Task(name=name, model_config=model_config, loss_fn=_loss, eval_fn=_eval, train_batch=_global_rows(pipe),
-                eval_batches=evals, eval_summary=_summary, units_per_batch=lambda b: b, unit="sample",
+    return Task(name=name, model_config=model_config, loss_fn=losses.classification_loss,
+                eval_fn=losses.classification_eval, train_batch=_global_rows(pipe), eval_batches=evals,
+                eval_summary=losses.classification_summary, units_per_batch=lambda b: b, unit="sample",
                 data_meta=meta, after=RunPlots(evals[0][0][0], frames))
 
 
@@ -357,76 +321,15 @@ def vision_data_task(dataset: str, *, data_dir: str | None, model: str = "spikfo
                  frames=info.kind == "events", num_workers=num_workers)
 
 
-# --- CLI -----------------------------------------------------------------------------------------------
+# --- deprecated names --------------------------------------------------------------------------------
 
 
-def _data_flags(p, *, choices: tuple[str, ...], default: str | None = None) -> None:
-    from spikejax.cli import nonneg_int, positive_int
+def __getattr__(name: str):
+    """``TASK_DEFAULTS`` (deprecated): the defaults are :data:`spikejax.train.presets.PRESETS`."""
+    if name != "TASK_DEFAULTS":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from spikejax.train.presets import PRESETS
 
-    g = p.add_argument_group("data")
-    g.add_argument("--dataset", choices=choices, default=default, help="dataset (spikejax.datasets.available())")
-    g.add_argument("--data-dir", help="folder with the dataset's files in its published layout")
-    g.add_argument("--num-workers", type=nonneg_int, default=0, help="grain worker processes (0: threads)")
-    g.add_argument("--eval-batches", type=positive_int, help="evaluation batches (default: the whole test split)")
-
-
-def add_parsers(sub, model_flags, common_flags) -> None:
-    """``spikejax train audio`` and ``spikejax train temporal`` (the vision flags are added by
-    :func:`add_vision_flags`)."""
-    from spikejax.cli import number, positive_int
-
-    for task, help_text, choices, default in (
-            ("audio", "SHD / SSC spike trains with LIF or adaptive (ALIF) neurons", ("shd", "ssc"), None),
-            ("temporal", "spike-timing tasks generated locally (randman)", ("randman",), "randman")):
-        defaults = {"": TASK_DEFAULTS[task]}
-        p = sub.add_parser(task, help=help_text, description=f"Train a spiking sequence classifier: {help_text}.")
-        _data_flags(p, choices=choices, default=default)
-        p.add_argument("--bin-us", type=number(0, low_open=True),
-                       help="time bin in µs (default: the recording length / --time-steps)")
-        p.add_argument("--downsample", type=number(0, 1, low_open=True),
-                       help="scale the channel index with tonic's Downsample (e.g. 0.2: SHD's 700 -> 140)")
-        if task == "temporal":
-            p.add_argument("--classes", type=positive_int, default=10, help="randman classes")
-            p.add_argument("--units", type=positive_int, default=50, help="randman input units")
-            p.add_argument("--per-class", type=positive_int, default=100, help="randman training samples per class")
-            p.add_argument("--dim", type=positive_int, default=1, help="randman manifold dimension (harder: 2, 3)")
-            p.add_argument("--data-seed", type=int, default=0, help="randman manifold seed")
-        model_flags(p, defaults)
-        common_flags(p, defaults)
-        for action in p._actions:  # the sequence model's neurons, not the transformer's
-            if action.dest == "neuron":
-                action.choices = SEQUENCE_NEURONS
-                action.help = ("hidden neuron: lif, alif (feed-forward), adlif (learnable adaptive LIF), rlif, radlif "
-                               "(recurrent LIF / adLIF, spikejax.nn.RecurrentSpiking) (default: lif)")
-
-
-def add_vision_flags(p) -> None:
-    """``--dataset``, ``--data-dir``, ``--model``, ``--augment`` on ``spikejax train vision``."""
-    _data_flags(p, choices=tuple(n for n in D.available() if n not in ("shd", "ssc", "randman")))
-    p.add_argument("--model", default="spikformer", help="zoo model (spikejax.models.list_models()) for --dataset")
-    p.add_argument("--augment", action="store_true", help="random crop + flip (images), event drop + jitter (events)")
-
-
-def make_task(args, preset: dict, pick, neuron_kwargs):
-    """The task of ``spikejax train {audio,temporal}`` or ``vision --dataset``."""
-    neuron = pick(args, {"neuron": "lif", **preset}, "neuron")
-    # rlif takes (β, θ) as lif does; adlif / radlif take θ (their α, β, a, b are learnable, adLIF's defaults)
-    nkw = ({"threshold": args.threshold} if neuron in ("adlif", "radlif")
-           else neuron_kwargs("lif" if neuron == "rlif" else neuron, args.beta, args.threshold))
-    common = dict(time_steps=pick(args, preset, "time_steps"), neuron=neuron, neuron_kwargs=nkw,
-                  backend=args.backend, seed=args.seed, batch_size=pick(args, preset, "batch_size"),
-                  max_eval_batches=args.eval_batches, num_workers=args.num_workers)
-    if args.task == "vision":
-        return vision_data_task(args.dataset, data_dir=args.data_dir, model=args.model,
-                                d_model=pick(args, preset, "d_model"), layers=pick(args, preset, "layers"),
-                                heads=pick(args, preset, "heads"), patch_size=args.patch_size, augment=args.augment,
-                                **common)
-    if neuron not in SEQUENCE_NEURONS:
-        raise ValueError(f"--neuron: {args.task} takes one of {SEQUENCE_NEURONS}, got {neuron!r}")
-    randman = None
-    if args.task == "temporal":
-        randman = dict(num_classes=args.classes, num_units=args.units, train_per_class=args.per_class,
-                       dim_manifold=args.dim, seed=args.data_seed)
-    return sequence_task(args.dataset, data_dir=args.data_dir, hidden=pick(args, preset, "d_model"),
-                         layers=pick(args, preset, "layers"), bin_us=args.bin_us, downsample=args.downsample,
-                         randman=randman, **common)
+    warnings.warn("spikejax.train.tasks_data.TASK_DEFAULTS is deprecated; use spikejax.train.presets.PRESETS",
+                  DeprecationWarning, stacklevel=2)
+    return {task: dataclasses.asdict(PRESETS[task]["default"]) for task in ("temporal", "audio")}
