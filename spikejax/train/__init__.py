@@ -11,7 +11,16 @@ data parallelism over a device mesh, spiking metrics and energy reports, and the
   :mod:`spikejax.metrics` (recorded without changing model code).
 - :mod:`spikejax.train.checkpoint`: orbax ``CheckpointManager`` with config checks.
 - :mod:`spikejax.train.sharding`: ``Mesh`` over all devices, batch sharded, parameters replicated.
-- :mod:`spikejax.train.loop` and :mod:`spikejax.train.commands`: the training loop and the CLI.
+- :mod:`spikejax.train.losses`: the tasks' objectives, evaluation sums and summaries (pure functions).
+- :mod:`spikejax.train.tasks` (char-level LM, digits) and :mod:`spikejax.train.tasks_data` (image / event
+  sets, SHD / SSC, randman): the :class:`~spikejax.train.loop.Task` factories.
+- :mod:`spikejax.train.presets`: the frozen :class:`~spikejax.train.presets.Preset` of every task, the one
+  place the command's defaults come from.
+- :mod:`spikejax.train.loop`: :func:`fit`, the training loop (no branch on the task).
+- :mod:`spikejax.train.restore`: :func:`load_checkpoint` / :func:`load_lm`, a trained model for sampling
+  and export (no optimizer built); :mod:`spikejax.train.vocab`, :mod:`spikejax.train.sampling`: text.
+- :mod:`spikejax.train.commands` and :mod:`spikejax.train.resume`: the ``spikejax train`` / ``sample``
+  command line (parsing only) and its ``--resume`` flags.
 """
 
 from spikejax.train.checkpoint import CheckpointError, CheckpointManager

@@ -68,8 +68,12 @@ def flatten_state(state: TrainState) -> dict[str, Any]:
     return out
 
 
-def unflatten_state(flat: dict[str, Any], template: TrainState) -> TrainState:
-    """Inverse of :func:`flatten_state` given a template with the same structure."""
+def unflatten_state(flat: dict[str, Any], template: TrainState | None = None) -> TrainState:
+    """Inverse of :func:`flatten_state` given a template with the same structure (``None``: the
+    parameters and statistics by name, the optimizer state as the list of its leaves)."""
+    if template is None:
+        part = lambda prefix: {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
+        return TrainState(flat["step"], part("params."), part("stats."), [v for _, v in sorted(part("opt.").items())])
     opt_def = jax.tree.structure(template.opt_state)
     opt_leaves = [flat[f"opt.{i:04d}"] for i in range(opt_def.num_leaves)]
     return TrainState(
@@ -296,10 +300,14 @@ class CheckpointManager:
         step = _latest(self._mngr, self.directory)
         return None if step is None else (step, _read_step_meta(self._mngr, self.directory, step))
 
-    def restore(self, template: TrainState, found: tuple[int, dict] | None = None) -> tuple[TrainState, dict] | None:
+    def restore(self, template: TrainState | None, found: tuple[int, dict] | None = None
+                ) -> tuple[TrainState, dict] | None:
         """The latest checkpoint as ``(state, meta)`` shaped and sharded like ``template``, or ``None``
-        when there is none (``found``: :meth:`stored_meta`'s answer, when already read). Mismatched,
-        damaged or unreadable checkpoints raise :class:`CheckpointError`."""
+        when there is none (``found``: :meth:`stored_meta`'s answer, when already read). ``template=None``
+        restores the arrays as stored (on their saved devices where this machine has them, else on its
+        first device), with no optimizer to describe the state (:func:`unflatten_state`; what loading
+        a model for sampling or export needs). Mismatched, damaged or unreadable checkpoints raise
+        :class:`CheckpointError`."""
         found = self.stored_meta() if found is None else found
         if found is None:
             return None
@@ -314,10 +322,12 @@ class CheckpointManager:
             raise CheckpointError(
                 f"checkpoint: step {step} in {self.directory!r} does not match this run:\n  " + "\n  ".join(problems)
                 + "\n(use the same flags as the original run, or another --out; nothing was overwritten)")
-        flat_template = flatten_state(template)
-        target = jax.tree.map(_abstract, flat_template)
+        if template is None:
+            args = ocp.args.StandardRestore(fallback_sharding=jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
+        else:
+            args = ocp.args.StandardRestore(jax.tree.map(_abstract, flatten_state(template)))
         try:
-            flat = self._mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
+            flat = self._mngr.restore(step, args=ocp.args.Composite(state=args))["state"]
         except Exception as e:
             raise _damaged(step, step_dir, f"its state item is unreadable ({type(e).__name__}: {_first_line(e)})") \
                 from None
