@@ -80,7 +80,7 @@ class TrainConfig:
                                                 "skip_nonfinite")}
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class Task:
     """What :func:`fit` trains (everything task-specific: :func:`fit` has no branch on the task).
 
