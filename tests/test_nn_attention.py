@@ -315,7 +315,7 @@ def test_hybrid_is_consistent_with_its_parts(softmax):
         # the output is the projection of the spiking concatenation of the parts
         ref = hyb.out_proj(hyb.attn_neuron(parts))
         out, state = hyb(x, return_state=True)
-        return hyb.mix(q, k, v), parts, out, ref, state, lin._final_state(q, k, v), swa._final_state(q, k, v)
+        return hyb.mix(q, k, v), parts, out, ref, state, lin.final_state(q, k, v), swa.final_state(q, k, v)
 
     mixed, parts, out, ref, state, st_lin, st_swa = run(hyb, lin, swa, x)
     assert mixed.shape == (T, B, L, 2 * D)

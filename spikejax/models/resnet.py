@@ -25,16 +25,15 @@ input of at least 1x1 works (8x8 digits give 1x1 maps from stage 2 on).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from spikejax.models.config import VisionConfig, check_dtype, check_int
 from spikejax.models.registry import register
 from spikejax.models.sj_neurons import NeuronSpec, fire, neuron_spec, spikingjelly_keys
 from spikejax.nn import temporal as tl
-from spikejax.nn.config import DTYPES
 
 Array = jax.Array
 
@@ -70,78 +69,49 @@ def to_time_major(x, T: int, in_channels: int, dtype=jnp.float32, name: str = "x
     return jnp.broadcast_to(x[None], (T, *x.shape)) if x.ndim == 4 else x
 
 
-def _check_int(name: str, value: Any, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
-    return value
-
-
-def check_dtype(value: Any) -> str:
-    """The compute dtype's name (``"float32"`` or ``"bfloat16"``; parameters stay float32)."""
-    try:
-        name = jnp.dtype(value).name
-    except TypeError:
-        name = None
-    if name not in DTYPES:
-        raise ValueError(f"dtype: expected one of {DTYPES}, got {value!r}")
-    return name
-
-
-def _check_layers(layers: Any, allowed: tuple[int, ...]) -> tuple[int, ...]:
+def _check_layers(layers, allowed: tuple[int, ...]) -> tuple[int, ...]:
     if isinstance(layers, (str, bytes)) or not hasattr(layers, "__len__") or len(layers) not in allowed:
         raise ValueError(f"layers: expected {' or '.join(map(str, allowed))} stage depths, got {layers!r}")
-    return tuple(_check_int("layers", v) for v in layers)
+    return tuple(check_int("layers", v) for v in layers)
 
 
 # --- SEW-ResNet and Spiking ResNet (torchvision layout) ------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
-class ResNetConfig:
+class ResNetConfig(VisionConfig):
     """SEW-ResNet / Spiking ResNet hyper-parameters (SpikingJelly's ``SEWResNet`` / ``SpikingResNet``).
 
-    Attributes:
+    Attributes (and :class:`~spikejax.models.config.VisionConfig`'s ``num_classes``, ``T``,
+    ``in_channels``, ``neuron``, ``dtype``, keyword-only):
       family: ``"sew"`` or ``"spiking"``.
       block: ``"basic"`` (ResNet-18/34) or ``"bottleneck"`` (50/101/152, expansion 4).
       layers: blocks per stage (4 stages, widths 64, 128, 256, 512 times the expansion).
-      num_classes: classifier outputs.
       cnf: SEW connect function (``"ADD"``, ``"AND"``, ``"IAND"``; SEW only).
-      T: time steps for images ``[B, H, W, C]`` (SpikingJelly's models take ``[T, B, C, H, W]``).
-      in_channels: image channels (SpikingJelly: 3).
       zero_init_residual: zero the last BN scale of each block.
       groups, width_per_group: bottleneck width ``int(planes·width_per_group/64)·groups``.
-      neuron: the neuron of every spiking layer (:class:`~spikejax.models.sj_neurons.NeuronSpec`).
-      dtype: compute dtype of the convolutions, linear layers and activations (``"bfloat16"`` for
-        mixed precision; parameters, BatchNorm statistics and logits stay float32).
     """
 
     family: str = "sew"
     block: str = "basic"
     layers: tuple[int, ...] = (2, 2, 2, 2)
-    num_classes: int = 1000
     cnf: str | None = "ADD"
-    T: int = 4
-    in_channels: int = 3
     zero_init_residual: bool = False
     groups: int = 1
     width_per_group: int = 64
-    neuron: NeuronSpec = dataclasses.field(default_factory=lambda: NeuronSpec(detach_reset=True))
-    dtype: str = "float32"
 
     def __post_init__(self):
-        object.__setattr__(self, "dtype", check_dtype(self.dtype))
+        super().__post_init__()
         if self.family not in ("sew", "spiking"):
             raise ValueError(f"family: expected 'sew' or 'spiking', got {self.family!r}")
         if self.block not in ("basic", "bottleneck"):
             raise ValueError(f"block: expected 'basic' or 'bottleneck', got {self.block!r}")
         object.__setattr__(self, "layers", _check_layers(self.layers, (4,)))
-        for name in ("num_classes", "T", "in_channels", "groups", "width_per_group"):
-            _check_int(name, getattr(self, name))
+        for name in ("groups", "width_per_group"):
+            check_int(name, getattr(self, name))
         if self.family == "sew" and self.cnf not in CONNECT_FUNCTIONS:
             raise ValueError(f"cnf: expected one of {CONNECT_FUNCTIONS} for SEW-ResNet, got {self.cnf!r}")
         if self.block == "basic" and (self.groups != 1 or self.width_per_group != 64):
             raise ValueError("groups, width_per_group: basic blocks support only groups=1 and width_per_group=64")
-        if not isinstance(self.neuron, NeuronSpec):
-            raise TypeError(f"neuron: expected a NeuronSpec, got {type(self.neuron)!r}")
 
     @property
     def expansion(self) -> int:
@@ -254,12 +224,11 @@ MS_NEURON_DEFAULTS = dict(tau=4.0 / 3.0, v_threshold=0.5, detach_reset=True, dec
 
 
 @dataclasses.dataclass(frozen=True)
-class MSResNetConfig:
+class MSResNetConfig(VisionConfig):
     """MS-ResNet hyper-parameters (SpikingJelly's ``MSResNet``).
 
-    Attributes:
-      T: time steps for images ``[B, H, W, C]`` (SpikingJelly repeats the image T times too).
-      in_channels, num_classes: image channels, classifier outputs.
+    Attributes (and :class:`~spikejax.models.config.VisionConfig`'s fields, keyword-only):
+      T: time steps for images ``[B, H, W, C]`` (SpikingJelly repeats the image T times too; default 6).
       layers: blocks per stage (3 or 4 stages); stage widths ``stage_channels`` (default
         ``base_channels·2^i``).
       stem_kernel_size, stem_stride, stem_pool: the stem conv and its optional 3x3/2 max-pool.
@@ -268,31 +237,27 @@ class MSResNetConfig:
       dtype: compute dtype (as :class:`ResNetConfig`).
     """
 
-    T: int = 6
-    in_channels: int = 3
-    num_classes: int = 1000
     layers: tuple[int, ...] = (2, 2, 2, 2)
     base_channels: int = 64
     stem_kernel_size: int = 7
     stem_stride: int = 2
     stem_pool: bool = False
     stage_channels: tuple[int, ...] | None = None
+    _: dataclasses.KW_ONLY
+    T: int = 6  # MS-ResNet's defaults of two shared fields
     neuron: NeuronSpec = dataclasses.field(default_factory=lambda: neuron_spec(None, {}, defaults=MS_NEURON_DEFAULTS))
-    dtype: str = "float32"
 
     def __post_init__(self):
-        object.__setattr__(self, "dtype", check_dtype(self.dtype))
+        super().__post_init__()
         object.__setattr__(self, "layers", _check_layers(self.layers, (3, 4)))
-        for name in ("T", "in_channels", "num_classes", "base_channels", "stem_kernel_size", "stem_stride"):
-            _check_int(name, getattr(self, name))
+        for name in ("base_channels", "stem_kernel_size", "stem_stride"):
+            check_int(name, getattr(self, name))
         channels = self.stage_channels
         if channels is None:
             channels = tuple(self.base_channels * 2**i for i in range(len(self.layers)))
         if len(channels) != len(self.layers):
             raise ValueError(f"stage_channels: expected {len(self.layers)} widths (one per stage), got {channels!r}")
-        object.__setattr__(self, "stage_channels", tuple(_check_int("stage_channels", c) for c in channels))
-        if not isinstance(self.neuron, NeuronSpec):
-            raise TypeError(f"neuron: expected a NeuronSpec, got {type(self.neuron)!r}")
+        object.__setattr__(self, "stage_channels", tuple(check_int("stage_channels", c) for c in channels))
 
 
 class MSBlock(nnx.Module):

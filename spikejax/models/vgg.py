@@ -21,9 +21,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from spikejax.models.config import VisionConfig, check_int
 from spikejax.models.registry import register
-from spikejax.models.resnet import check_dtype, to_time_major
-from spikejax.models.sj_neurons import NeuronSpec, fire, neuron_spec, spikingjelly_keys
+from spikejax.models.resnet import to_time_major
+from spikejax.models.sj_neurons import fire, neuron_spec, spikingjelly_keys
 from spikejax.nn import temporal as tl
 from spikejax.nn.neurons import SpikingNeuron
 
@@ -41,48 +42,35 @@ _KAIMING_FAN_OUT = jax.nn.initializers.variance_scaling(2.0, "fan_out", "normal"
 
 
 @dataclasses.dataclass(frozen=True)
-class VGGConfig:
+class VGGConfig(VisionConfig):
     """Spiking VGG hyper-parameters (SpikingJelly's ``SpikingVGG``).
 
-    Attributes:
+    Attributes (and :class:`~spikejax.models.config.VisionConfig`'s ``num_classes``, ``T``,
+    ``in_channels``, ``neuron``, ``dtype``, keyword-only):
       cfg: conv widths and ``"M"`` (2x2 max-pool) entries (:data:`VGG_CONFIGS`).
       batch_norm: BN after every conv (the ``_bn`` models).
-      num_classes: classifier outputs.
-      T: time steps for images ``[B, H, W, C]``; in_channels: image channels (SpikingJelly: 3).
       pool_size: the adaptive average pool's output side (7); classifier_hidden: the two hidden
         classifier widths (4096); dropout: their dropout rate (0.5). Smaller values give small
         test models (SpikingJelly's class fixes 7, 4096 and 0.5).
-      neuron: every neuron (:class:`~spikejax.models.sj_neurons.NeuronSpec`).
-      dtype: compute dtype of the convolutions, linear layers and activations (``"bfloat16"``:
-        mixed precision; parameters, BatchNorm statistics and logits stay float32).
     """
 
     cfg: tuple[int | str, ...] = VGG_CONFIGS["A"]
     batch_norm: bool = False
-    num_classes: int = 1000
-    T: int = 4
-    in_channels: int = 3
     pool_size: int = 7
     classifier_hidden: int = 4096
     dropout: float = 0.5
-    neuron: NeuronSpec = dataclasses.field(default_factory=lambda: NeuronSpec(detach_reset=True))
-    dtype: str = "float32"
 
     def __post_init__(self):
-        object.__setattr__(self, "dtype", check_dtype(self.dtype))
+        super().__post_init__()
         cfg = tuple(self.cfg)
         if not cfg or not any(v != "M" for v in cfg) or not all(
                 v == "M" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1) for v in cfg):
             raise ValueError(f"cfg: expected conv widths (positive ints) and 'M' entries, got {self.cfg!r}")
         object.__setattr__(self, "cfg", cfg)
-        for name in ("num_classes", "T", "in_channels", "pool_size", "classifier_hidden"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+        for name in ("pool_size", "classifier_hidden"):
+            check_int(name, getattr(self, name))
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout: expected a rate in [0, 1), got {self.dropout}")
-        if not isinstance(self.neuron, NeuronSpec):
-            raise TypeError(f"neuron: expected a NeuronSpec, got {type(self.neuron)!r}")
 
     @property
     def num_pools(self) -> int:

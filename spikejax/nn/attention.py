@@ -25,6 +25,14 @@ SDSA (module)                  ``Q ⊗ SN(Σ_j K_j ⊗ V_j)`` (Spike-driven Tran
                                prefix sums ``Σ_{j≤i}`` if causal; channel-wise, so heads do not matter)
 =============================  ======================================================================
 
+One module, :class:`SpikingAttention`, does the projections, neurons and norms; what differs
+between the kinds is its *mixer*, a frozen value with three agreeing views of the token mixing
+(``full`` sequence, incremental ``step``, decoding ``state``): :class:`PerHead` of a core on heads
+(:class:`SSAHeads`, :class:`LinearHeads`, :class:`WindowHeads`; the one place heads are split and
+merged), :class:`SpikeDrivenMixer` (SDSA), and :class:`Concat` of mixers (hybrid = linear ‖ window).
+The named classes (:class:`SpikingSelfAttention`, :class:`LinearSpikeAttention`, ...) build their
+mixer from their arguments; the layer factories are in :mod:`spikejax.nn.layers`.
+
 Mixed precision: with bfloat16 inputs (a model built with ``dtype="bfloat16"``) the cores multiply
 in bfloat16 but accumulate in float32 (``preferred_element_type``), compute softmax, linear
 attention's running sums and its normaliser in float32, and return the input's dtype; decoding
@@ -38,13 +46,16 @@ norms are position-local (``"layer"``, ``"none"``, or ``"batch"`` in eval mode).
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Any, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from spikejax.nn.layers import NORMS, apply_optional, linear, make_norm
 from spikejax.nn.neurons import SpikingNeuron, make_neuron
 
 Array = jax.Array
@@ -58,6 +69,19 @@ __all__ = [
     "linear_attention_state",
     "sliding_window_step",
     "sliding_window_state",
+    "split_heads",
+    "merge_heads",
+    "SSAHeads",
+    "LinearHeads",
+    "WindowHeads",
+    "PerHead",
+    "SpikeDrivenMixer",
+    "Concat",
+    "check_heads",
+    "head_scale",
+    "resolve_feature_map",
+    "SIGNED_SPIKE_NEURONS",
+    "SpikingAttention",
     "SpikeAttentionBase",
     "SpikingSelfAttention",
     "SpikeDrivenSelfAttention",
@@ -73,7 +97,6 @@ __all__ = [
     "LINEAR_ATTENTION_EPS",
 ]
 
-NORMS = ("none", "batch", "layer")
 FEATURE_MAPS = ("identity", "relu", "elu1")
 LINEAR_ATTENTION_EPS = 1.0
 """Default ε of the normalized linear attention, ``y_i = φ(q_i)ᵀ S_i / (φ(q_i)ᵀ z_i + ε)``.
@@ -296,43 +319,289 @@ def _empty_window_state(T: int, B: int, H: int, d: int, w: int) -> SlidingWindow
                               jnp.zeros((w,), bool))
 
 
-# --- modules ------------------------------------------------------------------------------------
+# --- head splitting -----------------------------------------------------------------------------
 
 
-def _make_norm(kind: str, features: int, rngs: nnx.Rngs, dtype: Any = None) -> nnx.Module | None:
-    """A norm by name; ``dtype`` is its output dtype (statistics and parameters stay float32)."""
-    if kind == "none":
-        return None
-    if kind == "batch":
-        return nnx.BatchNorm(features, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
-    if kind == "layer":
-        return nnx.LayerNorm(features, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
-    raise ValueError(f"norm: unknown norm {kind!r}; expected one of {NORMS}")
+def split_heads(x: Array, num_heads: int) -> Array:
+    """``[..., L, D] -> [..., H, L, d]`` with ``d = D / H`` (channel ``h·d + i`` is head h's channel i)."""
+    *lead, L, D = x.shape
+    return jnp.moveaxis(x.reshape(*lead, L, num_heads, D // num_heads), -2, -3)
 
 
-def _apply(module: nnx.Module | None, x: Array) -> Array:
-    return x if module is None else module(x)
+def merge_heads(x: Array) -> Array:
+    """``[..., H, L, d] -> [..., L, H·d]``, the inverse of :func:`split_heads`."""
+    *lead, H, L, d = x.shape
+    return jnp.moveaxis(x, -3, -2).reshape(*lead, L, H * d)
 
 
-def _linear(d_in: int, d_out: int, rngs: nnx.Rngs, dtype: Any = None, **kwargs) -> nnx.Linear:
-    """``nnx.Linear`` computing in ``dtype`` (None: from the inputs) with float32 parameters."""
-    return nnx.Linear(d_in, d_out, dtype=dtype, param_dtype=jnp.float32, rngs=rngs, **kwargs)
+# --- mixers: the token mixing of a spiking attention, as frozen (hashable) values ---------------
+#
+# A mixer maps the spiking q, k, v [T, B, L, D] of an attention module to its mixed output
+# [T, B, L, width(D)] in three ways that agree with each other:
+#   full(q, k, v, neurons)               the whole sequence at once (training, prefill)
+#   step(q, k, v, state, neurons)        one new position q, k, v [T, B, 1, D] -> (out, state)
+#   final_state(q, k, v)                 the decoding state after a whole sequence
+#   init_state(batch_size, time_steps, D)  the decoding state before any position
+# ``neurons`` maps the names in ``mixer.neurons`` (spiking neurons the mixing itself fires, D
+# channels each, built and owned by the module) to those modules. Per-head mixing is a core on
+# heads [T, B, H, L, d] wrapped by :class:`PerHead` (the one place heads are split and merged);
+# :class:`Concat` puts mixers side by side along channels (hybrid attention).
 
 
-class SpikeAttentionBase(nnx.Module):
-    """Shared structure: spiking Q/K/V projections, a token-mixing core, the output projection.
+def _check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class SSAHeads:
+    """Spikformer's SSA on heads: :func:`ssa_core`; decodes with the running sum ``S = Σ k vᵀ``
+    (:func:`linear_attention_step` unnormalized, a :class:`LinearAttentionState`)."""
+
+    scale: float
+    causal: bool = False
+
+    def full(self, q: Array, k: Array, v: Array) -> Array:
+        return ssa_core(q, k, v, scale=self.scale, causal=self.causal)
+
+    def step(self, q: Array, k: Array, v: Array, state: LinearAttentionState):
+        return linear_attention_step(q, k, v, state, normalize=False, scale=self.scale)
+
+    def state(self, k: Array, v: Array) -> LinearAttentionState:
+        return linear_attention_state(k, v)
+
+    def empty(self, T: int, B: int, H: int, d: int) -> LinearAttentionState:
+        return _empty_linear_state(T, B, H, d)
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearHeads:
+    """Linear attention on heads (:func:`linear_attention_core` / :func:`linear_attention_step`,
+    a :class:`LinearAttentionState`); the arguments are validated on construction."""
+
+    scale: float
+    feature_map: str = "identity"
+    normalize: bool = True
+    eps: float = LINEAR_ATTENTION_EPS
+    chunk_size: int = 64
+    causal: bool = True
+
+    def __post_init__(self):
+        if self.feature_map not in FEATURE_MAPS:
+            raise ValueError(f"feature_map: unknown feature map {self.feature_map!r}; expected one of {FEATURE_MAPS}")
+        if not float(self.eps) > 0:
+            raise ValueError(f"eps: expected > 0 (the normaliser φ(q)ᵀz + eps can be 0), got {self.eps!r}")
+        _check_positive_int("chunk_size", self.chunk_size)
+        object.__setattr__(self, "eps", float(self.eps))
+        object.__setattr__(self, "normalize", bool(self.normalize))
+
+    def full(self, q: Array, k: Array, v: Array) -> Array:
+        return linear_attention_core(q, k, v, feature=self.feature_map, normalize=self.normalize, eps=self.eps,
+                                     scale=self.scale, causal=self.causal, chunk_size=self.chunk_size)
+
+    def step(self, q: Array, k: Array, v: Array, state: LinearAttentionState):
+        return linear_attention_step(q, k, v, state, feature=self.feature_map, normalize=self.normalize,
+                                     eps=self.eps, scale=self.scale)
+
+    def state(self, k: Array, v: Array) -> LinearAttentionState:
+        return linear_attention_state(k, v, feature=self.feature_map)
+
+    def empty(self, T: int, B: int, H: int, d: int) -> LinearAttentionState:
+        return _empty_linear_state(T, B, H, d)
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowHeads:
+    """Causal sliding-window attention on heads (:func:`sliding_window_core` /
+    :func:`sliding_window_step`, a :class:`SlidingWindowState` of the last ``window`` keys/values)."""
+
+    scale: float
+    window: int = 64
+    softmax: bool = False
+
+    def __post_init__(self):
+        _check_positive_int("window", self.window)
+        object.__setattr__(self, "softmax", bool(self.softmax))
+
+    def full(self, q: Array, k: Array, v: Array) -> Array:
+        return sliding_window_core(q, k, v, window=self.window, scale=self.scale, softmax=self.softmax)
+
+    def step(self, q: Array, k: Array, v: Array, state: SlidingWindowState):
+        return sliding_window_step(q, k, v, state, scale=self.scale, softmax=self.softmax)
+
+    def state(self, k: Array, v: Array) -> SlidingWindowState:
+        return sliding_window_state(k, v, window=self.window)
+
+    def empty(self, T: int, B: int, H: int, d: int) -> SlidingWindowState:
+        return _empty_window_state(T, B, H, d, self.window)
+
+
+HeadCore = SSAHeads | LinearHeads | WindowHeads
+
+
+@dataclasses.dataclass(frozen=True)
+class PerHead:
+    """A mixer from a core on heads: splits q, k, v ``[T, B, L, D]`` into ``num_heads`` heads
+    ``[T, B, H, L, d]``, runs ``core`` and merges the heads back (width D)."""
+
+    core: HeadCore
+    num_heads: int
+
+    neurons: ClassVar[tuple[tuple[str, dict[str, Any]], ...]] = ()
+    ends_in_spikes: ClassVar[bool] = False
+
+    def width(self, d_model: int) -> int:
+        return d_model
+
+    def full(self, q: Array, k: Array, v: Array, neurons: Mapping[str, Any] | None = None) -> Array:
+        H = self.num_heads
+        return merge_heads(self.core.full(split_heads(q, H), split_heads(k, H), split_heads(v, H)))
+
+    def step(self, q: Array, k: Array, v: Array, state, neurons: Mapping[str, Any] | None = None):
+        heads = [split_heads(a, self.num_heads)[..., 0, :] for a in (q, k, v)]  # [T, B, H, d]
+        out, state = self.core.step(*heads, state)
+        return merge_heads(out[..., None, :]), state
+
+    def final_state(self, q: Array, k: Array, v: Array):
+        return self.core.state(split_heads(k, self.num_heads), split_heads(v, self.num_heads))
+
+    def init_state(self, batch_size: int, time_steps: int, d_model: int):
+        return self.core.empty(time_steps, batch_size, self.num_heads, d_model // self.num_heads)
+
+
+@dataclasses.dataclass(frozen=True)
+class SpikeDrivenMixer:
+    """SDSA's mixing ``Q ⊗ SN(Σ_j K_j ⊗ V_j)`` on channels ``[T, B, L, D]`` (no heads; Σ over
+    positions, prefix sums if causal, in float32); ``SN`` is the module's ``kv_neuron`` (threshold
+    ``kv_threshold``). The output is spikes. Decodes with the running sum (an :class:`SDSAState`)."""
+
+    kv_threshold: float = 0.5
+    causal: bool = False
+
+    ends_in_spikes: ClassVar[bool] = True
+
+    @property
+    def neurons(self) -> tuple[tuple[str, dict[str, Any]], ...]:
+        return (("kv_neuron", {"threshold": self.kv_threshold}),)
+
+    def width(self, d_model: int) -> int:
+        return d_model
+
+    def full(self, q: Array, k: Array, v: Array, neurons: Mapping[str, Any]) -> Array:
+        kv, f32 = k * v, jnp.float32  # sums over positions in float32 (counts beyond bfloat16's exact integers)
+        kv = jnp.cumsum(kv, axis=2, dtype=f32) if self.causal else kv.sum(axis=2, keepdims=True, dtype=f32)
+        return q * neurons["kv_neuron"](kv).astype(q.dtype)
+
+    def step(self, q: Array, k: Array, v: Array, state: SDSAState, neurons: Mapping[str, Any]):
+        kv = state.kv + (k * v).astype(jnp.float32)
+        return q * neurons["kv_neuron"](kv).astype(q.dtype), SDSAState(kv)
+
+    def final_state(self, q: Array, k: Array, v: Array) -> SDSAState:
+        return SDSAState((k * v).sum(axis=2, keepdims=True, dtype=jnp.float32))
+
+    def init_state(self, batch_size: int, time_steps: int, d_model: int) -> SDSAState:
+        return SDSAState(jnp.zeros((time_steps, batch_size, 1, d_model), jnp.float32))
+
+
+@dataclasses.dataclass(frozen=True)
+class Concat:
+    """Mixers side by side: ``[part_1(q, k, v) ‖ part_2(q, k, v) ‖ ...]`` along channels (width the
+    sum of theirs); the decoding state is ``state_type(*part_states)``."""
+
+    parts: tuple[Any, ...]
+    state_type: Callable[..., Any] = tuple
+
+    def __post_init__(self):
+        if not self.parts:
+            raise ValueError("parts: expected at least one mixer")
+
+    @property
+    def neurons(self) -> tuple[tuple[str, dict[str, Any]], ...]:
+        return tuple(n for p in self.parts for n in p.neurons)
+
+    @property
+    def ends_in_spikes(self) -> bool:
+        return all(p.ends_in_spikes for p in self.parts)
+
+    def width(self, d_model: int) -> int:
+        return sum(p.width(d_model) for p in self.parts)
+
+    def _state(self, states):
+        return self.state_type(*states) if self.state_type is not tuple else tuple(states)
+
+    def full(self, q: Array, k: Array, v: Array, neurons: Mapping[str, Any] | None = None) -> Array:
+        return jnp.concatenate([p.full(q, k, v, neurons) for p in self.parts], axis=-1)
+
+    def step(self, q: Array, k: Array, v: Array, state, neurons: Mapping[str, Any] | None = None):
+        outs = [p.step(q, k, v, s, neurons) for p, s in zip(self.parts, state, strict=True)]
+        return jnp.concatenate([o for o, _ in outs], axis=-1), self._state([s for _, s in outs])
+
+    def final_state(self, q: Array, k: Array, v: Array):
+        return self._state([p.final_state(q, k, v) for p in self.parts])
+
+    def init_state(self, batch_size: int, time_steps: int, d_model: int):
+        return self._state([p.init_state(batch_size, time_steps, d_model) for p in self.parts])
+
+
+Mixer = PerHead | SpikeDrivenMixer | Concat
+
+
+def check_heads(d_model: int, num_heads: int) -> int:
+    """Validate the attention width and head count; returns the head width ``d = D / H``."""
+    for name, val in (("d_model", d_model), ("num_heads", num_heads)):
+        _check_positive_int(name, val)
+    if d_model % num_heads:
+        raise ValueError(f"d_model: {d_model} is not divisible by num_heads={num_heads}")
+    return d_model // num_heads
+
+
+def head_scale(d_model: int, num_heads: int, scale: float | None = None) -> float:
+    """The score scale: ``scale``, or ``1/sqrt(d)`` with ``d = D / H`` (validated) when None."""
+    d = check_heads(d_model, num_heads)
+    return float(1.0 / math.sqrt(d) if scale is None else scale)
+
+
+SIGNED_SPIKE_NEURONS = ("ternary",)
+"""Neuron kinds whose spikes can be negative: the identity feature map would let the linear-attention
+normaliser ``φ(q)ᵀz + eps`` reach 0 or below (non-finite outputs and gradients)."""
+
+
+def resolve_feature_map(feature_map: str, neuron: str = "lif", normalize: bool = True) -> str:
+    """The linear-attention feature map for spikes of ``neuron``: ``"auto"`` is ``identity`` for
+    non-negative spikes and ``relu`` for signed ones (:data:`SIGNED_SPIKE_NEURONS`); ``identity``
+    with signed spikes and normalization is an error (the normaliser can reach 0)."""
+    signed = neuron in SIGNED_SPIKE_NEURONS
+    if feature_map == "auto":
+        feature_map = "relu" if signed else "identity"
+    if feature_map not in FEATURE_MAPS:
+        raise ValueError(f"feature_map: unknown feature map {feature_map!r}; expected one of {FEATURE_MAPS}")
+    if signed and feature_map == "identity" and normalize:
+        raise ValueError(f"feature_map: 'identity' with {neuron!r} neurons (signed spikes) lets the normaliser "
+                         "φ(q)ᵀz + eps reach 0; use 'relu' or 'elu1' (or 'auto')")
+    return feature_map
+
+
+# --- the module ---------------------------------------------------------------------------------
+
+
+class SpikingAttention(nnx.Module):
+    """Spiking attention with a given token mixer: spiking Q/K/V projections, ``mixer``, output
+    projection (the layout in the module docstring).
 
     Args:
       d_model: D, the model width; must be divisible by ``num_heads``.
       num_heads: H; head width ``d = D / H``.
-      causal: mask future positions (required for decoding).
-      scale: score scale (default ``1/sqrt(d)``; Spikformer's 0.125 for d = 64).
+      mixer: the token mixing (:class:`PerHead` of :class:`SSAHeads` / :class:`LinearHeads` /
+        :class:`WindowHeads`, :class:`SpikeDrivenMixer`, or a :class:`Concat` of mixers); its output
+        width ``mixer.width(D)`` is the ``out_proj`` input.
+      causal: the mixing masks future positions (required for decoding; set it as the mixer does).
       neuron: neuron kind for every spiking neuron (see :data:`spikejax.nn.NEURONS`).
       neuron_kwargs: extra constructor arguments of those neurons (``tau``, ``surrogate``, ...).
-      attn_threshold: threshold of the neuron after the mixing core (Spikformer's attn_lif: 0.5).
-      mix_norm: ``"none"``, ``"batch"`` or ``"layer"``: a norm of the mixing core's output, before
+      attn_threshold: threshold of the neuron after the mixing (Spikformer's attn_lif: 0.5).
+      mix_norm: ``"none"``, ``"batch"`` or ``"layer"``: a norm of the mixing's output, before
         ``attn_neuron`` (a normalised attention output is an average of V spikes, mostly below the
-        threshold; the norm rescales it so the neuron fires). Not with cores that end in spikes (SDSA).
+        threshold; the norm rescales it so the neuron fires). Not with mixers that end in spikes (SDSA).
       norm: ``"none"``, ``"batch"`` or ``"layer"`` after each projection.
       input_neuron: fire a neuron on the input first (membrane-shortcut blocks).
       output_neuron: fire a neuron on the output (spike-shortcut blocks).
@@ -343,85 +612,56 @@ class SpikeAttentionBase(nnx.Module):
       rngs: ``nnx.Rngs`` for the initializers.
 
     Call: ``attn(x[T, B, L, D]) -> y[T, B, L, D]`` (``y`` real-valued, or spikes with
-    ``output_neuron``).
+    ``output_neuron``). The named classes (:class:`SpikingSelfAttention`, ...) are this module with
+    their mixer.
     """
 
-    uses_attn_neuron: bool = True
-
-    def __init__(self, d_model: int, num_heads: int, *, causal: bool = False, scale: float | None = None,
+    def __init__(self, d_model: int, num_heads: int, mixer: Mixer, *, causal: bool = False,
                  neuron: str = "lif", neuron_kwargs: dict[str, Any] | None = None,
                  attn_threshold: float = 0.5, mix_norm: str = "none", norm: str = "none",
                  input_neuron: bool = False, output_neuron: bool = False, use_bias: bool = True,
                  backend: str = "xla", dtype: Any = None, rngs: nnx.Rngs):
-        for name, val in (("d_model", d_model), ("num_heads", num_heads)):
-            if isinstance(val, bool) or not isinstance(val, int) or val < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {val!r}")
-        if d_model % num_heads:
-            raise ValueError(f"d_model: {d_model} is not divisible by num_heads={num_heads}")
+        self.head_dim = check_heads(d_model, num_heads)
         if norm not in NORMS:
             raise ValueError(f"norm: unknown norm {norm!r}; expected one of {NORMS}")
         if mix_norm not in NORMS:
             raise ValueError(f"mix_norm: unknown norm {mix_norm!r}; expected one of {NORMS}")
-        if mix_norm != "none" and not self.uses_attn_neuron:
+        if mix_norm != "none" and mixer.ends_in_spikes:
             raise ValueError(f"mix_norm: {type(self).__name__} ends its mixing in spikes (no attn_neuron); "
                              f"expected 'none', got {mix_norm!r}")
         self.d_model = d_model
         self.num_heads = num_heads
-        self.head_dim = d_model // num_heads
         self.causal = bool(causal)
-        self.scale = float(1.0 / math.sqrt(self.head_dim) if scale is None else scale)
-        kw = dict(neuron_kwargs or {})
-        kw["backend"] = backend
+        self.mixer = mixer
+        kw = {**(neuron_kwargs or {}), "backend": backend}
 
         def neuron_(channels: int, **extra) -> SpikingNeuron:
             return make_neuron(neuron, num_channels=channels, **{**kw, **extra})
 
         D = d_model
         self.input_neuron = neuron_(D) if input_neuron else None
-        self.q_proj = _linear(D, D, rngs, dtype, use_bias=use_bias)
-        self.k_proj = _linear(D, D, rngs, dtype, use_bias=use_bias)
-        self.v_proj = _linear(D, D, rngs, dtype, use_bias=use_bias)
-        self.q_norm = _make_norm(norm, D, rngs, dtype)
-        self.k_norm = _make_norm(norm, D, rngs, dtype)
-        self.v_norm = _make_norm(norm, D, rngs, dtype)
+        self.q_proj = linear(D, D, rngs, dtype, use_bias=use_bias)
+        self.k_proj = linear(D, D, rngs, dtype, use_bias=use_bias)
+        self.v_proj = linear(D, D, rngs, dtype, use_bias=use_bias)
+        self.q_norm = make_norm(norm, D, rngs, dtype)
+        self.k_norm = make_norm(norm, D, rngs, dtype)
+        self.v_norm = make_norm(norm, D, rngs, dtype)
         self.q_neuron = neuron_(D)
         self.k_neuron = neuron_(D)
         self.v_neuron = neuron_(D)
-        self._build_mixer(neuron_, rngs)
-        mixed = self.mixed_dim
-        self.mix_norm = _make_norm(mix_norm, mixed, rngs, dtype)
-        self.attn_neuron = neuron_(mixed, threshold=attn_threshold) if self.uses_attn_neuron else None
-        self.out_proj = _linear(mixed, D, rngs, dtype, use_bias=use_bias)
-        self.out_norm = _make_norm(norm, D, rngs, dtype)
+        for name, extra in mixer.neurons:  # the mixing's own neurons (SDSA's kv_neuron)
+            setattr(self, name, neuron_(D, **extra))
+        mixed = mixer.width(D)
+        self.mix_norm = make_norm(mix_norm, mixed, rngs, dtype)
+        self.attn_neuron = None if mixer.ends_in_spikes else neuron_(mixed, threshold=attn_threshold)
+        self.out_proj = linear(mixed, D, rngs, dtype, use_bias=use_bias)
+        self.out_norm = make_norm(norm, D, rngs, dtype)
         self.output_neuron = neuron_(D) if output_neuron else None
-
-    # subclass hooks -------------------------------------------------------------------------
 
     @property
     def mixed_dim(self) -> int:
-        """Width of the mixing core's output (the out_proj input)."""
-        return self.d_model
-
-    def _build_mixer(self, neuron_, rngs) -> None:
-        pass
-
-    def mix(self, q: Array, k: Array, v: Array) -> Array:
-        """Token mixing of spikes ``q, k, v: [T, B, L, D]`` -> ``[T, B, L, mixed_dim]`` (pre attn_neuron)."""
-        raise NotImplementedError
-
-    def init_state(self, batch_size: int, time_steps: int):
-        """An empty decoding state for ``batch_size`` sequences of ``time_steps`` SNN steps."""
-        raise NotImplementedError(f"{type(self).__name__} does not decode incrementally")
-
-    def _mix_step(self, q: Array, k: Array, v: Array, state):
-        """One position ``q, k, v: [T, B, 1, D]`` -> ``(mixed[T, B, 1, mixed_dim], new_state)``."""
-        raise NotImplementedError(f"{type(self).__name__} does not decode incrementally")
-
-    def _final_state(self, q: Array, k: Array, v: Array):
-        """The decoding state after the whole sequence ``q, k, v: [T, B, L, D]``."""
-        raise NotImplementedError(f"{type(self).__name__} does not decode incrementally")
-
-    # shared plumbing ------------------------------------------------------------------------
+        """Width of the mixing's output (the out_proj input)."""
+        return self.mixer.width(self.d_model)
 
     def _check_input(self, x: Array, name: str = "x") -> None:
         if not hasattr(x, "shape") or x.ndim != 4 or x.shape[-1] != self.d_model:
@@ -430,30 +670,39 @@ class SpikeAttentionBase(nnx.Module):
                 f"got shape {tuple(getattr(x, 'shape', ()))}"
             )
 
+    def _require_causal(self) -> None:
+        if not self.causal:
+            raise ValueError(f"causal: {type(self).__name__} decodes incrementally only with causal=True")
+
+    def _mixer_neurons(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name, _ in self.mixer.neurons}
+
     def split_heads(self, x: Array) -> Array:
-        """``[T, B, L, D] -> [T, B, H, L, d]``."""
-        T, B, L, _ = x.shape
-        return x.reshape(T, B, L, self.num_heads, self.head_dim).transpose(0, 1, 3, 2, 4)
+        """``[T, B, L, D] -> [T, B, H, L, d]`` (:func:`split_heads`)."""
+        return split_heads(x, self.num_heads)
 
     @staticmethod
     def merge_heads(x: Array) -> Array:
-        """``[T, B, H, L, d] -> [T, B, L, H·d]``."""
-        T, B, H, L, d = x.shape
-        return x.transpose(0, 1, 3, 2, 4).reshape(T, B, L, H * d)
+        """``[T, B, H, L, d] -> [T, B, L, H·d]`` (:func:`merge_heads`)."""
+        return merge_heads(x)
 
     def qkv(self, x: Array) -> tuple[Array, Array, Array]:
         """Spiking Q, K, V ``[T, B, L, D]`` from the input (after the optional input neuron)."""
         self._check_input(x)
-        h = _apply(self.input_neuron, x)
-        q = self.q_neuron(_apply(self.q_norm, self.q_proj(h)))
-        k = self.k_neuron(_apply(self.k_norm, self.k_proj(h)))
-        v = self.v_neuron(_apply(self.v_norm, self.v_proj(h)))
+        h = apply_optional(self.input_neuron, x)
+        q = self.q_neuron(apply_optional(self.q_norm, self.q_proj(h)))
+        k = self.k_neuron(apply_optional(self.k_norm, self.k_proj(h)))
+        v = self.v_neuron(apply_optional(self.v_norm, self.v_proj(h)))
         return q, k, v
+
+    def mix(self, q: Array, k: Array, v: Array) -> Array:
+        """Token mixing of spikes ``q, k, v: [T, B, L, D]`` -> ``[T, B, L, mixed_dim]`` (pre attn_neuron)."""
+        return self.mixer.full(q, k, v, self._mixer_neurons())
 
     def output(self, mixed: Array) -> Array:
         """mix_norm -> attn_neuron -> out_proj -> out_norm -> output_neuron on ``[T, B, L, mixed_dim]``."""
-        y = self.out_proj(_apply(self.attn_neuron, _apply(self.mix_norm, mixed)))
-        return _apply(self.output_neuron, _apply(self.out_norm, y))
+        y = self.out_proj(apply_optional(self.attn_neuron, apply_optional(self.mix_norm, mixed)))
+        return apply_optional(self.output_neuron, apply_optional(self.out_norm, y))
 
     def __call__(self, x: Array, *, return_state: bool = False):
         """``x[T, B, L, D] -> y[T, B, L, D]``; with ``return_state`` also the decoding state after x."""
@@ -461,8 +710,16 @@ class SpikeAttentionBase(nnx.Module):
         y = self.output(self.mix(q, k, v))
         if return_state:
             self._require_causal()
-            return y, self._final_state(q, k, v)
+            return y, self.final_state(q, k, v)
         return y
+
+    def init_state(self, batch_size: int, time_steps: int):
+        """An empty decoding state for ``batch_size`` sequences of ``time_steps`` SNN steps."""
+        return self.mixer.init_state(batch_size, time_steps, self.d_model)
+
+    def final_state(self, q: Array, k: Array, v: Array):
+        """The decoding state after the whole sequence of spikes ``q, k, v: [T, B, L, D]``."""
+        return self.mixer.final_state(q, k, v)
 
     def decode_step(self, x: Array, state) -> tuple[Array, Any]:
         """Process one new position ``x[T, B, 1, D]`` given the state of the previous ones.
@@ -474,162 +731,80 @@ class SpikeAttentionBase(nnx.Module):
         if x.shape[2] != 1:
             raise ValueError(f"x: decode_step takes one position, [T, B, 1, D], got shape {tuple(x.shape)}")
         q, k, v = self.qkv(x)
-        mixed, state = self._mix_step(q, k, v, state)
+        mixed, state = self.mixer.step(q, k, v, state, self._mixer_neurons())
         return self.output(mixed), state
 
-    def _require_causal(self) -> None:
-        if not self.causal:
-            raise ValueError(f"causal: {type(self).__name__} decodes incrementally only with causal=True")
+
+SpikeAttentionBase = SpikingAttention
+"""Deprecated alias of :class:`SpikingAttention` (the base class of every attention module); the
+subclass hooks it had (``_build_mixer``, ``mix``, ``_mix_step``, ``_final_state``) are a mixer now."""
 
 
-def _check_feature_map(kind: str) -> None:
-    if kind not in FEATURE_MAPS:
-        raise ValueError(f"feature_map: unknown feature map {kind!r}; expected one of {FEATURE_MAPS}")
+# --- the named attention kinds: SpikingAttention with their mixer --------------------------------
 
 
-def _check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-    return value
-
-
-SIGNED_SPIKE_NEURONS = ("ternary",)
-"""Neuron kinds whose spikes can be negative: the identity feature map would let the linear-attention
-normaliser ``φ(q)ᵀz + eps`` reach 0 or below (non-finite outputs and gradients)."""
-
-
-def _set_linear_options(attn: SpikeAttentionBase, feature_map: str, normalize: bool, eps: float,
-                        chunk_size: int, neuron: str = "lif") -> None:
-    """Validate and store the linear-attention arguments (of :class:`LinearSpikeAttention` and
-    :class:`HybridSpikeAttention`) before the base constructor runs. ``feature_map="auto"``:
-    ``identity`` for non-negative spikes, ``relu`` for signed ones (:data:`SIGNED_SPIKE_NEURONS`)."""
-    signed = neuron in SIGNED_SPIKE_NEURONS
-    if feature_map == "auto":
-        feature_map = "relu" if signed else "identity"
-    _check_feature_map(feature_map)
-    if signed and feature_map == "identity" and normalize:
-        raise ValueError(f"feature_map: 'identity' with {neuron!r} neurons (signed spikes) lets the normaliser "
-                         "φ(q)ᵀz + eps reach 0; use 'relu' or 'elu1' (or 'auto')")
-    if not float(eps) > 0:
-        raise ValueError(f"eps: expected > 0 (the normaliser φ(q)ᵀz + eps can be 0), got {eps!r}")
-    attn.feature_map = feature_map
-    attn.normalize = bool(normalize)
-    attn.eps = float(eps)
-    attn.chunk_size = _check_positive_int("chunk_size", chunk_size)
-
-
-def _linear_core(attn: SpikeAttentionBase, q: Array, k: Array, v: Array) -> Array:
-    """:func:`linear_attention_core` with ``attn``'s options on heads ``[T, B, H, L, d]``."""
-    return linear_attention_core(q, k, v, feature=attn.feature_map, normalize=attn.normalize, eps=attn.eps,
-                                 scale=attn.scale, causal=attn.causal, chunk_size=attn.chunk_size)
-
-
-def _linear_step(attn: SpikeAttentionBase, heads: list[Array],
-                 state: LinearAttentionState) -> tuple[Array, LinearAttentionState]:
-    """:func:`linear_attention_step` with ``attn``'s options on one position ``heads = [q, k, v]``,
-    each ``[T, B, H, d]``."""
-    q, k, v = heads
-    return linear_attention_step(q, k, v, state, feature=attn.feature_map, normalize=attn.normalize,
-                                 eps=attn.eps, scale=attn.scale)
-
-
-class SpikingSelfAttention(SpikeAttentionBase):
+class SpikingSelfAttention(SpikingAttention):
     """Spikformer's spiking self-attention (SSA, Zhou et al. 2023): ``SN((Q Kᵀ ⊙ M) V · scale)``.
 
     No softmax: Q, K, V are non-negative spikes. ``causal`` masks the future (``M`` lower
     triangular); causal decoding keeps ``S = Σ k vᵀ`` (a :class:`LinearAttentionState`).
-    See :class:`SpikeAttentionBase` for the arguments. ``x[T, B, L, D] -> y[T, B, L, D]``.
+    ``scale`` defaults to ``1/sqrt(d)`` (Spikformer's 0.125 for d = 64); the other arguments are
+    :class:`SpikingAttention`'s. ``x[T, B, L, D] -> y[T, B, L, D]``.
     """
 
-    def mix(self, q, k, v):
-        out = ssa_core(self.split_heads(q), self.split_heads(k), self.split_heads(v),
-                       scale=self.scale, causal=self.causal)
-        return self.merge_heads(out)
-
-    def init_state(self, batch_size, time_steps):
-        return _empty_linear_state(time_steps, batch_size, self.num_heads, self.head_dim)
-
-    def _final_state(self, q, k, v):
-        return linear_attention_state(self.split_heads(k), self.split_heads(v))
-
-    def _mix_step(self, q, k, v, state):
-        heads = [self.split_heads(a)[..., 0, :] for a in (q, k, v)]
-        out, state = linear_attention_step(*heads, state, normalize=False, scale=self.scale)
-        return self.merge_heads(out[..., None, :]), state
+    def __init__(self, d_model: int, num_heads: int, *, causal: bool = False, scale: float | None = None,
+                 **kwargs):
+        self.scale = head_scale(d_model, num_heads, scale)
+        mixer = PerHead(SSAHeads(self.scale, bool(causal)), num_heads)
+        super().__init__(d_model, num_heads, mixer, causal=causal, **kwargs)
 
 
-class SpikeDrivenSelfAttention(SpikeAttentionBase):
+class SpikeDrivenSelfAttention(SpikingAttention):
     """Spike-driven self-attention (SDSA, Yao et al. 2023): ``Q ⊗ SN(Σ_j K_j ⊗ V_j)``.
 
     ``⊗`` is the Hadamard product; Σ runs over positions (``Σ_{j≤i}``, prefix sums, if causal);
     ``SN`` is ``kv_neuron`` (threshold ``kv_threshold``, the paper's 'talking heads' LIF). The
     result is already spikes, so there is no attn_neuron; the operation is channel-wise, so
-    ``num_heads`` only has to divide D. ``x[T, B, L, D] -> y[T, B, L, D]``.
+    ``num_heads`` only has to divide D (:class:`SpikeDrivenMixer`). ``x[T, B, L, D] -> y[T, B, L, D]``.
     """
 
-    uses_attn_neuron = False
-
-    def __init__(self, d_model: int, num_heads: int, *, kv_threshold: float = 0.5, **kwargs):
+    def __init__(self, d_model: int, num_heads: int, *, kv_threshold: float = 0.5, causal: bool = False,
+                 scale: float | None = None, **kwargs):
         self.kv_threshold = float(kv_threshold)
-        super().__init__(d_model, num_heads, **kwargs)
-
-    def _build_mixer(self, neuron_, rngs):
-        self.kv_neuron = neuron_(self.d_model, threshold=self.kv_threshold)
-
-    def mix(self, q, k, v):
-        kv = k * v  # sums over positions in float32 (counts beyond bfloat16's exact integers)
-        f32 = jnp.float32
-        kv = jnp.cumsum(kv, axis=2, dtype=f32) if self.causal else kv.sum(axis=2, keepdims=True, dtype=f32)
-        return q * self.kv_neuron(kv).astype(q.dtype)
-
-    def init_state(self, batch_size, time_steps):
-        return SDSAState(jnp.zeros((time_steps, batch_size, 1, self.d_model), jnp.float32))
-
-    def _final_state(self, q, k, v):
-        return SDSAState((k * v).sum(axis=2, keepdims=True, dtype=jnp.float32))
-
-    def _mix_step(self, q, k, v, state):
-        kv = state.kv + (k * v).astype(jnp.float32)
-        return q * self.kv_neuron(kv).astype(q.dtype), SDSAState(kv)
+        self.scale = head_scale(d_model, num_heads, scale)  # unused by the mixing; kept as every kind has it
+        mixer = SpikeDrivenMixer(self.kv_threshold, bool(causal))
+        super().__init__(d_model, num_heads, mixer, causal=causal, **kwargs)
 
 
-class LinearSpikeAttention(SpikeAttentionBase):
+class LinearSpikeAttention(SpikingAttention):
     """Causal linear attention on spikes, O(L) (:func:`linear_attention_core`), then SN and projection.
 
     ``y_i = φ(q_i)ᵀ S_i / (φ(q_i)ᵀ z_i + ε)``, ``S_i = Σ_{j≤i} φ(k_j) v_jᵀ``, ``z_i = Σ_{j≤i} φ(k_j)``.
-    Extra args: ``feature_map`` (``"identity"`` default: spikes are non-negative, ``"relu"``,
-    ``"elu1"``), ``normalize`` (divide by ``φ(q)ᵀ z + eps``; else multiply by ``scale``), ``eps``
-    (default :data:`LINEAR_ATTENTION_EPS` = 1: a well-conditioned normaliser for non-negative
-    features, bounded gradients also for a query without spikes; see that constant), ``chunk_size``
-    (positions per chunk in the full forward). ``causal`` defaults to True.
-    Decoding keeps a :class:`LinearAttentionState` (``kv``, ``z``). ``x[T, B, L, D] -> y[T, B, L, D]``.
+    Extra args: ``feature_map`` (``"auto"`` default: ``"identity"`` for non-negative spikes, ``"relu"``
+    for signed ones; or ``"identity"``, ``"relu"``, ``"elu1"``), ``normalize`` (divide by
+    ``φ(q)ᵀ z + eps``; else multiply by ``scale``), ``eps`` (default :data:`LINEAR_ATTENTION_EPS` = 1:
+    a well-conditioned normaliser for non-negative features, bounded gradients also for a query
+    without spikes; see that constant), ``chunk_size`` (positions per chunk in the full forward).
+    ``causal`` defaults to True. Decoding keeps a :class:`LinearAttentionState` (``kv``, ``z``).
+    ``x[T, B, L, D] -> y[T, B, L, D]``.
     """
 
     def __init__(self, d_model: int, num_heads: int, *, causal: bool = True, feature_map: str = "auto",
-                 normalize: bool = True, eps: float = LINEAR_ATTENTION_EPS, chunk_size: int = 64, **kwargs):
-        _set_linear_options(self, feature_map, normalize, eps, chunk_size, kwargs.get("neuron", "lif"))
-        super().__init__(d_model, num_heads, causal=causal, **kwargs)
+                 normalize: bool = True, eps: float = LINEAR_ATTENTION_EPS, chunk_size: int = 64,
+                 scale: float | None = None, **kwargs):
+        self.scale = head_scale(d_model, num_heads, scale)
+        core = LinearHeads(self.scale, resolve_feature_map(feature_map, kwargs.get("neuron", "lif"), normalize),
+                           normalize, eps, chunk_size, bool(causal))
+        self.feature_map, self.normalize, self.eps, self.chunk_size = (
+            core.feature_map, core.normalize, core.eps, core.chunk_size)
+        super().__init__(d_model, num_heads, PerHead(core, num_heads), causal=causal, **kwargs)
 
     def core(self, q: Array, k: Array, v: Array) -> Array:
         """The linear-attention core on heads ``[T, B, H, L, d]``."""
-        return _linear_core(self, q, k, v)
-
-    def mix(self, q, k, v):
-        return self.merge_heads(self.core(self.split_heads(q), self.split_heads(k), self.split_heads(v)))
-
-    def init_state(self, batch_size, time_steps):
-        return _empty_linear_state(time_steps, batch_size, self.num_heads, self.head_dim)
-
-    def _final_state(self, q, k, v):
-        return linear_attention_state(self.split_heads(k), self.split_heads(v), feature=self.feature_map)
-
-    def _mix_step(self, q, k, v, state):
-        heads = [self.split_heads(a)[..., 0, :] for a in (q, k, v)]
-        out, state = _linear_step(self, heads, state)
-        return self.merge_heads(out[..., None, :]), state
+        return self.mixer.core.full(q, k, v)
 
 
-class SlidingWindowSpikeAttention(SpikeAttentionBase):
+class SlidingWindowSpikeAttention(SpikingAttention):
     """Causal sliding-window attention of width ``window`` (:func:`sliding_window_core`).
 
     Position i attends to the ``window`` positions ``i - w < j ≤ i``; spike-driven
@@ -639,82 +814,47 @@ class SlidingWindowSpikeAttention(SpikeAttentionBase):
     """
 
     def __init__(self, d_model: int, num_heads: int, *, window: int = 64, softmax: bool = False,
-                 causal: bool = True, **kwargs):
-        self.window = _check_positive_int("window", window)
-        self.softmax = bool(softmax)
+                 causal: bool = True, scale: float | None = None, **kwargs):
+        self.scale = head_scale(d_model, num_heads, scale)
+        core = WindowHeads(self.scale, window, softmax)
         if not causal:
             raise ValueError("causal: SlidingWindowSpikeAttention is causal; got causal=False")
-        super().__init__(d_model, num_heads, causal=True, **kwargs)
+        self.window, self.softmax = core.window, core.softmax
+        super().__init__(d_model, num_heads, PerHead(core, num_heads), causal=True, **kwargs)
 
     def core(self, q: Array, k: Array, v: Array) -> Array:
         """The banded core on heads ``[T, B, H, L, d]``."""
-        return sliding_window_core(q, k, v, window=self.window, scale=self.scale, softmax=self.softmax)
-
-    def mix(self, q, k, v):
-        return self.merge_heads(self.core(self.split_heads(q), self.split_heads(k), self.split_heads(v)))
-
-    def init_state(self, batch_size, time_steps):
-        return _empty_window_state(time_steps, batch_size, self.num_heads, self.head_dim, self.window)
-
-    def _final_state(self, q, k, v):
-        return sliding_window_state(self.split_heads(k), self.split_heads(v), window=self.window)
-
-    def _mix_step(self, q, k, v, state):
-        heads = [self.split_heads(a)[..., 0, :] for a in (q, k, v)]
-        out, state = sliding_window_step(*heads, state, scale=self.scale, softmax=self.softmax)
-        return self.merge_heads(out[..., None, :]), state
+        return self.mixer.core.full(q, k, v)
 
 
-class HybridSpikeAttention(SpikeAttentionBase):
+class HybridSpikeAttention(SpikingAttention):
     """Linear attention (global, O(L)) and sliding-window attention (local) on the same spiking
     Q, K, V, concatenated along channels and projected: ``out_proj(SN([lin ‖ swa]))``.
 
-    ``mix`` returns ``[T, B, L, 2D]`` = ``concat(linear_attention_core, sliding_window_core)``
-    (merged heads); ``out_proj`` maps 2D -> D. Args: ``window``, ``softmax`` (for the window
-    branch), ``feature_map``, ``normalize``, ``eps`` (default 1, :data:`LINEAR_ATTENTION_EPS`),
-    ``chunk_size`` as in the two parts.
+    The mixer is ``Concat((PerHead(LinearHeads), PerHead(WindowHeads)))``: ``mix`` returns
+    ``[T, B, L, 2D]`` (merged heads of each part); ``out_proj`` maps 2D -> D. Args: ``window``,
+    ``softmax`` (for the window part), ``feature_map``, ``normalize``, ``eps`` (default 1,
+    :data:`LINEAR_ATTENTION_EPS`), ``chunk_size`` as in the two parts.
     Decoding keeps a :class:`HybridState`. ``x[T, B, L, D] -> y[T, B, L, D]``.
     """
 
     def __init__(self, d_model: int, num_heads: int, *, window: int = 64, softmax: bool = False,
                  feature_map: str = "auto", normalize: bool = True, eps: float = LINEAR_ATTENTION_EPS,
-                 chunk_size: int = 64, causal: bool = True, **kwargs):
+                 chunk_size: int = 64, causal: bool = True, scale: float | None = None, **kwargs):
         if not causal:
             raise ValueError("causal: HybridSpikeAttention is causal; got causal=False")
-        self.window = _check_positive_int("window", window)
-        self.softmax = bool(softmax)
-        _set_linear_options(self, feature_map, normalize, eps, chunk_size, kwargs.get("neuron", "lif"))
-        super().__init__(d_model, num_heads, causal=True, **kwargs)
-
-    @property
-    def mixed_dim(self) -> int:
-        return 2 * self.d_model
-
-    def mix(self, q, k, v):
-        qh, kh, vh = self.split_heads(q), self.split_heads(k), self.split_heads(v)
-        lin = _linear_core(self, qh, kh, vh)
-        swa = sliding_window_core(qh, kh, vh, window=self.window, scale=self.scale, softmax=self.softmax)
-        return jnp.concatenate([self.merge_heads(lin), self.merge_heads(swa)], axis=-1)
-
-    def init_state(self, batch_size, time_steps):
-        T, B, H, d = time_steps, batch_size, self.num_heads, self.head_dim
-        return HybridState(_empty_linear_state(T, B, H, d), _empty_window_state(T, B, H, d, self.window))
-
-    def _final_state(self, q, k, v):
-        kh, vh = self.split_heads(k), self.split_heads(v)
-        return HybridState(linear_attention_state(kh, vh, feature=self.feature_map),
-                           sliding_window_state(kh, vh, window=self.window))
-
-    def _mix_step(self, q, k, v, state):
-        heads = [self.split_heads(a)[..., 0, :] for a in (q, k, v)]
-        out_l, st_l = _linear_step(self, heads, state.linear)
-        out_w, st_w = sliding_window_step(*heads, state.window, scale=self.scale, softmax=self.softmax)
-        mixed = jnp.concatenate([self.merge_heads(out_l[..., None, :]),
-                                 self.merge_heads(out_w[..., None, :])], axis=-1)
-        return mixed, HybridState(st_l, st_w)
+        self.scale = head_scale(d_model, num_heads, scale)
+        window_core = WindowHeads(self.scale, window, softmax)
+        linear_core = LinearHeads(self.scale, resolve_feature_map(feature_map, kwargs.get("neuron", "lif"),
+                                                                  normalize), normalize, eps, chunk_size, True)
+        self.window, self.softmax = window_core.window, window_core.softmax
+        self.feature_map, self.normalize, self.eps, self.chunk_size = (
+            linear_core.feature_map, linear_core.normalize, linear_core.eps, linear_core.chunk_size)
+        mixer = Concat((PerHead(linear_core, num_heads), PerHead(window_core, num_heads)), HybridState)
+        super().__init__(d_model, num_heads, mixer, causal=True, **kwargs)
 
 
-ATTENTIONS: dict[str, type[SpikeAttentionBase]] = {
+ATTENTIONS: dict[str, type[SpikingAttention]] = {
     "ssa": SpikingSelfAttention,
     "sdsa": SpikeDrivenSelfAttention,
     "linear": LinearSpikeAttention,
@@ -724,7 +864,7 @@ ATTENTIONS: dict[str, type[SpikeAttentionBase]] = {
 """Attention classes by name (the names model configs use)."""
 
 
-def make_attention(kind: str, d_model: int, num_heads: int, **kwargs) -> SpikeAttentionBase:
+def make_attention(kind: str, d_model: int, num_heads: int, **kwargs) -> SpikingAttention:
     """Build an attention module by name (see :data:`ATTENTIONS`)."""
     if kind not in ATTENTIONS:
         raise ValueError(f"attention: unknown attention {kind!r}; expected one of {sorted(ATTENTIONS)}")

@@ -26,7 +26,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from spikejax.nn.attention import _apply, _linear, _make_norm, make_attention
+from spikejax.nn.attention import make_attention
+from spikejax.nn.layers import apply_optional, linear, make_norm
 from spikejax.nn.neurons import make_neuron
 
 Array = jax.Array
@@ -72,11 +73,11 @@ class SpikingMLP(nnx.Module):
         self.hidden_dim = hidden_dim
         kw = {**(neuron_kwargs or {}), "backend": backend}
         self.input_neuron = make_neuron(neuron, num_channels=d_model, **kw) if input_neuron else None
-        self.fc1 = _linear(d_model, hidden_dim, rngs, dtype, use_bias=use_bias)
-        self.norm1 = _make_norm(norm, hidden_dim, rngs, dtype)
+        self.fc1 = linear(d_model, hidden_dim, rngs, dtype, use_bias=use_bias)
+        self.norm1 = make_norm(norm, hidden_dim, rngs, dtype)
         self.hidden_neuron = make_neuron(neuron, num_channels=hidden_dim, **kw)
-        self.fc2 = _linear(hidden_dim, d_model, rngs, dtype, use_bias=use_bias)
-        self.norm2 = _make_norm(norm, d_model, rngs, dtype)
+        self.fc2 = linear(hidden_dim, d_model, rngs, dtype, use_bias=use_bias)
+        self.norm2 = make_norm(norm, d_model, rngs, dtype)
         self.output_neuron = make_neuron(neuron, num_channels=d_model, **kw) if output_neuron else None
 
     def __call__(self, x: Array) -> Array:
@@ -84,10 +85,10 @@ class SpikingMLP(nnx.Module):
             raise ValueError(
                 f"x: expected [T, ..., D] with D=d_model={self.d_model}, got shape {tuple(getattr(x, 'shape', ()))}"
             )
-        h = _apply(self.input_neuron, x)
-        h = self.hidden_neuron(_apply(self.norm1, self.fc1(h)))
-        y = _apply(self.norm2, self.fc2(h))
-        return _apply(self.output_neuron, y)
+        h = apply_optional(self.input_neuron, x)
+        h = self.hidden_neuron(apply_optional(self.norm1, self.fc1(h)))
+        y = apply_optional(self.norm2, self.fc2(h))
+        return apply_optional(self.output_neuron, y)
 
 
 class SpikingTransformerBlock(nnx.Module):
@@ -134,10 +135,10 @@ class SpikingTransformerBlock(nnx.Module):
         akw = dict(attention_kwargs or {})
         if attention in ("ssa", "sdsa"):
             akw["causal"] = causal
-        self.attn_norm = _make_norm("layer", d_model, rngs, dtype) if norm == "pre" else None
+        self.attn_norm = make_norm("layer", d_model, rngs, dtype) if norm == "pre" else None
         self.attn = make_attention(attention, d_model, num_heads, norm=inner, input_neuron=membrane,
                                    output_neuron=not membrane, **akw, **common)
-        self.mlp_norm = _make_norm("layer", d_model, rngs, dtype) if norm == "pre" else None
+        self.mlp_norm = make_norm("layer", d_model, rngs, dtype) if norm == "pre" else None
         hidden = max(1, int(round(mlp_ratio * d_model)))
         self.mlp = SpikingMLP(d_model, hidden, norm=inner, input_neuron=membrane, output_neuron=not membrane,
                               **common)
@@ -147,11 +148,11 @@ class SpikingTransformerBlock(nnx.Module):
         return self.attn.causal
 
     def _mlp_branch(self, x: Array, key: Array | None = None) -> Array:
-        return x + time_shared_dropout(self.mlp(_apply(self.mlp_norm, x)), self.dropout, key)
+        return x + time_shared_dropout(self.mlp(apply_optional(self.mlp_norm, x)), self.dropout, key)
 
     def __call__(self, x: Array, *, return_state: bool = False, dropout_key: Array | None = None):
         k_attn, k_mlp = (None, None) if dropout_key is None else tuple(jax.random.split(dropout_key))
-        h = _apply(self.attn_norm, x)
+        h = apply_optional(self.attn_norm, x)
         if return_state:
             a, state = self.attn(h, return_state=True)
             return self._mlp_branch(x + time_shared_dropout(a, self.dropout, k_attn), k_mlp), state
@@ -163,5 +164,5 @@ class SpikingTransformerBlock(nnx.Module):
 
     def decode_step(self, x: Array, state) -> tuple[Array, Any]:
         """One position ``x[T, B, 1, D]`` -> ``(y[T, B, 1, D], new_state)``."""
-        a, state = self.attn.decode_step(_apply(self.attn_norm, x), state)
+        a, state = self.attn.decode_step(apply_optional(self.attn_norm, x), state)
         return self._mlp_branch(x + a), state

@@ -1,23 +1,50 @@
-"""Model configs: small dataclasses that validate, build their model, and round-trip to dict/JSON.
+"""Model configs: frozen dataclasses, validated on construction, that build their model and
+round-trip to dict/JSON. They are values: change one with ``dataclasses.replace`` (validated again).
 
     cfg = SpikingLMConfig(vocab_size=256, d_model=64, num_heads=4, attention="hybrid")
     model = cfg.build(seed=0)                       # or SpikingLM(cfg, rngs=nnx.Rngs(0))
+    wide = dataclasses.replace(cfg, d_model=128)    # a new config; cfg is unchanged
     assert SpikingLMConfig.from_json(cfg.to_json()) == cfg
+
+The fields the two transformer models share are defined once, in :class:`TransformerConfig`
+(keyword-only). This module does not import the models: each model class names the config it is
+built from with ``@builds(ConfigClass)`` (:mod:`spikejax.nn.models`), which :meth:`ModelConfig.build` reads.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 from flax import nnx
 
-__all__ = ["SpikingLMConfig", "SpikformerConfig", "DTYPES"]
+from spikejax.nn.attention import ATTENTIONS
+from spikejax.nn.blocks import BLOCK_NORMS, SHORTCUTS
+from spikejax.nn.neurons import NEURONS
+
+__all__ = ["ModelConfig", "TransformerConfig", "SpikingLMConfig", "SpikformerConfig", "DTYPES", "builds"]
 
 DTYPES = ("float32", "bfloat16")
 """Compute dtypes a model config accepts (``dtype``): parameters always stay float32."""
+
+_MODELS: dict[type, type] = {}  # config class -> the model class built from it (filled by @builds)
+
+
+def builds(config_cls: type):
+    """Class decorator: ``config_cls(...).build()`` builds the decorated model class, called as
+    ``model_cls(config, rngs=rngs)``. Each config class builds one model class."""
+    if not (isinstance(config_cls, type) and issubclass(config_cls, ModelConfig)):
+        raise TypeError(f"config_cls: expected a ModelConfig subclass, got {config_cls!r}")
+
+    def register(model_cls: type) -> type:
+        if _MODELS.get(config_cls, model_cls) is not model_cls:
+            raise ValueError(f"config_cls: {config_cls.__name__} already builds {_MODELS[config_cls].__name__}")
+        _MODELS[config_cls] = model_cls
+        return model_cls
+
+    return register
 
 
 def _pos_int(name: str, value) -> None:
@@ -30,10 +57,9 @@ def _choice(name: str, value, options) -> None:
         raise ValueError(f"{name}: unknown value {value!r}; expected one of {tuple(options)}")
 
 
-class _ConfigMixin:
-    """dict / JSON round trip shared by the configs."""
-
-    model_name: ClassVar[str] = ""
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Base of the model configs: dict / JSON round trip, a hash of the value, :meth:`build`."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python dict of every field (JSON-serializable)."""
@@ -58,9 +84,72 @@ class _ConfigMixin:
         return cls.from_dict(json.loads(text))
 
     def __hash__(self) -> int:
-        # configs are values (static metadata of a model's graph, hashed by jax.jit caches);
-        # do not mutate one after building a model from it
+        # a config is static metadata of a model's graph (hashed by jax.jit caches); its dict fields
+        # are copies owned by the config, so hash it by value
         return hash((type(self).__name__, self.to_json()))
+
+    def replace(self, **changes):
+        """``dataclasses.replace(self, **changes)``: a copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def build(self, rngs: nnx.Rngs | None = None, *, seed: int = 0):
+        """The model this config describes (the class registered with :func:`builds`), with
+        initializers from ``rngs``, or ``nnx.Rngs(seed)``."""
+        model_cls = _MODELS.get(type(self))
+        if model_cls is None:
+            raise LookupError(f"{type(self).__name__}: no model class is registered with @builds for this config "
+                              "(import spikejax.nn first)")
+        return model_cls(self, rngs=rngs if rngs is not None else nnx.Rngs(seed))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TransformerConfig(ModelConfig):
+    """Fields shared by the spiking transformer configs (keyword-only; see :class:`SpikingLMConfig`):
+    ``d_model`` (D), ``num_heads`` (H | D), ``num_layers``, ``mlp_ratio``, ``time_steps`` (T);
+    ``attention`` and ``attention_kwargs``; ``norm``; ``shortcut``; ``neuron`` and ``neuron_kwargs``;
+    ``backend``; ``dtype`` (compute dtype, one of :data:`DTYPES`; a numpy / JAX dtype is stored by
+    name)."""
+
+    d_model: int = 64
+    num_heads: int = 4
+    num_layers: int = 2
+    mlp_ratio: float = 4.0
+    time_steps: int = 4
+    attention: str = "linear"
+    attention_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    norm: str = "pre"
+    shortcut: str = "membrane"
+    neuron: str = "lif"
+    neuron_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    backend: str = "xla"
+    dtype: str = "float32"
+
+    __hash__ = ModelConfig.__hash__
+
+    def __post_init__(self):
+        for name in ("d_model", "num_heads", "num_layers", "time_steps"):
+            _pos_int(name, getattr(self, name))
+        if self.d_model % self.num_heads:
+            raise ValueError(f"d_model: {self.d_model} is not divisible by num_heads={self.num_heads}")
+        if isinstance(self.mlp_ratio, bool) or not isinstance(self.mlp_ratio, (int, float)) or not self.mlp_ratio > 0:
+            raise ValueError(f"mlp_ratio: expected > 0, got {self.mlp_ratio}")
+        _choice("attention", self.attention, ATTENTIONS)
+        _choice("norm", self.norm, BLOCK_NORMS)
+        _choice("shortcut", self.shortcut, SHORTCUTS)
+        _choice("neuron", self.neuron, NEURONS)
+        if not isinstance(self.dtype, str):  # accept jnp.bfloat16 / np.dtype("float32"); stored by name
+            try:
+                name = np.dtype(self.dtype).name
+            except TypeError:
+                name = None
+            if name in DTYPES:
+                object.__setattr__(self, "dtype", name)
+        _choice("dtype", self.dtype, DTYPES)
+        for name in ("attention_kwargs", "neuron_kwargs"):
+            value = getattr(self, name)
+            if not isinstance(value, dict):
+                raise TypeError(f"{name}: expected a dict, got {type(value)!r}")
+            object.__setattr__(self, name, dict(value))  # the config's own copy
 
     @property
     def compute_dtype(self):
@@ -69,48 +158,9 @@ class _ConfigMixin:
 
         return jnp.dtype(self.dtype)
 
-    def replace(self, **changes):
-        """A copy with some fields changed (validated again)."""
-        return dataclasses.replace(self, **changes)
 
-    def build(self, rngs: nnx.Rngs | None = None, *, seed: int = 0):
-        """Build the model :data:`model_name` of :mod:`spikejax.nn.models` with this config
-        (initializers from ``rngs``, or ``nnx.Rngs(seed)``)."""
-        from spikejax.nn import models
-
-        return getattr(models, self.model_name)(self, rngs=rngs if rngs is not None else nnx.Rngs(seed))
-
-
-def _validate_common(cfg) -> None:
-    from spikejax.nn.attention import ATTENTIONS
-    from spikejax.nn.blocks import BLOCK_NORMS, SHORTCUTS
-    from spikejax.nn.neurons import NEURONS
-
-    for name in ("d_model", "num_heads", "num_layers", "time_steps"):
-        _pos_int(name, getattr(cfg, name))
-    if cfg.d_model % cfg.num_heads:
-        raise ValueError(f"d_model: {cfg.d_model} is not divisible by num_heads={cfg.num_heads}")
-    if not cfg.mlp_ratio > 0:
-        raise ValueError(f"mlp_ratio: expected > 0, got {cfg.mlp_ratio}")
-    _choice("attention", cfg.attention, ATTENTIONS)
-    _choice("norm", cfg.norm, BLOCK_NORMS)
-    _choice("shortcut", cfg.shortcut, SHORTCUTS)
-    _choice("neuron", cfg.neuron, NEURONS)
-    if not isinstance(cfg.dtype, str):  # accept jnp.bfloat16 / np.dtype("float32"); stored by name
-        try:
-            name = np.dtype(cfg.dtype).name
-        except TypeError:
-            name = None
-        if name in DTYPES:
-            cfg.dtype = name
-    _choice("dtype", cfg.dtype, DTYPES)
-    for name in ("attention_kwargs", "neuron_kwargs"):
-        if not isinstance(getattr(cfg, name), dict):
-            raise TypeError(f"{name}: expected a dict, got {type(getattr(cfg, name))!r}")
-
-
-@dataclasses.dataclass
-class SpikingLMConfig(_ConfigMixin):
+@dataclasses.dataclass(frozen=True)
+class SpikingLMConfig(TransformerConfig):
     """Config of :class:`spikejax.nn.SpikingLM` (causal spiking language model).
 
     Fields: ``vocab_size``; ``d_model`` (D), ``num_heads`` (H | D), ``num_layers``, ``mlp_ratio``;
@@ -118,7 +168,8 @@ class SpikingLMConfig(_ConfigMixin):
     ``attention`` (``"linear"``, ``"sliding"``, ``"hybrid"``, ``"ssa"``, ``"sdsa"``; always causal) and
     ``attention_kwargs`` (e.g. ``{"window": 16, "softmax": True, "mix_norm": "layer"}``); ``norm`` (``"pre"`` or
     ``"bn"``); ``shortcut`` (``"membrane"`` or ``"spike"``); ``neuron`` and ``neuron_kwargs``;
-    ``backend``; ``pos_embedding``; ``dtype`` (the compute dtype, see below).
+    ``backend``; ``pos_embedding``; ``dtype`` (the compute dtype, see below). Every field but
+    ``vocab_size`` is keyword-only. Frozen: ``dataclasses.replace(cfg, d_model=128)`` makes a changed copy.
 
     Mixed precision: ``dtype="bfloat16"`` runs activations and the matmuls / convolutions of every
     ``nnx.Linear``, ``nnx.Conv`` and norm in bfloat16 while the parameters (and so the optimizer)
@@ -141,76 +192,54 @@ class SpikingLMConfig(_ConfigMixin):
     """
 
     vocab_size: int = 256
-    d_model: int = 64
-    num_heads: int = 4
-    num_layers: int = 2
-    mlp_ratio: float = 4.0
-    time_steps: int = 4
+    _: dataclasses.KW_ONLY
     max_len: int = 256
-    attention: str = "linear"
-    attention_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
-    norm: str = "pre"
-    shortcut: str = "membrane"
-    neuron: str = "lif"
-    neuron_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
-    backend: str = "xla"
     pos_embedding: bool = True
-    dtype: str = "float32"
     dropout: float = 0.0
 
-    model_name: ClassVar[str] = "SpikingLM"
-    __hash__ = _ConfigMixin.__hash__
+    __hash__ = ModelConfig.__hash__
 
     def __post_init__(self):
         _pos_int("vocab_size", self.vocab_size)
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
             raise ValueError(f"dropout: expected a rate in [0, 1), got {self.dropout!r}")
-        self.dropout = float(self.dropout)
+        object.__setattr__(self, "dropout", float(self.dropout))
         _pos_int("max_len", self.max_len)
-        _validate_common(self)
+        super().__post_init__()
 
 
-@dataclasses.dataclass
-class SpikformerConfig(_ConfigMixin):
+@dataclasses.dataclass(frozen=True)
+class SpikformerConfig(TransformerConfig):
     """Config of :class:`spikejax.nn.Spikformer` (image classifier).
 
     Fields: ``image_size`` (square H = W), ``in_channels``, ``patch_size`` (divides
-    ``image_size``), ``num_classes``; ``d_model``, ``num_heads``, ``num_layers``, ``mlp_ratio``,
-    ``time_steps``; ``attention`` (default ``"ssa"``, non-causal) and ``attention_kwargs``;
-    ``norm`` (default ``"bn"``), ``shortcut`` (default ``"spike"``), ``neuron``, ``neuron_kwargs``,
-    ``backend``, ``dtype`` (compute dtype, ``"float32"`` or ``"bfloat16"``; parameters stay float32,
-    logits are float32; see :class:`SpikingLMConfig`). With the default neuron (LIF, τ = 2, θ = 1) a
-    fresh model fires sparsely (measured on 8×8×1 inputs: Q/K/V ~4%, the attention neuron 0%); see
-    :class:`SpikingLMConfig` for ``neuron_kwargs`` that fire at initialisation.
+    ``image_size``), ``num_classes``; the keyword-only :class:`TransformerConfig` fields ``d_model``,
+    ``num_heads``, ``num_layers``, ``mlp_ratio``, ``time_steps``; ``attention`` (default ``"ssa"``,
+    non-causal) and ``attention_kwargs``; ``norm`` (default ``"bn"``), ``shortcut`` (default
+    ``"spike"``), ``neuron``, ``neuron_kwargs``, ``backend``, ``dtype`` (compute dtype, ``"float32"``
+    or ``"bfloat16"``; parameters stay float32, logits are float32; see :class:`SpikingLMConfig`).
+    With the default neuron (LIF, τ = 2, θ = 1) a fresh model fires sparsely (measured on 8×8×1
+    inputs: Q/K/V ~4%, the attention neuron 0%); see :class:`SpikingLMConfig` for ``neuron_kwargs``
+    that fire at initialisation.
     """
 
     image_size: int = 32
     in_channels: int = 3
     patch_size: int = 4
     num_classes: int = 10
-    d_model: int = 64
-    num_heads: int = 4
-    num_layers: int = 2
-    mlp_ratio: float = 4.0
-    time_steps: int = 4
-    attention: str = "ssa"
-    attention_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    _: dataclasses.KW_ONLY
+    attention: str = "ssa"  # the image model's defaults of three shared fields
     norm: str = "bn"
     shortcut: str = "spike"
-    neuron: str = "lif"
-    neuron_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
-    backend: str = "xla"
-    dtype: str = "float32"
 
-    model_name: ClassVar[str] = "Spikformer"
-    __hash__ = _ConfigMixin.__hash__
+    __hash__ = ModelConfig.__hash__
 
     def __post_init__(self):
         for name in ("image_size", "in_channels", "patch_size", "num_classes"):
             _pos_int(name, getattr(self, name))
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size: {self.image_size} is not divisible by patch_size={self.patch_size}")
-        _validate_common(self)
+        super().__post_init__()
 
     @property
     def num_patches(self) -> int:

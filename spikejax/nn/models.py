@@ -14,9 +14,9 @@ import numpy as np
 from flax import nnx
 
 from spikejax import encoding
-from spikejax.nn.attention import _linear, _make_norm
 from spikejax.nn.blocks import SpikingTransformerBlock, time_shared_dropout
-from spikejax.nn.config import SpikformerConfig, SpikingLMConfig
+from spikejax.nn.config import SpikformerConfig, SpikingLMConfig, builds
+from spikejax.nn.layers import linear, make_norm
 from spikejax.nn.neurons import make_neuron
 
 Array = jax.Array
@@ -38,7 +38,7 @@ def _blocks(cfg, *, causal: bool, rngs: nnx.Rngs) -> nnx.List:
 def _head(d_in: int, d_out: int, dtype, rngs: nnx.Rngs) -> nnx.Linear:
     """The readout projection: multiplies in ``dtype``, accumulates and returns float32 logits."""
     extra = {} if dtype == jnp.float32 else {"preferred_element_type": jnp.float32}
-    return _linear(d_in, d_out, rngs, dtype, **extra)
+    return linear(d_in, d_out, rngs, dtype, **extra)
 
 
 class SpikingLMState(NamedTuple):
@@ -49,6 +49,7 @@ class SpikingLMState(NamedTuple):
     layers: tuple
 
 
+@builds(SpikingLMConfig)
 class SpikingLM(nnx.Module):
     """Causal spiking language model.
 
@@ -83,7 +84,7 @@ class SpikingLM(nnx.Module):
             if config.shortcut == "spike" else None
         )
         self.blocks = _blocks(config, causal=True, rngs=rngs)
-        self.final_norm = _make_norm("layer", D, rngs, config.compute_dtype)
+        self.final_norm = make_norm("layer", D, rngs, config.compute_dtype)
         self.head = _head(D, config.vocab_size, config.compute_dtype, rngs)
 
     # --- pieces ---------------------------------------------------------------------------------
@@ -255,14 +256,14 @@ class SpikingPatchEmbed(nnx.Module):
             raise ValueError(f"norm: expected 'batch' or 'layer', got {norm!r}")
         self.in_channels = in_channels
         self.patch_size = patch_size
-        make_norm = lambda n: _make_norm(norm, n, rngs, dtype)
+        norm_ = lambda n: make_norm(norm, n, rngs, dtype)
         conv = functools.partial(nnx.Conv, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
         self.conv = conv(in_channels, d_model, (3, 3), padding="SAME")
-        self.conv_norm = make_norm(d_model)
+        self.conv_norm = norm_(d_model)
         self.neuron = make_neuron(neuron, num_channels=d_model, backend=backend, **(neuron_kwargs or {}))
         self.proj = conv(d_model, d_model, (patch_size, patch_size), strides=(patch_size, patch_size),
                          padding="VALID")
-        self.proj_norm = make_norm(d_model)
+        self.proj_norm = norm_(d_model)
 
     def __call__(self, x: Array) -> Array:
         if x.ndim != 5 or x.shape[-1] != self.in_channels:
@@ -279,6 +280,7 @@ class SpikingPatchEmbed(nnx.Module):
         return h.reshape(T, B, (H // p) * (W // p), -1)
 
 
+@builds(SpikformerConfig)
 class Spikformer(nnx.Module):
     """Spikformer-style image classifier.
 
@@ -308,7 +310,7 @@ class Spikformer(nnx.Module):
             if config.shortcut == "spike" else None
         )
         self.blocks = _blocks(config, causal=False, rngs=rngs)
-        self.final_norm = _make_norm("layer", D, rngs, config.compute_dtype) if config.norm == "pre" else None
+        self.final_norm = make_norm("layer", D, rngs, config.compute_dtype) if config.norm == "pre" else None
         self.head = _head(D, config.num_classes, config.compute_dtype, rngs)
 
     def __call__(self, images: Array) -> Array:
