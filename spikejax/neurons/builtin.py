@@ -29,15 +29,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from spikejax import backends as _backends
-from spikejax import checks as _checks
 from spikejax import surrogate as _surrogate
-from spikejax.neurons.custom import broadcast_flat, check_finite, concrete, flat_param
+from spikejax.neurons.custom import broadcast_flat, check_choice, check_range, concrete, flat_param
 from spikejax.neurons.steps import RESETS, ScanParams, ScanSpec
 
 Array = jax.Array
 Param = float | Array
 
-__all__ = ["NeuronState", "if_", "lif", "alif", "plif", "ternary", "multilevel"]
+__all__ = ["NeuronState", "if_", "lif", "alif", "plif", "plif_decay_logit", "ternary", "multilevel"]
 
 
 class NeuronState(NamedTuple):
@@ -70,17 +69,8 @@ def _param(name: str, value: Param, neuron_shape: tuple[int, ...], *, low=None, 
     """A parameter as float32 ``[1]`` when it is one value, else broadcast to the neuron shape and
     flattened to ``[M]`` (see :class:`spikejax.backends.ScanParams`); finite and inside the bounds
     when concrete, checked under :func:`spikejax.checks.checked` when traced."""
-    out = flat_param(name, value, neuron_shape)
-    host = concrete(value)
-    if host is None:
-        _checks.check_range(name, value, low=low, high=high, low_open=low_open)
-    elif host.size:
-        if low is not None and (np.any(host <= low) if low_open else np.any(host < low)):
-            bound = f"> {low}" if low_open else f">= {low}"
-            raise ValueError(f"{name}: expected values {bound}, got min {host.min()}")
-        if high is not None and np.any(host > high):
-            raise ValueError(f"{name}: expected values <= {high}, got max {host.max()}")
-    return out
+    check_range(name, value, low=low, high=high, low_open=low_open)
+    return flat_param(name, value, neuron_shape)
 
 
 def _decay(beta: Param | None, tau: Param | None, decay_input: bool | None,
@@ -89,12 +79,7 @@ def _decay(beta: Param | None, tau: Param | None, decay_input: bool | None,
     if beta is not None and tau is not None:
         raise ValueError("beta, tau: give one of them, not both (β = 1 - 1/τ)")
     if tau is not None:
-        host = concrete(tau)
-        if host is None:
-            _checks.check_range("tau", tau, low=1.0)
-        check_finite("tau", host)
-        if host is not None and np.any(host < 1.0):
-            raise ValueError(f"tau: expected values >= 1 (β = 1 - 1/τ in [0, 1)), got min {host.min()}")
+        check_range("tau", tau, low=1.0)  # β = 1 - 1/τ in [0, 1)
         return 1.0 - 1.0 / jnp.asarray(tau, jnp.float32), True if decay_input is None else decay_input
     if beta is not None:
         return beta, False if decay_input is None else decay_input
@@ -124,8 +109,7 @@ def _run(
     amplitude: Param | None = None,
 ):
     x = _check_x(x)
-    if reset not in RESETS:
-        raise ValueError(f"reset: unknown reset {reset!r}; expected one of {RESETS}")
+    check_choice("reset", reset, RESETS)
     if not isinstance(backend, str):
         raise TypeError(f"backend: expected a string, got {type(backend)!r}")
     if reset_delay and adaptive:
@@ -263,6 +247,13 @@ def plif(x, *, state=None, decay_logit: Param = 0.0, threshold: Param = 1.0, dec
     return _run(x, state, beta=b, decay_input=decay_input, threshold=threshold, reset=reset,
                 detach_reset=detach_reset, reset_delay=reset_delay, surrogate=surrogate,
                 backend=backend, return_membrane=return_membrane)
+
+
+def plif_decay_logit(tau: float, *, name: str = "tau") -> float:
+    """The :func:`plif` ``decay_logit`` of a time constant τ > 1: ``w = -ln(τ - 1)``, so ``1/τ = sigmoid(w)``
+    (``name``: the argument named in the error)."""
+    check_range(name, tau, low=1.0, low_open=True)  # β = 1 - 1/τ in (0, 1)
+    return -math.log(float(tau) - 1.0)
 
 
 @_with_common_args

@@ -45,10 +45,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from spikejax import backends as _backends
+from spikejax import checks as _checks
 
 Array = jax.Array
 
-__all__ = ["CustomNeuron", "broadcast_flat", "check_finite", "check_x", "concrete", "custom_neuron", "flat_param"]
+__all__ = ["CustomNeuron", "broadcast_flat", "check_args", "check_choice", "check_finite", "check_range", "check_x",
+           "concrete", "custom_neuron", "flat_param"]
 
 MAX_STATES = 8
 """The most state variables :func:`custom_neuron` tries when it infers ``num_states``."""
@@ -83,6 +85,66 @@ def check_finite(name: str, host: np.ndarray | None) -> None:
     """Refuse a concrete float value with a NaN or inf in it, naming ``name``."""
     if host is not None and host.dtype.kind in "fc" and host.size and not np.all(np.isfinite(host)):
         raise ValueError(f"{name}: expected finite values, got {host.ravel()[~np.isfinite(host.ravel())][0]}")
+
+
+def check_range(name: str, value, *, low=None, high=None, low_open: bool = False) -> None:
+    """Refuse values of ``name`` outside ``[low, high]`` (``(low, high]`` with ``low_open``) or not finite.
+
+    A value known at trace time is checked now (``ValueError`` naming ``name``); a traced one is checked
+    under :func:`spikejax.checks.checked` (checkify), and passes unchecked otherwise.
+    """
+    host = concrete(value)
+    if host is None:
+        _checks.check_range(name, value, low=low, high=high, low_open=low_open)
+        return
+    check_finite(name, host)
+    if not host.size:
+        return
+    if low is not None and (np.any(host <= low) if low_open else np.any(host < low)):
+        raise ValueError(f"{name}: expected values {'>' if low_open else '>='} {low}, got min {host.min()}")
+    if high is not None and np.any(host > high):
+        raise ValueError(f"{name}: expected values <= {high}, got max {host.max()}")
+
+
+def check_choice(name: str, value, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of the names ``choices``, else a ``ValueError`` naming ``name``."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name}: unknown {name} {value!r}; expected one of {choices}")
+    return value
+
+
+def _neuron_shape(values: dict[str, Any], neuron_shape: tuple[int, ...] | None) -> tuple[int, ...]:
+    if neuron_shape:
+        return tuple(neuron_shape)
+    try:
+        shape = np.broadcast_shapes(*(np.shape(v) for v in values.values() if isinstance(v, (np.ndarray, jax.Array))))
+    except ValueError:  # parameters that do not broadcast together: the neuron names the first one
+        shape = ()
+    return shape or (1,)
+
+
+@functools.lru_cache(maxsize=4096)
+def _check_args_cached(fn: Callable, items: tuple, neuron_shape: tuple[int, ...]) -> None:
+    x = jax.ShapeDtypeStruct((1, *neuron_shape), jnp.float32)
+    jax.eval_shape(lambda x: fn(x, **{k: v for k, _, v in items}), x)
+
+
+def check_args(fn: Callable, kwargs: dict[str, Any], neuron_shape: tuple[int, ...] | None = None) -> None:
+    """Validate the keyword arguments of the functional neuron ``fn`` without running it.
+
+    ``fn(x[1, *neuron_shape], **kwargs)`` is traced abstractly (``jax.eval_shape``: nothing is computed), so
+    every check of the functional neuron runs on the given (concrete) values and raises its ``ValueError`` /
+    ``TypeError`` naming the argument. ``neuron_shape`` defaults to the parameters' broadcast shape. Argument
+    sets of hashable values are checked once.
+    """
+    shape = _neuron_shape(kwargs, neuron_shape)
+    items = tuple((k, type(v), v) for k, v in sorted(kwargs.items()))  # the type: True == 1 but not as levels
+    try:
+        hash(items)
+    except TypeError:  # array-valued parameters: check this set without remembering it
+        jax.eval_shape(lambda x: fn(x, **kwargs), jax.ShapeDtypeStruct((1, *shape), jnp.float32))
+        return
+    _check_args_cached(fn, items, shape)
 
 
 def broadcast_flat(name: str, value, neuron_shape: tuple[int, ...], hint: str = "") -> Array:

@@ -50,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from spikejax import surrogate as _surrogate
+from spikejax.neurons.custom import check_choice, check_range, concrete, custom_neuron
 
 Array = jax.Array
 Param = float | Array
@@ -108,8 +109,7 @@ def _reset(reset: str, h: Array, s: Array, threshold: Array, v_reset: Array | fl
 
 
 def _check_options(reset: str, surrogate) -> None:
-    if reset not in RESETS:
-        raise ValueError(f"reset: unknown reset {reset!r}; expected one of {RESETS}")
+    check_choice("reset", reset, RESETS)
     if not isinstance(surrogate, (str, _surrogate.CustomSurrogate)):
         raise TypeError(f"surrogate: expected a shape name or a spikejax.surrogate.custom(...), got {surrogate!r}")
 
@@ -450,25 +450,6 @@ _MODELS: dict[str, dict[str, Any]] = {
                     threshold=_ANY, v_reset=_ANY)),
 }
 
-def _concrete(value) -> np.ndarray | None:
-    try:
-        return np.asarray(value, np.float64)
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError, TypeError):
-        return None
-
-
-def _check_value(fn: str, key: str, value, low, high, low_open: bool) -> None:
-    host = _concrete(value)
-    if host is None or host.size == 0:
-        return
-    if not np.all(np.isfinite(host)):
-        raise ValueError(f"{key}: {fn} expects finite values, got {value!r}")
-    if low is not None and (np.any(host <= low) if low_open else np.any(host < low)):
-        raise ValueError(f"{key}: {fn} expects values {'>' if low_open else '>='} {low}, got min {host.min()}")
-    if high is not None and np.any(host > high):
-        raise ValueError(f"{key}: {fn} expects values <= {high}, got max {host.max()}")
-
-
 def dynamics_step(name: str, *, surrogate="atan", **kwargs) -> tuple[Callable, dict[str, Any]]:
     """``(step, params)`` of the model ``name`` (a key of :data:`DYNAMICS`) from keyword arguments:
     its parameters (defaults as in the functional wrapper) and static options (``reset``,
@@ -489,12 +470,15 @@ def dynamics_step(name: str, *, surrogate="atan", **kwargs) -> tuple[Callable, d
         value = kwargs.get(key, defaults[key])
         if value is None:
             raise ValueError(f"{key}: {name} needs a value (a scalar or per-channel array), got None")
-        _check_value(name, key, value, low, high, low_open)
+        check_range(key, value, low=low, high=high, low_open=low_open)
         params[key] = value
     if name == "alpha_neuron":
-        a, b = _concrete(params["alpha"]), _concrete(params["beta"])
+        a, b = concrete(params["alpha"]), concrete(params["beta"])
         if a is not None and b is not None and np.any(a <= b):
             raise ValueError("alpha, beta: alpha_neuron needs alpha > beta (τ_α = ln α / (ln β - ln α) + 1)")
+        if a is None or b is None:  # traced: checked under spikejax.checks.checked
+            check_range("alpha, beta: alpha_neuron needs alpha > beta; alpha - beta",
+                        jnp.asarray(params["alpha"]) - jnp.asarray(params["beta"]), low=0.0, low_open=True)
     options = {k: kwargs[k] for k in model["options"] if k in kwargs}
     if not model.get("spiking", True):
         return model["factory"](**options), params
@@ -503,7 +487,7 @@ def dynamics_step(name: str, *, surrogate="atan", **kwargs) -> tuple[Callable, d
     else:
         surr = _surrogate.get(surrogate)
         static, alpha = surr.shape, surr.alpha
-        _check_value(name, "surrogate.alpha", alpha, 0.0, None, True)
+        check_range("surrogate.alpha", alpha, low=0.0, low_open=True)
     params["surrogate_alpha"] = alpha
     for key in ("reset_delay", "detach_reset"):
         if key in options:
@@ -513,8 +497,6 @@ def dynamics_step(name: str, *, surrogate="atan", **kwargs) -> tuple[Callable, d
 
 @functools.cache
 def _neuron(step: Callable, num_states: int, name: str):
-    from spikejax.neurons.custom import custom_neuron
-
     return custom_neuron(step, num_states=num_states, name=name)
 
 
