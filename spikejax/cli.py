@@ -2,7 +2,8 @@
 
     spikejax demo [...]                       quick LIF network on sklearn digits (spikejax.demo)
     spikejax train lm [--data FILE] [...]     char-level SpikingLM (spikejax.train.commands)
-    spikejax train vision [...]               Spikformer on sklearn digits
+    spikejax train vision [...]               Spikformer on sklearn digits (--dataset: a zoo model on a data set)
+    spikejax train audio|temporal [...]       spiking sequence classifiers (SHD / SSC, randman)
     spikejax sample --checkpoint DIR --prompt TEXT
     spikejax export-torch --checkpoint DIR --out FILE   PyTorch state dict + config (spikejax.interop)
 
@@ -29,7 +30,8 @@ __all__ = ["COMMANDS", "main", "positive_int", "nonneg_int", "number", "HelpForm
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("spikejax.demo", "train a two-layer LIF network on scikit-learn's digits (seconds, the quick start)"),
     "train": ("spikejax.train.commands:train_main",
-              "train a char-level SpikingLM (train lm) or a Spikformer on digits (train vision)"),
+              "train a char-level SpikingLM (train lm), a vision model (train vision) or a spiking "
+              "sequence classifier (train audio / temporal)"),
     "sample": ("spikejax.train.commands:sample_main", "generate text from a `spikejax train lm` run"),
     "export-torch": ("spikejax.interop.cli:export_torch_main",
                      "export a trained run as a PyTorch state dict (.safetensors / .pt) and config (.json)"),
@@ -39,26 +41,26 @@ COMMANDS: dict[str, tuple[str, str]] = {
 # --- argument types shared by the commands --------------------------------------------------------
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return v
+def _integer(low: int, want: str) -> Callable[[str], int]:
+    """argparse type: an integer >= ``low`` (``want`` names it in the error)."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {want}, got {text!r}") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"expected {want}, got {text}")
+        return v
+
+    parse.__name__ = want
+    return parse
 
 
-def nonneg_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
-    return v
+positive_int = _integer(1, "a positive integer")
+"""argparse type: an integer >= 1."""
+nonneg_int = _integer(0, "an integer >= 0")
+"""argparse type: an integer >= 0."""
 
 
 def number(low: float | None = None, high: float | None = None, *, low_open: bool = False,
