@@ -61,7 +61,9 @@ class _Hook:
 
 
 _lock = threading.Lock()
-_hooks: dict[int, list[_Hook]] = {}  # id(instance) -> its active hooks, first entered first
+# id(instance) -> its active hooks, first entered first; tuples replaced (never mutated) under _lock, so a
+# call in another thread iterates a consistent one
+_hooks: dict[int, tuple[_Hook, ...]] = {}
 _restore: dict[int, type | None] = {}  # id(instance) -> its class before interception (None: left as is)
 _scoped: dict[type, type] = {}  # class -> its intercepting subclass
 
@@ -98,16 +100,16 @@ def _attach(node: nnx.Module, hook: _Hook) -> None:
         _restore[key] = None if scoped is cls else cls
         # object.__setattr__: the class swap is not an NNX attribute (not recorded in the graph)
         object.__setattr__(node, "__class__", scoped)
-        _hooks[key] = []
-    _hooks[key].append(hook)
+        _hooks[key] = ()
+    _hooks[key] += (hook,)
 
 
 def _detach(node: nnx.Module, hook: _Hook) -> None:
     key = id(node)
-    hooks = _hooks.get(key, [])
-    if hook in hooks:
-        hooks.remove(hook)
-    if not hooks:
+    hooks = tuple(h for h in _hooks.get(key, ()) if h is not hook)
+    if hooks:
+        _hooks[key] = hooks
+    else:
         _hooks.pop(key, None)
         original = _restore.pop(key, None)
         if original is not None:
