@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from flax import nnx
 
-__all__ = ["register", "list_models", "create", "get_builder"]
+__all__ = ["register", "list_models", "create", "get_builder", "min_image_size"]
 
 Builder = Callable[..., nnx.Module]
 
@@ -77,6 +77,14 @@ def create(name: str, *, rngs: nnx.Rngs | None = None, seed: int = 0, **override
     if rngs is None:
         rngs = nnx.Rngs(seed)
     return builder(rngs=rngs, **overrides)
+
+
+def min_image_size(name: str, **overrides) -> int:
+    """The smallest image side ``create(name, **overrides)`` takes (its config's ``min_image_size``,
+    e.g. 32 for the standard VGGs' five 2x2 max-pools; 1 for models without one), read from an
+    abstract build (``nnx.eval_shape``: nothing is allocated), so callers can refuse small data early."""
+    model = nnx.eval_shape(lambda: create(name, **overrides))
+    return int(getattr(getattr(model, "config", None), "min_image_size", 1))
 
 
 def _load_zoo() -> None:

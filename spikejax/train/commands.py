@@ -255,7 +255,8 @@ def _lm_from_flags(args, s: Preset):
 
 
 def _vision_from_flags(args, s: Preset):
-    if args.dataset:
+    if args.dataset or args.model != "spikformer":  # a zoo --model without --dataset trains on the digits set
+        args.dataset = args.dataset or "digits"
         return make_data_task(args, s)
     from spikejax.train.data import DigitsDataset
 

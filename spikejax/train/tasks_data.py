@@ -314,6 +314,11 @@ def vision_data_task(dataset: str, *, data_dir: str | None, model: str = "spikfo
                       time_steps=time_steps, d_model=d_model, layers=layers, heads=heads, patch_size=patch_size,
                       neuron=neuron,
                       neuron_kwargs=neuron_kwargs or {}, backend=backend)
+    from spikejax.models.registry import min_image_size
+
+    if model != "spikformer" and image_size < (side := min_image_size(model, **cfg.kwargs)):
+        raise ValueError(f"--model: {model} needs images of at least {side}x{side}; {dataset} images are "
+                         f"{image_size}x{image_size}")
     meta = {"kind": dataset, "name": dataset, "fingerprint": f"{dataset}:{len(train_src)}:{len(test_src)}",
             "test_split": test_split}
     return _task("vision", cfg, train_src, test_src, enc, augment=aug, seed=seed, batch_size=batch_size,
