@@ -69,16 +69,26 @@ def _floor(x):
     return jnp.where(t > x, t - 1.0, t)
 
 
+def _integer_pow(x, *, y: int):
+    if y < -1:  # Mosaic GPU lowers only y = -1 and y >= 2
+        return 1.0 / jax.lax.integer_pow(x, -y)
+    if y in (0, 1):
+        return jnp.ones_like(x) if y == 0 else x
+    return jax.lax.integer_pow(x, y)
+
+
 _REWRITES: dict[str, dict[str, Callable]] = {
-    # Mosaic GPU (lane semantics) has no atan / floor / stop_gradient / logistic-free forms of these
+    # Mosaic GPU (lane semantics) has no atan / floor / stop_gradient / ... : the same values from ops it has
+    # (each rewrite takes the equation's operands and its params)
     "mosaic_gpu": {
-        "stop_gradient": lambda x: x,
-        "add_any": jax.lax.add,
-        "atan": lambda x: jax.lax.atan2(x, jnp.ones_like(x)),
-        "floor": _floor,
-        "sqrt": lambda x: jnp.where(x > 0, x * jax.lax.rsqrt(jnp.where(x > 0, x, 1.0)), 0.0 * x),
-        "expm1": lambda x: jax.lax.exp(x) - 1.0,
-        "log1p": lambda x: jax.lax.log(1.0 + x),
+        "stop_gradient": lambda x, **_: x,
+        "add_any": lambda a, b, **_: jax.lax.add(a, b),
+        "atan": lambda x, **_: jax.lax.atan2(x, jnp.ones_like(x)),
+        "floor": lambda x, **_: _floor(x),
+        "sqrt": lambda x, **_: jnp.where(x > 0, x * jax.lax.rsqrt(jnp.where(x > 0, x, 1.0)), 0.0 * x),
+        "expm1": lambda x, **_: jax.lax.exp(x) - 1.0,
+        "log1p": lambda x, **_: jax.lax.log(1.0 + x),
+        "integer_pow": _integer_pow,
     },
     "triton": {},
     "interpret": {},
@@ -164,7 +174,7 @@ def eval_inlined(jaxpr: jcore.Jaxpr, consts: Sequence, args: Sequence, lowering:
         elif _is_identity(eqn):
             outs = [invals[0]]
         elif name in rewrites:
-            outs = rewrites[name](*invals)
+            outs = rewrites[name](*invals, **eqn.params)
             outs = [outs] if not isinstance(outs, (list, tuple)) else list(outs)
         else:
             outs = eqn.primitive.bind(*invals, **eqn.params)
