@@ -25,6 +25,7 @@ import math
 from typing import Any
 
 import jax
+from jax.ad_checkpoint import checkpoint_name
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -39,7 +40,13 @@ __all__ = [
     "spiking_linear",
     "PackedSpikeLinear",
     "use_packed_spike_linears",
+    "PACKED_SPIKES",
 ]
+
+PACKED_SPIKES = "spikejax_packed_spikes"
+"""``jax.ad_checkpoint.checkpoint_name`` of every bit-packed spike array kept for the backward pass
+(:func:`spiking_linear`'s residual, :func:`spikejax.remat.packed_spike_boundary`): a ``jax.checkpoint``
+policy saving this name (``remat="spikes"``) keeps the packed words and recomputes the float spikes."""
 
 _BITS = 32
 
@@ -126,9 +133,11 @@ def _spiking_matmul(s: Array, kernel: Array) -> Array:
 
 
 def _spiking_matmul_fwd(s, kernel):
-    # residuals: 1 bit per spike, the kernel (kept alive by the optimizer anyway), and an empty array
-    # carrying s's dtype
-    return _linear_value(s, kernel), (pack_spikes(s, axis=-1), kernel, jnp.zeros((0,), s.dtype))
+    # residuals: 1 bit per spike (named, so that a checkpoint policy saving PACKED_SPIKES keeps it and
+    # nothing else of s), the kernel (kept alive by the optimizer anyway), and an empty array carrying
+    # s's dtype
+    packed = checkpoint_name(pack_spikes(s, axis=-1), PACKED_SPIKES)
+    return _linear_value(s, kernel), (packed, kernel, jnp.zeros((0,), s.dtype))
 
 
 def _spiking_matmul_bwd(res, g):

@@ -23,6 +23,7 @@ from flax import nnx
 from spikejax.nn.attention import ATTENTIONS
 from spikejax.nn.blocks import BLOCK_NORMS, SHORTCUTS
 from spikejax.nn.neurons import NEURONS
+from spikejax.remat import check_remat
 
 __all__ = ["ModelConfig", "TransformerConfig", "SpikingLMConfig", "SpikformerConfig", "DTYPES", "builds"]
 
@@ -108,7 +109,7 @@ class TransformerConfig(ModelConfig):
     ``d_model`` (D), ``num_heads`` (H | D), ``num_layers``, ``mlp_ratio``, ``time_steps`` (T);
     ``attention`` and ``attention_kwargs``; ``norm``; ``shortcut``; ``neuron`` and ``neuron_kwargs``;
     ``backend``; ``dtype`` (compute dtype, one of :data:`DTYPES`; a numpy / JAX dtype is stored by
-    name)."""
+    name); ``remat`` (training memory, :data:`spikejax.remat.REMAT_MODES`)."""
 
     d_model: int = 64
     num_heads: int = 4
@@ -123,6 +124,7 @@ class TransformerConfig(ModelConfig):
     neuron_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     backend: str = "xla"
     dtype: str = "float32"
+    remat: str = "none"
 
     __hash__ = ModelConfig.__hash__
 
@@ -150,6 +152,7 @@ class TransformerConfig(ModelConfig):
             if not isinstance(value, dict):
                 raise TypeError(f"{name}: expected a dict, got {type(value)!r}")
             object.__setattr__(self, name, dict(value))  # the config's own copy
+        check_remat(self.remat)
 
     @property
     def compute_dtype(self):
@@ -189,6 +192,11 @@ class SpikingLMConfig(TransformerConfig):
     ``neuron_kwargs={"beta": 0.5, "threshold": 0.5}`` (``H = V/2 + X``, what ``spikejax train``
     uses) gives rates of ~0.2-0.35 at initialisation (``{"threshold": 0.5}`` for ``if`` / ``plif``).
     The default is kept as the plain neuron's so that a config means the same model it always did.
+
+    ``remat``: what each block keeps for the backward pass (training memory), one of
+    :data:`spikejax.remat.REMAT_MODES`: ``"none"`` (everything, default), ``"block"`` (its input; the
+    block is recomputed), ``"spikes"`` (its input and its spikes bit-packed), ``"offload"`` (packed
+    spikes, the input in host memory). Same gradients in every mode; see :mod:`spikejax.remat`.
     """
 
     vocab_size: int = 256
@@ -220,7 +228,8 @@ class SpikformerConfig(TransformerConfig):
     or ``"bfloat16"``; parameters stay float32, logits are float32; see :class:`SpikingLMConfig`).
     With the default neuron (LIF, τ = 2, θ = 1) a fresh model fires sparsely (measured on 8×8×1
     inputs: Q/K/V ~4%, the attention neuron 0%); see :class:`SpikingLMConfig` for ``neuron_kwargs``
-    that fire at initialisation.
+    that fire at initialisation. ``remat``: training memory mode (:data:`spikejax.remat.REMAT_MODES`,
+    see :class:`SpikingLMConfig`).
     """
 
     image_size: int = 32

@@ -18,6 +18,7 @@ from spikejax.nn.blocks import SpikingTransformerBlock, time_shared_dropout
 from spikejax.nn.config import SpikformerConfig, SpikingLMConfig, builds
 from spikejax.nn.layers import linear, make_norm
 from spikejax.nn.neurons import make_neuron
+from spikejax.remat import remat_call
 
 Array = jax.Array
 
@@ -156,7 +157,7 @@ class SpikingLM(nnx.Module):
                 x, st = block(x, return_state=True, dropout_key=key)
                 states.append(st)
             else:
-                x = block(x, dropout_key=key)
+                x = remat_call(self.config.remat, block, x, dropout_key=key)
         logits = self.readout(x)
         if return_state:
             return logits, SpikingLMState(jnp.asarray(L, jnp.int32), tuple(states))
@@ -333,7 +334,7 @@ class Spikformer(nnx.Module):
         if self.embed_neuron is not None:
             x = self.embed_neuron(x)
         for block in self.blocks:
-            x = block(x)
+            x = remat_call(cfg.remat, block, x)
         h = x.mean(axis=2)
         if self.final_norm is not None:
             h = self.final_norm(h)

@@ -1,0 +1,225 @@
+"""Training memory: rematerialisation policies for backpropagation through time.
+
+BPTT keeps every intermediate of every time step for the backward pass, so training memory grows
+with ``T · layers``. A model config's ``remat`` field (and ``spikejax train --remat``) picks what a
+block keeps instead; every mode computes the same gradients (the forward is recomputed, not changed):
+
+=============  ======================================================================================
+mode           what each block keeps for the backward pass (the rest is recomputed, neurons included)
+=============  ======================================================================================
+``"none"``     everything (plain autodiff; the fastest step, the largest peak)
+``"block"``    only its input (``jax.checkpoint`` of the block); the backward recomputes the block
+``"spikes"``   its input and the spikes of its binary neurons, bit-packed 32 to a ``uint32``
+               (:func:`spikejax.packing.pack_spikes`, 1 bit per spike); the backward recomputes
+               each stretch between two neurons from the packed spikes, one stretch at a time
+``"offload"``  as ``"spikes"``, with the block's input moved to host memory (``pinned_host``) during
+               the forward and brought back for the backward: device memory then holds packed
+               spikes only (for long T on one GPU; the step pays the host transfers)
+=============  ======================================================================================
+
+Usage (a block is any NNX module called as ``block(x, **kwargs)``)::
+
+    y = remat_call("spikes", block, x, dropout_key=key)   # == block(x, dropout_key=key), less memory
+
+In ``"spikes"`` mode each binary spiking neuron's output ``s`` inside the block is replaced by
+``unpack(pack(s))`` (equal to ``s`` for 0/1 spikes, with the identity as its gradient) and the packed
+words are the only intermediates ``jax.checkpoint`` saves (:data:`PACKED_SPIKES`, through
+``jax.checkpoint_policies.save_only_these_names``): the float spikes, membranes, matmul outputs and
+norms are all recomputed. Ternary and multi-level neurons are not binary and are not packed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
+
+from spikejax.metrics import intercept_calls
+from spikejax.nn.neurons import MultiLevel, SpikingNeuron, Ternary
+from spikejax.packing import PACKED_SPIKES, pack_spikes, unpack_spikes
+
+Array = jax.Array
+
+__all__ = ["REMAT_MODES", "PACKED_SPIKES", "BLOCK_INPUT", "check_remat", "remat_call", "remat_policy",
+           "packed_spike_boundary"]
+
+REMAT_MODES = ("none", "block", "spikes", "offload")
+"""The rematerialisation modes a model's ``remat`` field accepts (see the module docstring)."""
+
+BLOCK_INPUT = "spikejax_block_input"
+"""``checkpoint_name`` of a block's input in ``"offload"`` mode (the value moved to host memory)."""
+
+
+def check_remat(remat: Any, name: str = "remat") -> str:
+    """``remat`` if it is one of :data:`REMAT_MODES`, else a ``ValueError`` naming ``name``."""
+    if not isinstance(remat, str) or remat not in REMAT_MODES:
+        raise ValueError(f"{name}: unknown remat mode {remat!r}; expected one of {REMAT_MODES}")
+    return remat
+
+
+def remat_policy(mode: str):
+    """The ``jax.checkpoint`` policy of ``mode`` (None for ``"block"``: save nothing but the inputs)."""
+    check_remat(mode, "mode")
+    if mode == "none":
+        raise ValueError("mode: 'none' applies no checkpoint, so it has no policy")
+    if mode == "block":
+        return None
+    if mode == "spikes":
+        return jax.checkpoint_policies.save_only_these_names(PACKED_SPIKES)
+    return jax.checkpoint_policies.save_and_offload_only_these_names(
+        names_which_can_be_saved=[PACKED_SPIKES], names_which_can_be_offloaded=[BLOCK_INPUT],
+        offload_src="device", offload_dst="pinned_host")
+
+
+@jax.custom_vjp
+def packed_spike_boundary(spikes: Array) -> Array:
+    """``spikes[..., n]`` (0/1) -> the same values, rebuilt from their bit-packed copy.
+
+    Forward: ``unpack_spikes(checkpoint_name(pack_spikes(s), PACKED_SPIKES))`` (exact for 0/1 spikes;
+    any non-zero value becomes 1); gradient: the identity, ``∂L/∂s = ∂L/∂y``. Under
+    ``jax.checkpoint`` with a policy saving :data:`PACKED_SPIKES` the packed words are the residual
+    and everything computed from the spikes is recomputed from them.
+    """
+    return _rebuild(spikes)
+
+
+def _rebuild(spikes: Array) -> Array:
+    packed = checkpoint_name(pack_spikes(spikes, axis=-1), PACKED_SPIKES)
+    return unpack_spikes(packed, spikes.shape[-1], axis=-1, dtype=spikes.dtype)
+
+
+def _boundary_fwd(spikes):
+    return _rebuild(spikes), None
+
+
+def _boundary_bwd(_, g):
+    return (g,)
+
+
+packed_spike_boundary.defvjp(_boundary_fwd, _boundary_bwd)
+
+
+def _is_binary(neuron: nnx.Module) -> bool:
+    if isinstance(neuron, Ternary):
+        return False
+    return not (isinstance(neuron, MultiLevel) and neuron.levels > 1)
+
+
+def _pack_outputs(neuron: nnx.Module, args: tuple, out):
+    if isinstance(out, jax.Array) and out.ndim >= 1 and _is_binary(neuron):
+        return packed_spike_boundary(out)
+    return out  # (spikes, state) of return_state=True calls, non-binary neurons: unchanged
+
+
+def _noop(module, args, out) -> None:
+    return None
+
+
+def remat_call(mode: str, block: nnx.Module, x: Array, **kwargs: Any):
+    """``block(x, **kwargs)`` under the rematerialisation ``mode`` (:data:`REMAT_MODES`).
+
+    Args:
+      mode: ``"none"`` (a plain call), ``"block"``, ``"spikes"`` or ``"offload"`` (module docstring).
+      block: an NNX module (BatchNorm statistics and other state updates carry over as in a plain
+        call: the block runs as a pure function of its state).
+      x: the block input (an array, or a pytree of arrays).
+      **kwargs: keyword arguments of the call; arrays (e.g. a ``dropout_key``) are traced, other
+        values (flags) are static.
+
+    Returns:
+      ``block(x, **kwargs)``: equal values and gradients in every mode.
+    """
+    check_remat(mode, "mode")
+    if mode == "none":
+        return block(x, **kwargs)
+    static = {k: v for k, v in kwargs.items() if not isinstance(v, jax.Array)}
+    dynamic = {k: v for k, v in kwargs.items() if isinstance(v, jax.Array)}
+    graphdef, state = nnx.split(block)
+
+    def run(state, x, dynamic):
+        module = nnx.merge(graphdef, state)
+        if mode == "block":
+            y = module(x, **static, **dynamic)
+        else:
+            with intercept_calls(module, _noop, (SpikingNeuron,), after=_pack_outputs):
+                y = module(x, **static, **dynamic)
+        return y, nnx.state(module, _updated)
+
+    if mode != "block":  # inside the block: keep the packed spikes, recompute the stretches between them
+        run = jax.checkpoint(run, policy=jax.checkpoint_policies.save_only_these_names(PACKED_SPIKES))
+    y, new_state = _recompute_in_backward(run, offload=mode == "offload")(state, x, dynamic)
+    nnx.update(block, new_state)  # BatchNorm statistics, carried neuron state, sown intermediates
+    return y
+
+
+def _updated(path, variable) -> bool:
+    """State a block call may change: everything but the parameters, and no empty (None) variables."""
+    return not isinstance(variable, nnx.Param) and variable.get_value() is not None
+
+
+def _to_memory(tree, kind: str):
+    """Move the array leaves of ``tree`` to memory ``kind`` (``"pinned_host"`` / ``"device"``) under jit."""
+    def move(a):
+        if not isinstance(a, jax.Array) or jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
+            return a
+        return jax.device_put(a, jax.memory.Space.Host if kind == "pinned_host" else jax.memory.Space.Device)
+    return jax.tree.map(move, tree)
+
+
+def _fenced(fn, args: tuple, after, *, forward: bool):
+    """``fn(*args)``, computed where it stands in the program: not before ``after`` exists and with
+    none of its buffers allocated earlier (values unchanged).
+
+    XLA may otherwise start a block's recomputation (or allocate the buffers of its ``lax.scan``
+    outputs) as soon as its inputs exist, i.e. during the forward pass, which keeps every block's
+    activations alive at once again. On GPU (and TPU) an ``optimization_barrier`` tying ``args`` to
+    ``after`` orders the backward (as ``jax.checkpoint`` does). The CPU compiler removes barriers
+    before scheduling and hoists scan buffers, so there ``fn`` runs inside a ``lax.cond`` whose two
+    branches are both ``fn`` and whose predicate (``c != c``, ``c`` one element of ``after``) cannot be
+    folded: nothing leaves a conditional's branch.
+    """
+    leaves = [a for a in jax.tree.leaves(after) if jnp.issubdtype(a.dtype, jnp.inexact) and a.size]
+    if not leaves:
+        return fn(*args)
+    c = leaves[0].ravel()[0]
+
+    def cpu(*args):
+        return jax.lax.cond(c != c, fn, fn, *args)
+
+    def other(*args):
+        if forward:
+            return fn(*args)
+        args, _ = jax.lax.optimization_barrier((args, after))
+        return fn(*args)
+
+    return jax.lax.platform_dependent(*args, cpu=cpu, default=other)
+
+
+def _recompute_in_backward(fn, *, offload: bool):
+    """``fn(state, x, dynamic)`` whose backward pass recomputes it (a ``jax.custom_vjp``): the forward
+    keeps only the inputs (``x`` in host memory with ``offload``), the backward reruns ``fn`` under
+    ``jax.vjp`` once the cotangent exists, so the gradients are those of ``fn`` itself."""
+
+    @jax.custom_vjp
+    def call(state, x, dynamic):
+        return fn(state, x, dynamic)
+
+    def fwd(state, x, dynamic):
+        out = _fenced(fn, (state, x, dynamic), x, forward=True)
+        return out, (state, _to_memory(x, "pinned_host") if offload else x, dynamic)
+
+    def grads(state, x, dynamic, ct):
+        _, vjp = jax.vjp(fn, state, x, dynamic)
+        return vjp(ct)
+
+    def bwd(res, ct):
+        state, x, dynamic = res
+        if offload:
+            x = _to_memory(x, "device")
+        return _fenced(grads, (state, x, dynamic, ct), ct, forward=False)
+
+    call.defvjp(fwd, bwd)
+    return call
