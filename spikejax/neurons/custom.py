@@ -161,8 +161,7 @@ def broadcast_flat(name: str, value, neuron_shape: tuple[int, ...], hint: str = 
 
 def flat_param(name: str, value, neuron_shape: tuple[int, ...]) -> Array:
     """A parameter as float32 ``[1]`` when it is one value, else broadcast to the neuron shape and
-    flattened to ``[M]``; a concrete non-finite value is refused, naming ``name``."""
-    check_finite(name, concrete(value))
+    flattened to ``[M]`` (a shape that does not broadcast is refused, naming ``name``)."""
     if jnp.size(value) == 1:
         return jnp.asarray(value, jnp.float32).reshape(1)
     return broadcast_flat(name, value, neuron_shape,
@@ -171,7 +170,11 @@ def flat_param(name: str, value, neuron_shape: tuple[int, ...]) -> Array:
 
 def _flat_params(params, neuron_shape: tuple[int, ...]):
     leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
-    flat = [flat_param(f"params{jax.tree_util.keystr(path)}", leaf, neuron_shape) for path, leaf in leaves]
+    flat = []
+    for path, leaf in leaves:
+        name = f"params{jax.tree_util.keystr(path)}"
+        check_range(name, leaf)  # finite: now when concrete, under checks.checked when traced
+        flat.append(flat_param(name, leaf, neuron_shape))
     return jax.tree.unflatten(treedef, flat)
 
 
