@@ -98,3 +98,26 @@ def test_load_checkpoint_builds_no_optimizer_or_steps(tmp_path, monkeypatch, cap
     assert vocab.decode(vocab.encode("def ")) == "def "
     text = sample_main(["--checkpoint", str(out), "--prompt", "The ", "--chars", "3", "--backend", "xla"])
     assert len(text) == 7 and text.startswith("The ")
+
+
+def test_fit_reads_everything_task_specific_from_the_task(tmp_path):
+    """A task under another name keeps its per-step extras (bits per character) and its after-hook gets the
+    run directory: fit has no branch on the task's name."""
+    import json
+    import math
+
+    from spikejax.train.checkpoint import CheckpointError
+    from spikejax.train.commands import load_checkpoint
+
+    seen = []
+    task = dataclasses.replace(tiny_lm(), name="renamed", after=lambda model, say, out: seen.append(out) or {"x": 1})
+    out = tmp_path / "r"
+    summary = loop.fit(task, tiny_cfg(out=str(out), steps=2, checkpoint_every=2), print_fn=lambda *_: None)
+    assert seen == [str(out)] and summary["x"] == 1
+    lines = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    steps = [r for r in lines if not r.get("final")]
+    assert [r["step"] for r in steps] == [1, 2]
+    for r in steps:
+        assert r["bpc"] == pytest.approx(r["loss"] / math.log(2), rel=1e-12)
+    with pytest.raises(CheckpointError, match="unknown task 'renamed'"):
+        load_checkpoint(str(out))
