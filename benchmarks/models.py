@@ -11,7 +11,8 @@ to norm 1 and AdamW (weight decay on matrices only), at batch 64, T = 4, CIFAR-1
   :func:`spikejax.train.steps.make_steps` with :func:`~spikejax.train.steps.make_optimizer`,
   compiled ahead of time (``jit(step).lower(...).compile()``; its ``cost_analysis()`` is recorded).
 * SpikingJelly 2.0: the builders of ``spikingjelly.activation_based.model`` (multi-step,
-  ``step_mode="m"``), fused ``torch.optim.AdamW``, ``cudnn.benchmark``; configurations
+  ``step_mode="m"``), fused ``torch.optim.AdamW``, ``cudnn.benchmark``, TF32 matmuls
+  (``set_float32_matmul_precision("high")``; cuDNN's convolutions use TF32 by default); configurations
   ``triton`` (eager; its Triton LIF kernels, ``SJ_LIF_CUDA_IMPLEMENTATION=triton``), ``compile``
   (``torch.compile(model)``; SpikingJelly then selects its Triton neurons itself), ``cuda``
   (eager, its native CUDA neurons where they are built), ``eager`` (its own choice; the CPU default).
@@ -77,6 +78,7 @@ import fcntl
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -271,6 +273,7 @@ def run_spikingjelly(model: str, dtype: str, config: str, batch: int, image: int
 
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cudnn.benchmark = True
+    torch.set_float32_matmul_precision("high")  # TF32 matmuls, as cuDNN's convolutions and XLA's f32 default
     torch.manual_seed(0)
     net = build_spikingjelly(model, T).to(dev)
     autocast, report = contextlib.nullcontext, None
@@ -317,7 +320,8 @@ def run_spikingjelly(model: str, dtype: str, config: str, batch: int, image: int
     with gpu_lock(lock):
         for _ in range(warmup):
             loss = step()
-        sync(loss if warmup else None)
+        if warmup:
+            sync(loss)
         times, loss = _time_regions(step, sync, steps, reps)
     from importlib.metadata import version
 
@@ -353,9 +357,9 @@ def device_name() -> str:
         out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
                              text=True, timeout=30, check=True).stdout.strip().splitlines()
     except (OSError, subprocess.SubprocessError):
-        return "cpu"
+        out = []
     if not out:
-        return "cpu"
+        return "gpu" if os.path.exists("/dev/nvidia0") else "cpu"
     words = [w for w in out[0].lower().replace("nvidia", "").split() if w not in ("geforce", "tesla")]
     return "_".join(words[:2]) or "gpu"
 
@@ -379,15 +383,20 @@ def run_child(spec: dict, env: dict, timeout: float) -> dict:
     """Run ``spec`` in a subprocess; its result dict, or ``{"error": ...}``."""
     cmd = [sys.executable, "-m", "benchmarks.models", "--child", json.dumps(spec)]
     t0 = time.perf_counter()
+    # its own session, so that a timeout also ends its workers (torch.compile's compile pool)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), start_new_session=True)
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
-                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
         return {"error": f"timeout after {timeout:.0f} s", "wall_s": time.perf_counter() - t0}
-    for line in proc.stdout.splitlines()[::-1]:
+    for line in stdout.splitlines()[::-1]:
         if line.startswith(RESULT_TAG):
             return {**json.loads(line[len(RESULT_TAG):]), "wall_s": time.perf_counter() - t0}
-    lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
+    lines = [ln for ln in (stderr + stdout).splitlines() if ln.strip()]
     errors = [ln for ln in lines if "Error" in ln or "error" in ln]
     return {"error": (errors or lines or [f"exit status {proc.returncode}"])[-1][:400],
             "wall_s": time.perf_counter() - t0}
@@ -465,15 +474,16 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="CPU smoke test: batch 2, 16x16 images, 2 steps")
     p.add_argument("--jobs", type=int, help="subprocesses at once (default 3 on a GPU, 1 on a CPU)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per configuration (default 300)")
-    p.add_argument("--budget", type=float, default=540.0,
-                   help="seconds: configurations not started by then are recorded as skipped (default 540)")
+    p.add_argument("--budget", type=float,
+                   help="seconds: configurations not started by then are skipped (default 540; --quick 3600)")
     p.add_argument("--peak-bf16", type=float, default=989.0, help="dense bf16 TFLOP/s (H200: 989)")
     p.add_argument("--peak-f32", type=float, default=494.0, help="f32 matmul TFLOP/s (H200 TF32: 494)")
     p.add_argument("--copy-bw", type=float, default=4.0, help="device copy TB/s (H200 measured: 4.0)")
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    for name, full, quick in (("steps", 20, 2), ("reps", 3, 1), ("batch", 64, 2), ("image", 32, 16)):
+    for name, full, quick in (("steps", 20, 2), ("reps", 3, 1), ("batch", 64, 2), ("image", 32, 16),
+                              ("budget", 540.0, 3600.0)):
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
         if getattr(args, name) < 1:
@@ -546,7 +556,7 @@ def main(argv=None) -> list[dict]:
                 child_env["SJ_LIF_CUDA_IMPLEMENTATION"] = spec["config"] if gpu else "auto"
             elif not gpu:
                 child_env["JAX_PLATFORMS"] = "cpu"
-            result = run_child({**spec, "lock": lock if gpu else None}, child_env, min(args.timeout, left + 60))
+            result = run_child({**spec, "lock": lock if gpu else None}, child_env, min(args.timeout, left + 30))
         row = {k: spec[k] for k in ("framework", "model", "dtype", "config", "batch", "image", "T", "steps")}
         row.update(result)
         if result.get("times_s"):
