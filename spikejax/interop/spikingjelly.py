@@ -61,7 +61,7 @@ def spikingjelly_key_map(model: nnx.Module) -> dict[str, KeyEntry]:
 
 
 def mirrored_key_map(model: nnx.Module) -> dict[str, KeyEntry]:
-    """The PyTorch key map of a model whose module tree mirrors the PyTorch one, in model order:
+    """The PyTorch key map of a model whose module tree mirrors the PyTorch one:
     :func:`spikejax.interop.state_dict.torch_key_map` (dotted module paths; the one-layer wrappers of
     :mod:`spikejax.nn.temporal` add no name; ``nnx.Conv`` ``kernel`` -> ``weight`` (``[kh, kw, I, O]`` /
     ``[k, I, O]`` <-> OIHW / ``[O, I, k]``), ``nnx.Linear`` ``kernel`` -> ``weight`` (transposed),

@@ -124,7 +124,7 @@ def _names_of(module: Any) -> dict[str, tuple[str, str]] | None:
 
 def torch_key_map(model: nnx.Module) -> dict[str, KeyEntry]:
     """PyTorch key -> :class:`KeyEntry` for every ``nnx.Param`` / ``nnx.BatchStat`` of ``model``, in
-    model order (see the module docstring for the names and layouts)."""
+    the order of ``nnx.iter_graph`` (see the module docstring for the names and layouts)."""
     if not isinstance(model, nnx.Module):
         raise TypeError(f"model: expected a flax.nnx.Module, got {type(model)!r}")
     nodes = list(nnx.iter_graph(model))
