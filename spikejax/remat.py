@@ -1,35 +1,40 @@
-"""Training memory: rematerialisation policies for backpropagation through time.
+"""Training memory: rematerialisation modes for backpropagation through time.
 
 BPTT keeps every intermediate of every time step for the backward pass, so training memory grows
-with ``T · layers``. A model config's ``remat`` field (and ``spikejax train --remat``) picks what a
-block keeps instead; every mode computes the same gradients (the forward is recomputed, not changed):
+with ``T · layers``. A model config's ``remat`` field (``spikejax.models.create(name, remat=...)``,
+``spikejax train --remat``) picks what each block keeps instead; every mode computes the same
+gradients (the forward is recomputed, not changed; bit-identical in float32 on CPU):
 
 =============  ======================================================================================
 mode           what each block keeps for the backward pass (the rest is recomputed, neurons included)
 =============  ======================================================================================
 ``"none"``     everything (plain autodiff; the fastest step, the largest peak)
-``"block"``    only its input (``jax.checkpoint`` of the block); the backward recomputes the block
-``"spikes"``   its input and the spikes of its binary neurons, bit-packed 32 to a ``uint32``
-               (:func:`spikejax.packing.pack_spikes`, 1 bit per spike); the backward recomputes
-               each stretch between two neurons from the packed spikes, one stretch at a time
-``"offload"``  as ``"spikes"``, with the block's input moved to host memory (``pinned_host``) during
-               the forward and brought back for the backward: device memory then holds packed
-               spikes only (for long T on one GPU; the step pays the host transfers)
+``"block"``    its input; the backward recomputes the whole block, then differentiates it
+``"spikes"``   its input; the backward recomputes the block keeping only the spikes of its binary
+               neurons, bit-packed 32 to a ``uint32`` (:func:`spikejax.packing.pack_spikes`), and
+               recomputes each stretch between two neurons from them (a smaller peak inside the
+               block than ``"block"`` where the compiler interleaves the stretches, e.g. on GPU)
+``"offload"``  as ``"spikes"``, with the block's input moved to host memory (``pinned_host``) after the
+               forward and brought back for the backward (for long T on one GPU; pays the transfers)
 =============  ======================================================================================
 
 Usage (a block is any NNX module called as ``block(x, **kwargs)``)::
 
     y = remat_call("spikes", block, x, dropout_key=key)   # == block(x, dropout_key=key), less memory
 
-In ``"spikes"`` mode each binary spiking neuron's output ``s`` inside the block is replaced by
-``unpack(pack(s))`` (equal to ``s`` for 0/1 spikes, with the identity as its gradient) and the packed
-words are the only intermediates ``jax.checkpoint`` saves (:data:`PACKED_SPIKES`, through
-``jax.checkpoint_policies.save_only_these_names``): the float spikes, membranes, matmul outputs and
-norms are all recomputed. Ternary and multi-level neurons are not binary and are not packed.
+How: the block runs as a pure function of its NNX state inside a ``jax.custom_vjp`` whose forward
+keeps the inputs and whose backward reruns the block under ``jax.vjp`` once the cotangent exists
+(fenced so that the compiler cannot move the recomputation, or its buffers, into the forward pass;
+see :func:`_fenced`). In ``"spikes"`` mode each binary neuron output ``s`` inside the block is
+replaced by :func:`packed_spike_boundary` ``(s) = unpack(pack(s))`` (equal to ``s`` for 0/1 spikes,
+the identity as its gradient) under ``jax.checkpoint(policy=SPIKES_POLICY)``, so the packed words are
+the only intermediates saved: float spikes, membranes, matmul outputs and norms are recomputed.
+Ternary and multi-level neurons are not binary and are not packed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -43,14 +48,10 @@ from spikejax.packing import PACKED_SPIKES, pack_spikes, unpack_spikes
 
 Array = jax.Array
 
-__all__ = ["REMAT_MODES", "PACKED_SPIKES", "BLOCK_INPUT", "check_remat", "remat_call", "remat_policy",
-           "packed_spike_boundary"]
+__all__ = ["REMAT_MODES", "PACKED_SPIKES", "SPIKES_POLICY", "check_remat", "remat_call", "packed_spike_boundary"]
 
 REMAT_MODES = ("none", "block", "spikes", "offload")
 """The rematerialisation modes a model's ``remat`` field accepts (see the module docstring)."""
-
-BLOCK_INPUT = "spikejax_block_input"
-"""``checkpoint_name`` of a block's input in ``"offload"`` mode (the value moved to host memory)."""
 
 
 def check_remat(remat: Any, name: str = "remat") -> str:
@@ -60,18 +61,9 @@ def check_remat(remat: Any, name: str = "remat") -> str:
     return remat
 
 
-def remat_policy(mode: str):
-    """The ``jax.checkpoint`` policy of ``mode`` (None for ``"block"``: save nothing but the inputs)."""
-    check_remat(mode, "mode")
-    if mode == "none":
-        raise ValueError("mode: 'none' applies no checkpoint, so it has no policy")
-    if mode == "block":
-        return None
-    if mode == "spikes":
-        return jax.checkpoint_policies.save_only_these_names(PACKED_SPIKES)
-    return jax.checkpoint_policies.save_and_offload_only_these_names(
-        names_which_can_be_saved=[PACKED_SPIKES], names_which_can_be_offloaded=[BLOCK_INPUT],
-        offload_src="device", offload_dst="pinned_host")
+SPIKES_POLICY = jax.checkpoint_policies.save_only_these_names(PACKED_SPIKES)
+"""The ``jax.checkpoint`` policy inside a block in ``"spikes"`` / ``"offload"`` mode: save the packed
+spikes (:data:`PACKED_SPIKES`) and nothing else."""
 
 
 @jax.custom_vjp
@@ -118,7 +110,7 @@ def _noop(module, args, out) -> None:
     return None
 
 
-def remat_call(mode: str, block: nnx.Module, x: Array, **kwargs: Any):
+def remat_call(mode: str, block: nnx.Module, x: Array, *, method: Callable[..., Any] | None = None, **kwargs: Any):
     """``block(x, **kwargs)`` under the rematerialisation ``mode`` (:data:`REMAT_MODES`).
 
     Args:
@@ -126,6 +118,8 @@ def remat_call(mode: str, block: nnx.Module, x: Array, **kwargs: Any):
       block: an NNX module (BatchNorm statistics and other state updates carry over as in a plain
         call: the block runs as a pure function of its state).
       x: the block input (an array, or a pytree of arrays).
+      method: ``method(block, x, **kwargs)`` computes the block (default ``block(x, **kwargs)``), e.g.
+        for a run of layers held in an ``nnx.List``.
       **kwargs: keyword arguments of the call; arrays (e.g. a ``dropout_key``) are traced, other
         values (flags) are static.
 
@@ -133,8 +127,9 @@ def remat_call(mode: str, block: nnx.Module, x: Array, **kwargs: Any):
       ``block(x, **kwargs)``: equal values and gradients in every mode.
     """
     check_remat(mode, "mode")
+    call = method if method is not None else (lambda module, x, **kw: module(x, **kw))
     if mode == "none":
-        return block(x, **kwargs)
+        return call(block, x, **kwargs)
     static = {k: v for k, v in kwargs.items() if not isinstance(v, jax.Array)}
     dynamic = {k: v for k, v in kwargs.items() if isinstance(v, jax.Array)}
     graphdef, state = nnx.split(block)
@@ -142,14 +137,14 @@ def remat_call(mode: str, block: nnx.Module, x: Array, **kwargs: Any):
     def run(state, x, dynamic):
         module = nnx.merge(graphdef, state)
         if mode == "block":
-            y = module(x, **static, **dynamic)
+            y = call(module, x, **static, **dynamic)
         else:
             with intercept_calls(module, _noop, (SpikingNeuron,), after=_pack_outputs):
-                y = module(x, **static, **dynamic)
+                y = call(module, x, **static, **dynamic)
         return y, nnx.state(module, _updated)
 
     if mode != "block":  # inside the block: keep the packed spikes, recompute the stretches between them
-        run = jax.checkpoint(run, policy=jax.checkpoint_policies.save_only_these_names(PACKED_SPIKES))
+        run = jax.checkpoint(run, policy=SPIKES_POLICY)
     y, new_state = _recompute_in_backward(run, offload=mode == "offload")(state, x, dynamic)
     nnx.update(block, new_state)  # BatchNorm statistics, carried neuron state, sown intermediates
     return y
