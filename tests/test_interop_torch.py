@@ -6,8 +6,6 @@ PyTorch state dict and ``load_state_dict(strict=True)``.
 
 from __future__ import annotations
 
-import contextlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,6 +18,7 @@ import spikejax.nn as snn  # noqa: E402
 from spikejax import NeuronState  # noqa: E402
 from spikejax.interop import load_torch_state_dict, to_torch_state_dict  # noqa: E402
 from spikejax.interop import torch_modules as tm  # noqa: E402
+from spikejax.metrics import intercept_calls  # noqa: E402
 from spikejax.nn import neurons as jneurons  # noqa: E402
 
 torch.set_num_threads(1)
@@ -144,20 +143,10 @@ def test_spike_function_matches_jax_surrogate(shape):
 # --- models: logits, every spike train, every gradient ------------------------------------------------
 
 
-@contextlib.contextmanager
-def _record_jax_spikes(out: list):
-    original = jneurons.SpikingNeuron.__call__
-
-    def recording(self, x, **kw):
-        res = original(self, x, **kw)
-        out.append(res[0] if isinstance(res, tuple) else res)
-        return res
-
-    jneurons.SpikingNeuron.__call__ = recording
-    try:
-        yield
-    finally:
-        jneurons.SpikingNeuron.__call__ = original
+def _record_jax_spikes(model, out: list):
+    """Spikes of ``model``'s neuron layers in call order, scoped to its instances (no class patched)."""
+    return intercept_calls(model, lambda m, args, o: out.append(o[0] if isinstance(o, tuple) else o),
+                           (jneurons.SpikingNeuron,))
 
 
 def _record_torch_spikes(tmodel, out: list):
@@ -172,8 +161,9 @@ def _compare_model(jmodel, tmodel, inputs: np.ndarray, *, train: bool, check_gra
 
     def loss(params, inputs, r):
         spikes: list = []
-        with _record_jax_spikes(spikes):
-            logits = nnx.merge(graphdef, params)(inputs)
+        model = nnx.merge(graphdef, params)
+        with _record_jax_spikes(model, spikes):
+            logits = model(inputs)
         return (logits * r).sum(), (logits, spikes)
 
     jin = jnp.asarray(inputs)
