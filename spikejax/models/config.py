@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from spikejax.models.sj_neurons import NeuronSpec
 from spikejax.nn.config import DTYPES
+from spikejax.remat import check_remat
 
 __all__ = ["VisionConfig", "check_dtype", "check_int"]
 
@@ -48,6 +49,8 @@ class VisionConfig:
       dtype: compute dtype of the convolutions, linear layers and activations (``"bfloat16"`` for
         mixed precision; parameters, BatchNorm statistics and logits stay float32); a numpy / JAX
         dtype is stored by name.
+      remat: training memory, one of :data:`spikejax.remat.REMAT_MODES` (what each residual block,
+        or each VGG stage, keeps for the backward pass; same gradients in every mode).
     """
 
     num_classes: int = 1000
@@ -55,9 +58,11 @@ class VisionConfig:
     in_channels: int = 3
     neuron: NeuronSpec = dataclasses.field(default_factory=lambda: NeuronSpec(detach_reset=True))
     dtype: str = "float32"
+    remat: str = "none"
 
     def __post_init__(self):
         object.__setattr__(self, "dtype", check_dtype(self.dtype))
+        check_remat(self.remat)
         for name in ("num_classes", "T", "in_channels"):
             check_int(name, getattr(self, name))
         if not isinstance(self.neuron, NeuronSpec):

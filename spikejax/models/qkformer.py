@@ -39,6 +39,7 @@ from spikejax.models.spikformer import (
     to_sequence,
 )
 from spikejax.nn import temporal
+from spikejax.remat import check_remat, remat_call
 
 Array = jax.Array
 
@@ -183,15 +184,17 @@ class QKFormer(nnx.Module):
       num_heads and depths (three stage values each), mlp_ratio, qka_type (``"token"`` /
       ``"channel"``), spiking_neuron and **neuron_kwargs (:func:`spikejax.models.sj_neurons.neuron_spec`).
       dtype: compute dtype, ``"float32"`` or ``"bfloat16"`` (logits float32).
+      remat: training memory per block (:data:`spikejax.remat.REMAT_MODES`; same gradients in every mode).
       rngs: initializers (PyTorch's defaults, as SpikingJelly's model).
     """
 
     def __init__(self, *, T: int = 4, in_channels: int = 3, num_classes: int = 1000, embed_dims: int = 384,
                  num_heads: tuple[int, int, int] = (3, 6, 6), depths: tuple[int, int, int] = (1, 2, 7),
                  mlp_ratio: float = 4.0, qka_type: str = "token", spiking_neuron: str | None = None,
-                 dtype: str = "float32", rngs: nnx.Rngs, **neuron_kwargs: Any):
+                 dtype: str = "float32", remat: str = "none", rngs: nnx.Rngs, **neuron_kwargs: Any):
         check_positive(T=T, in_channels=in_channels, num_classes=num_classes)
         check_dtype(dtype)
+        self.remat = check_remat(remat)
         if len(tuple(num_heads)) != 3 or len(tuple(depths)) != 3:
             raise ValueError(f"num_heads, depths: expected three stage values each, got {num_heads!r}, {depths!r}")
         if embed_dims % 8:
@@ -223,7 +226,7 @@ class QKFormer(nnx.Module):
                              (self.patch_embed3, self.stage3)):
             x = embed(x)
             for block in stage:
-                x = block(x)
+                x = remat_call(self.remat, block, x)
         return self.head(x.mean(axis=(2, 3)).mean(axis=0)).astype(jnp.float32)
 
 

@@ -34,6 +34,7 @@ from spikejax.models.config import VisionConfig, check_dtype, check_int
 from spikejax.models.registry import register
 from spikejax.models.sj_neurons import NeuronSpec, fire, neuron_spec, spikingjelly_keys
 from spikejax.nn import temporal as tl
+from spikejax.remat import remat_call
 
 Array = jax.Array
 
@@ -203,7 +204,7 @@ class ResNet(nnx.Module):
         x = self.maxpool(fire(self, self.sn1, self.bn1(self.conv1(x))))
         for i in range(1, 5):
             for block in getattr(self, f"layer{i}"):
-                x = block(x)
+                x = remat_call(self.config.remat, block, x)
         return x
 
     def spikingjelly_keys(self) -> dict:
@@ -325,7 +326,7 @@ class MSResNet(nnx.Module):
             x = layer(x)
         for i in range(1, 5):
             for block in getattr(self, f"layer{i}") or ():
-                x = block(x)
+                x = remat_call(self.config.remat, block, x)
         return x
 
     def spikingjelly_keys(self) -> dict:
@@ -347,7 +348,7 @@ def _resnet_builder(name: str, family: str, depth: int):
     def build(*, spiking_neuron: str | None = None, num_classes: int = 1000, cnf: str | None = None,
               zero_init_residual: bool = False, groups: int = 1, width_per_group: int = 64, T: int = 4,
               in_channels: int = 3, layers: tuple[int, ...] = default_layers, dtype: str = "float32",
-              rngs: nnx.Rngs, **neuron_kwargs) -> ResNet:
+              remat: str = "none", rngs: nnx.Rngs, **neuron_kwargs) -> ResNet:
         spec = neuron_spec(spiking_neuron, neuron_kwargs, defaults={"detach_reset": True})
         if family == "sew":
             cnf = "ADD" if cnf is None else cnf
@@ -355,7 +356,7 @@ def _resnet_builder(name: str, family: str, depth: int):
             raise TypeError(f"{name}: unknown keyword argument 'cnf' (SEW-ResNet only)")
         cfg = ResNetConfig(family=family, block=block, layers=tuple(layers), num_classes=num_classes, cnf=cnf, T=T,
                            in_channels=in_channels, zero_init_residual=zero_init_residual, groups=groups,
-                           width_per_group=width_per_group, neuron=spec, dtype=dtype)
+                           width_per_group=width_per_group, neuron=spec, dtype=dtype, remat=remat)
         return ResNet(cfg, rngs=rngs)
 
     kind = "SEW-ResNet" if family == "sew" else "Spiking ResNet"
@@ -378,12 +379,12 @@ def _ms_resnet_builder(name: str, layers: tuple[int, ...]):
     def build(*, T: int = 6, in_channels: int = 3, num_classes: int = 1000, spiking_neuron: str | None = None,
               layers: tuple[int, ...] = layers, base_channels: int = 64, stem_kernel_size: int = 7,
               stem_stride: int = 2, stem_pool: bool = False, stage_channels: tuple[int, ...] | None = None,
-              dtype: str = "float32", rngs: nnx.Rngs, **neuron_kwargs) -> MSResNet:
+              dtype: str = "float32", remat: str = "none", rngs: nnx.Rngs, **neuron_kwargs) -> MSResNet:
         spec = neuron_spec(spiking_neuron, neuron_kwargs, defaults=MS_NEURON_DEFAULTS)
         widths = None if stage_channels is None else tuple(stage_channels)
         cfg = MSResNetConfig(T=T, in_channels=in_channels, num_classes=num_classes, layers=tuple(layers),
                              base_channels=base_channels, stem_kernel_size=stem_kernel_size, stem_stride=stem_stride,
-                             stem_pool=stem_pool, stage_channels=widths, neuron=spec, dtype=dtype)
+                             stem_pool=stem_pool, stage_channels=widths, neuron=spec, dtype=dtype, remat=remat)
         return MSResNet(cfg, rngs=rngs)
 
     build.__name__ = build.__qualname__ = name

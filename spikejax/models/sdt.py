@@ -28,6 +28,7 @@ from spikejax.models.registry import register
 from spikejax.models.sj_neurons import fire, neuron_spec
 from spikejax.models.spikformer import check_dtype, check_positive, seq, set_compute_dtype, to_sequence
 from spikejax.nn import temporal
+from spikejax.remat import check_remat, remat_call
 
 Array = jax.Array
 
@@ -133,14 +134,17 @@ class SpikeDrivenTransformer(nnx.Module):
       depths, mlp_ratio, pooling_stat (four "0"/"1": which stem stages max-pool),
       spiking_neuron and **neuron_kwargs (:func:`spikejax.models.sj_neurons.neuron_spec`).
       dtype: compute dtype, ``"float32"`` or ``"bfloat16"`` (logits float32).
+      remat: training memory per block (:data:`spikejax.remat.REMAT_MODES`; same gradients in every mode).
       rngs: initializers (PyTorch's defaults, as SpikingJelly's model).
     """
 
     def __init__(self, *, T: int = 4, in_channels: int = 3, num_classes: int = 1000, embed_dims: int = 384,
                  num_heads: int = 8, depths: int = 8, mlp_ratio: float = 4.0, pooling_stat: str = "1111",
-                 spiking_neuron: str | None = None, dtype: str = "float32", rngs: nnx.Rngs, **neuron_kwargs: Any):
+                 spiking_neuron: str | None = None, dtype: str = "float32", remat: str = "none", rngs: nnx.Rngs,
+                 **neuron_kwargs: Any):
         check_positive(T=T, in_channels=in_channels, num_classes=num_classes, depths=depths, num_heads=num_heads)
         check_dtype(dtype)
+        self.remat = check_remat(remat)
         if not isinstance(pooling_stat, str) or len(pooling_stat) != 4 or set(pooling_stat) - {"0", "1"}:
             raise ValueError(f"pooling_stat: expected four characters of 0/1 (e.g. '1111'), got {pooling_stat!r}")
         if embed_dims % 8:
@@ -162,7 +166,7 @@ class SpikeDrivenTransformer(nnx.Module):
     def __call__(self, images: Array) -> Array:
         x = self.patch_embed(to_sequence(images, self.T, self.in_channels).astype(self.compute_dtype))
         for block in self.blocks:
-            x = block(x)
+            x = remat_call(self.remat, block, x)
         x = fire(self, self.head_lif, x.mean(axis=(2, 3)))
         return self.head(x.mean(axis=0)).astype(jnp.float32)
 

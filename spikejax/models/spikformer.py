@@ -34,6 +34,7 @@ from flax import nnx
 from spikejax.models.registry import register
 from spikejax.models.sj_neurons import fire, neuron_spec
 from spikejax.nn import temporal
+from spikejax.remat import check_remat, remat_call
 
 Array = jax.Array
 
@@ -245,14 +246,17 @@ class Spikformer(nnx.Module):
       spiking_neuron, **neuron_kwargs: SpikingJelly's neuron arguments
         (:func:`spikejax.models.sj_neurons.neuron_spec`; the default is the paper's LIF).
       dtype: compute dtype, ``"float32"`` or ``"bfloat16"`` (:func:`set_compute_dtype`; logits float32).
+      remat: training memory per block (:data:`spikejax.remat.REMAT_MODES`; same gradients in every mode).
       rngs: initializers (SpikingJelly's: N(0, 0.02) weights, zero head bias, BN 1 / 0).
     """
 
     def __init__(self, *, T: int = 4, in_channels: int = 3, patch_size: int = 16, num_classes: int = 1000,
                  embed_dims: int = 256, num_heads: int = 8, mlp_ratio: float = 4.0, depths: int = 4,
-                 spiking_neuron: str | None = None, dtype: str = "float32", rngs: nnx.Rngs, **neuron_kwargs: Any):
+                 spiking_neuron: str | None = None, dtype: str = "float32", remat: str = "none", rngs: nnx.Rngs,
+                 **neuron_kwargs: Any):
         check_positive(T=T, in_channels=in_channels, num_classes=num_classes, depths=depths, num_heads=num_heads)
         check_dtype(dtype)
+        self.remat = check_remat(remat)
         if embed_dims % num_heads:
             raise ValueError(f"num_heads: {num_heads} must divide embed_dims={embed_dims}")
         self.T, self.in_channels, self.num_classes = T, in_channels, num_classes
@@ -278,7 +282,7 @@ class Spikformer(nnx.Module):
         T, B, h, w, D = x.shape
         x = x.reshape(T, B, h * w, D)
         for block in self.blocks:
-            x = block(x)
+            x = remat_call(self.remat, block, x)
         return self.head(x.mean(axis=2)).astype(jnp.float32).mean(axis=0)
 
 

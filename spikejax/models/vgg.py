@@ -27,6 +27,7 @@ from spikejax.models.resnet import to_time_major
 from spikejax.models.sj_neurons import fire, neuron_spec, spikingjelly_keys
 from spikejax.nn import temporal as tl
 from spikejax.nn.neurons import SpikingNeuron
+from spikejax.remat import remat_call
 
 Array = jax.Array
 
@@ -125,6 +126,21 @@ class SpikingVGG(nnx.Module):
             x = fire(self, layer, x) if isinstance(layer, SpikingNeuron) else layer(x)
         return x
 
+    def _features(self, x: Array) -> Array:
+        """``features`` stage by stage (the runs of layers between max-pools), each through
+        :func:`~spikejax.remat.remat_call` with ``config.remat``."""
+        stage: list[nnx.Module] = []
+        for layer in [*self.features, None]:
+            if layer is None or isinstance(layer, tl.MaxPool2d):
+                if stage:
+                    x = remat_call(self.config.remat, nnx.List(stage), x, method=self._run)
+                    stage = []
+                if layer is not None:
+                    x = layer(x)
+            else:
+                stage.append(layer)
+        return x
+
     def spikingjelly_keys(self) -> dict:
         """SpikingJelly key -> variable entry (:func:`spikejax.models.sj_neurons.spikingjelly_keys`)."""
         return spikingjelly_keys(self)
@@ -135,18 +151,19 @@ class SpikingVGG(nnx.Module):
         if x.shape[2] < side or x.shape[3] < side:
             raise ValueError(f"x: this VGG has {self.config.num_pools} 2x2 max-pools, so images must be at least "
                              f"{side}x{side}; got shape {tuple(x.shape)}")
-        x = self.flatten(self.avgpool(self._run(self.features, x)))
+        x = self.flatten(self.avgpool(self._features(x)))
         return self._run(self.classifier, x).astype(jnp.float32).mean(axis=0)
 
 
 def _vgg_builder(name: str, cfg_name: str, batch_norm: bool):
     def build(*, spiking_neuron: str | None = None, num_classes: int = 1000, T: int = 4, in_channels: int = 3,
               cfg: tuple[int | str, ...] = VGG_CONFIGS[cfg_name], pool_size: int = 7, classifier_hidden: int = 4096,
-              dropout: float = 0.5, dtype: str = "float32", rngs: nnx.Rngs, **neuron_kwargs) -> SpikingVGG:
+              dropout: float = 0.5, dtype: str = "float32", remat: str = "none", rngs: nnx.Rngs,
+              **neuron_kwargs) -> SpikingVGG:
         spec = neuron_spec(spiking_neuron, neuron_kwargs, defaults={"detach_reset": True})
         config = VGGConfig(cfg=tuple(cfg), batch_norm=batch_norm, num_classes=num_classes, T=T,
                            in_channels=in_channels, pool_size=pool_size, classifier_hidden=classifier_hidden,
-                           dropout=dropout, neuron=spec, dtype=dtype)
+                           dropout=dropout, neuron=spec, dtype=dtype, remat=remat)
         return SpikingVGG(config, rngs=rngs)
 
     build.__name__ = build.__qualname__ = name

@@ -94,6 +94,7 @@ def _model_flags(p: argparse.ArgumentParser, presets: dict[str, Preset]) -> None
     from spikejax.nn.attention import ATTENTIONS
     from spikejax.nn.config import DTYPES
     from spikejax.nn.neurons import NEURONS
+    from spikejax.remat import REMAT_MODES
 
     d = lambda name: _default_note(name, presets)
     g = p.add_argument_group("model")
@@ -112,6 +113,10 @@ def _model_flags(p: argparse.ArgumentParser, presets: dict[str, Preset]) -> None
     g.add_argument("--dtype", choices=DTYPES,
                    help="compute dtype of activations and matmuls (parameters and optimizer stay float32; "
                         "bfloat16 is faster on GPUs; stored in the run's model config)" + d("dtype"))
+    g.add_argument("--remat", choices=REMAT_MODES, default="none",
+                   help="training memory (spikejax.remat): what each block keeps for the backward pass; none: "
+                        "everything; block: its input; spikes: its input, recomputing from bit-packed spikes; "
+                        "offload: as spikes with the input in host memory. Same gradients (default: none)")
 
 
 def _data_flags(p: argparse.ArgumentParser, *, choices: tuple[str, ...], default: str | None = None) -> None:
@@ -289,6 +294,21 @@ def make_data_task(args, s: Preset):
                                     bin_us=args.bin_us, downsample=args.downsample, randman=randman, **common)
 
 
+def _with_remat(task, remat: str):
+    """``task`` with ``--remat`` in its model config (the transformer configs' field, the zoo builders'
+    keyword); a ``ValueError`` for a model without remat modes."""
+    if remat == "none":
+        return task
+    cfg = task.model_config
+    if hasattr(cfg, "remat"):
+        task.model_config = cfg.replace(remat=remat)
+    elif isinstance(getattr(cfg, "kwargs", None), dict) and getattr(cfg, "name", "") != "":
+        task.model_config = dataclasses.replace(cfg, kwargs={**cfg.kwargs, "remat": remat})
+    else:
+        raise ValueError(f"--remat: the {task.name} task's model has no remat modes (use --remat none)")
+    return task
+
+
 TASKS = {"lm": _lm_from_flags, "vision": _vision_from_flags, "audio": make_data_task, "temporal": make_data_task}
 """``spikejax train <task>`` -> ``(args, settings) -> Task`` (data read and checked, config validated)."""
 
@@ -315,7 +335,7 @@ def train_main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error(f"argument --batch-size: {settings.batch_size} is not divisible by the {jax.device_count()} "
                      "devices")
     try:
-        task = TASKS[args.task](args, settings)
+        task = _with_remat(TASKS[args.task](args, settings), getattr(args, "remat", "none"))
     except (ValueError, FileNotFoundError) as e:  # data that cannot be used, a config that does not validate
         parser.error(" ".join(str(e).split("\n")))
     cfg = _train_config(args, settings)
