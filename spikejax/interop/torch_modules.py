@@ -65,6 +65,7 @@ import spikejax.nn as snn
 from spikejax import surrogate as jsurrogate
 from spikejax.backends import RESETS
 from spikejax.interop.state_dict import state_dict_arrays, torch_key_map
+from spikejax.interop.torch_export import export_paths, read_config, read_state_dict
 from spikejax.nn import attention as jattn
 from spikejax.nn import blocks as jblocks
 from spikejax.nn import models as jmodels
@@ -847,8 +848,6 @@ def load_model(path: str | Path, *, strict: bool = True) -> nn.Module:
 
     Returns the model in eval mode, loaded with ``load_state_dict(strict=strict)``.
     """
-    from spikejax.interop.torch_export import export_paths, read_config, read_state_dict
-
     paths = export_paths(path)
     meta = read_config(paths["json"])
     module = build_model(meta["model"], meta["config"])
