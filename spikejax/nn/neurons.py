@@ -58,7 +58,7 @@ from flax import nnx
 
 from spikejax import neurons as F
 from spikejax import surrogate as _surrogate
-from spikejax.backends import BACKENDS, RESETS
+from spikejax.backends import BACKENDS
 from spikejax.neurons import dynamics as D
 from spikejax.neurons.builtin import plif_decay_logit
 from spikejax.neurons.custom import check_args, check_choice, check_range, check_x
@@ -114,8 +114,7 @@ def _constant(value) -> float | np.ndarray | None:
     """A non-learned parameter: None, a float, or a float32 NumPy array (per channel / per neuron)."""
     if value is None:
         return None
-    arr = np.asarray(value, np.float32)
-    return float(arr) if arr.ndim == 0 else arr
+    return float(value) if np.ndim(value) == 0 else np.asarray(value, np.float32)
 
 
 def _learned(name: str, value, channel_shape: tuple[int, ...]) -> nnx.Param:
@@ -194,8 +193,7 @@ class SpikingNeuron(nnx.Module):
     def _setup(self, params: dict[str, Any], options: dict[str, Any], learn: Sequence[str] = ()) -> None:
         """Hold the functional neuron's ``params`` (those in ``learn``: ``nnx.Param[num_channels]``) and
         static ``options`` as attributes of the same names, after the functional neuron checked them."""
-        alpha = _value(self.surrogate_alpha) if self.learnable_surrogate else self.surrogate_alpha_value
-        common = dict(surrogate=_surrogate.Surrogate(self.surrogate_shape, float(np.max(alpha))), backend="xla")
+        common = dict(surrogate=self.surrogate_shape, backend="xla")  # α and the backend name: checked above
         _hold(self, self.neuron, params, options, learn, self.channel_shape, common)
 
     # --- what the functional neuron is called with -------------------------------------------
@@ -283,11 +281,6 @@ class SpikingNeuron(nnx.Module):
         if self.stateful:
             self._carry(final)
         return (spikes, final) if return_state else spikes
-
-
-def _check_reset(reset: str) -> str:
-    """Deprecated (quant.py's import): :func:`spikejax.neurons.custom.check_choice` of ``reset``."""
-    return check_choice("reset", reset, RESETS)
 
 
 # --- the built-in kinds -----------------------------------------------------------------------------
