@@ -18,7 +18,7 @@ counter, an OOM cannot poison the next row). Rows are appended as they finish to
 ``benchmarks/results/memory_<device>_<date>.jsonl`` and the markdown table next to it is rewritten,
 so a killed run keeps its finished rows.
 
-    python benchmarks/memory.py                  # the GPU run (~8 minutes on an H200)
+    python benchmarks/memory.py                  # the GPU run: no row starts after --budget-s (450 s)
     python benchmarks/memory.py --quick          # tiny sizes on CPU (a smoke test of the script)
 """
 
@@ -193,6 +193,8 @@ def _run_row(spec: dict, timeout: float) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--row", json.dumps(spec)]
     env = dict(os.environ)
     env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # a peak counter of this row, not the pool
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout, for `import spikejax`
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=max(1.0, timeout), env=env)
     except subprocess.TimeoutExpired:
@@ -292,21 +294,22 @@ def main(argv: list[str] | None = None) -> None:
             return {**spec, "skipped": "time budget spent"}
         return _run_row({**spec, "quick": args.quick, "reps": spec.get("reps", reps)}, left)
 
+    # the long-T rows first (what the budget must not cut), the anchor first of all (no compile)
     jax_workloads = [w for w in args.workloads if w != "sj_spikformer"]
-    for workload in jax_workloads:
-        for T in Ts:
-            for mode in args.modes:
-                out.add(row(dict(workload=workload, T=T, remat=mode)))
     if "sj_spikformer" in args.workloads:
         try:
             import spikingjelly.activation_based.memopt  # noqa: F401
             have_sj = True
         except Exception as err:  # noqa: BLE001 - any import failure: the anchor is skipped
             have_sj, why = False, f"SpikingJelly memopt not importable ({type(err).__name__})"
-        for T in Ts:
+        for T in reversed(Ts):
             for mm in ("none", "memopt"):
                 spec = dict(workload="sj_spikformer", T=T, batch=2 if args.quick else 64, remat=mm)
                 out.add(row(spec) if have_sj else {**spec, "skipped": why})
+    for T in reversed(Ts):
+        for workload in jax_workloads:
+            for mode in args.modes:
+                out.add(row(dict(workload=workload, T=T, remat=mode)))
     # largest T (batch as above) and largest batch (T = 4) per mode
     cap_T, cap_B = (8, 8) if args.quick else (512, 4096)
     for workload in jax_workloads:
