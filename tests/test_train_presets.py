@@ -121,3 +121,11 @@ def test_fit_reads_everything_task_specific_from_the_task(tmp_path):
         assert r["bpc"] == pytest.approx(r["loss"] / math.log(2), rel=1e-12)
     with pytest.raises(CheckpointError, match="unknown task 'renamed'"):
         load_checkpoint(str(out))
+
+
+def test_remat_comes_from_the_preset_unless_given(monkeypatch, seen, tmp_path):
+    monkeypatch.setitem(PRESETS["lm"], "tiny", dataclasses.replace(PRESETS["lm"]["tiny"], remat="block"))
+    base = ["lm", *TINY, "--seq-len", "16", "--sample-chars", "0"]
+    train_main([*base, "--out", str(tmp_path / "a")])
+    train_main([*base, "--remat", "spikes", "--out", str(tmp_path / "b")])
+    assert [t.model_config.remat for t, _ in seen] == ["block", "spikes"]

@@ -113,10 +113,10 @@ def _model_flags(p: argparse.ArgumentParser, presets: dict[str, Preset]) -> None
     g.add_argument("--dtype", choices=DTYPES,
                    help="compute dtype of activations and matmuls (parameters and optimizer stay float32; "
                         "bfloat16 is faster on GPUs; stored in the run's model config)" + d("dtype"))
-    g.add_argument("--remat", choices=REMAT_MODES, default="none",
+    g.add_argument("--remat", choices=REMAT_MODES,
                    help="training memory (spikejax.remat): what each block keeps for the backward pass; none: "
                         "everything; block: its input; spikes: its input, recomputing from bit-packed spikes; "
-                        "offload: as spikes with the input in host memory. Same gradients (default: none)")
+                        "offload: as spikes with the input in host memory. Same gradients" + d("remat"))
 
 
 def _data_flags(p: argparse.ArgumentParser, *, choices: tuple[str, ...], default: str | None = None) -> None:
@@ -335,7 +335,7 @@ def train_main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error(f"argument --batch-size: {settings.batch_size} is not divisible by the {jax.device_count()} "
                      "devices")
     try:
-        task = _with_remat(TASKS[args.task](args, settings), getattr(args, "remat", "none"))
+        task = _with_remat(TASKS[args.task](args, settings), settings.remat)
     except (ValueError, FileNotFoundError) as e:  # data that cannot be used, a config that does not validate
         parser.error(" ".join(str(e).split("\n")))
     cfg = _train_config(args, settings)

@@ -25,7 +25,8 @@ class Preset:
     ``log_every``, ``checkpoint_every`` (steps; 0: only at the end). Model: ``d_model`` (D),
     ``layers``, ``heads``, ``time_steps`` (T), ``mlp_ratio``, ``attention``, ``neuron`` and its
     ``beta`` (membrane decay β, for the neurons that take one) and ``threshold`` θ, ``mix_norm``,
-    ``dropout``, ``dtype`` (compute dtype) and, for the language model, ``seq_len`` (context L).
+    ``dropout``, ``dtype`` (compute dtype), ``remat`` (training-memory mode, :mod:`spikejax.remat`) and,
+    for the language model, ``seq_len`` (context L).
     """
 
     steps: int
@@ -49,6 +50,7 @@ class Preset:
     mix_norm: str = "none"
     dropout: float = 0.0
     dtype: str = "float32"
+    remat: str = "none"
     seq_len: int | None = None
 
     def __post_init__(self):
