@@ -326,8 +326,11 @@ def main(argv: list[str] | None = None) -> None:
                     return bool(r.get("fits"))
 
                 best, n = _largest(fits, start, cap, args.max_probes)
-                out.add(dict(workload=workload, remat=mode, search=f"largest {what}", **{what: best},
-                             fits=best is not None, note_probes=probes))
+                result = dict(workload=workload, remat=mode, search=f"largest {what}", **{what: best},
+                              fits=best is not None, note_probes=probes)
+                if all(f is None for _, f in probes):  # no probe measured (budget spent, or an error)
+                    result.update(fits=None, error="not measured")
+                out.add(result)
     print(f"wrote {stem}.jsonl and {stem}.md")
 
 
