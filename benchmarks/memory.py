@@ -161,6 +161,7 @@ def measure_spikingjelly(T: int, batch: int, memopt: bool, reps: int) -> dict:
         else:  # the memory_optimization pipeline of the development branch
             net = sj_memopt.memory_optimization(net, (spikformer.SpikformerBlock,), dummy_input=(x,), compress_x=True,
                                                 level=1).to(dev)
+        functional.reset_net(net)  # the example forward left membrane state behind
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
     row = dict(workload="sj_spikformer", T=T, batch=batch, remat="memopt" if memopt else "none",
                device=torch.cuda.get_device_name())
