@@ -40,7 +40,8 @@ def test_hybrid_is_spiking_attention_over_a_concat_of_two_mixers():
     mixer = A.Concat((A.PerHead(A.LinearHeads(scale, chunk_size=4), H), A.PerHead(A.WindowHeads(scale, window=2), H)),
                      A.HybridState)
     assert hyb.mixer == mixer and hash(hyb.mixer) == hash(mixer)  # a value
-    direct = snn.SpikingAttention(D, H, mixer, causal=True, **COMMON, rngs=nnx.Rngs(1))
+    assert mixer.causal and not A.PerHead(A.SSAHeads(1.0), H).causal
+    direct = snn.SpikingAttention(D, H, mixer, **COMMON, rngs=nnx.Rngs(1))
     assert isinstance(hyb, snn.SpikingAttention) and isinstance(hyb, snn.SpikeAttentionBase)
     sa, sd = nnx.state(hyb, nnx.Param), nnx.state(direct, nnx.Param)
     assert jax.tree_util.tree_structure(sa) == jax.tree_util.tree_structure(sd)  # same parameter paths
@@ -56,7 +57,7 @@ def test_a_new_composition_decodes_like_its_full_forward():
     """SSA ‖ SDSA (not a built-in kind): width 2D, SDSA's kv_neuron owned by the module, and the
     position-by-position decode equals the full causal forward and its final state."""
     mixer = A.Concat((A.PerHead(A.SSAHeads(0.5, causal=True), H), A.SpikeDrivenMixer(0.5, causal=True)))
-    attn = snn.SpikingAttention(D, H, mixer, causal=True, **COMMON, rngs=nnx.Rngs(3))
+    attn = snn.SpikingAttention(D, H, mixer, **COMMON, rngs=nnx.Rngs(3))
     assert attn.mixed_dim == 2 * D and attn.out_proj.in_features == 2 * D
     assert isinstance(attn.kv_neuron, snn.SpikingNeuron) and attn.attn_neuron is not None
     ssa = snn.SpikingSelfAttention(D, H, causal=True, scale=0.5, **COMMON, rngs=nnx.Rngs(4))

@@ -337,7 +337,7 @@ def merge_heads(x: Array) -> Array:
 # --- mixers: the token mixing of a spiking attention, as frozen (hashable) values ---------------
 #
 # A mixer maps the spiking q, k, v [T, B, L, D] of an attention module to its mixed output
-# [T, B, L, width(D)] in three ways that agree with each other:
+# [T, B, L, width(D)] (masking future positions if ``mixer.causal``) in three ways that agree:
 #   full(q, k, v, neurons)               the whole sequence at once (training, prefill)
 #   step(q, k, v, state, neurons)        one new position q, k, v [T, B, 1, D] -> (out, state)
 #   final_state(q, k, v)                 the decoding state after a whole sequence
@@ -420,6 +420,8 @@ class WindowHeads:
     window: int = 64
     softmax: bool = False
 
+    causal: ClassVar[bool] = True
+
     def __post_init__(self):
         _check_positive_int("window", self.window)
         object.__setattr__(self, "softmax", bool(self.softmax))
@@ -450,6 +452,10 @@ class PerHead:
 
     neurons: ClassVar[tuple[tuple[str, dict[str, Any]], ...]] = ()
     ends_in_spikes: ClassVar[bool] = False
+
+    @property
+    def causal(self) -> bool:
+        return self.core.causal
 
     def width(self, d_model: int) -> int:
         return d_model
@@ -524,6 +530,10 @@ class Concat:
     def ends_in_spikes(self) -> bool:
         return all(p.ends_in_spikes for p in self.parts)
 
+    @property
+    def causal(self) -> bool:
+        return all(p.causal for p in self.parts)
+
     def width(self, d_model: int) -> int:
         return sum(p.width(d_model) for p in self.parts)
 
@@ -570,12 +580,11 @@ normaliser ``φ(q)ᵀz + eps`` reach 0 or below (non-finite outputs and gradient
 def resolve_feature_map(feature_map: str, neuron: str = "lif", normalize: bool = True) -> str:
     """The linear-attention feature map for spikes of ``neuron``: ``"auto"`` is ``identity`` for
     non-negative spikes and ``relu`` for signed ones (:data:`SIGNED_SPIKE_NEURONS`); ``identity``
-    with signed spikes and normalization is an error (the normaliser can reach 0)."""
+    with signed spikes and normalization is an error (the normaliser can reach 0); other names are
+    checked by :class:`LinearHeads`."""
     signed = neuron in SIGNED_SPIKE_NEURONS
     if feature_map == "auto":
         feature_map = "relu" if signed else "identity"
-    if feature_map not in FEATURE_MAPS:
-        raise ValueError(f"feature_map: unknown feature map {feature_map!r}; expected one of {FEATURE_MAPS}")
     if signed and feature_map == "identity" and normalize:
         raise ValueError(f"feature_map: 'identity' with {neuron!r} neurons (signed spikes) lets the normaliser "
                          "φ(q)ᵀz + eps reach 0; use 'relu' or 'elu1' (or 'auto')")
@@ -594,8 +603,8 @@ class SpikingAttention(nnx.Module):
       num_heads: H; head width ``d = D / H``.
       mixer: the token mixing (:class:`PerHead` of :class:`SSAHeads` / :class:`LinearHeads` /
         :class:`WindowHeads`, :class:`SpikeDrivenMixer`, or a :class:`Concat` of mixers); its output
-        width ``mixer.width(D)`` is the ``out_proj`` input.
-      causal: the mixing masks future positions (required for decoding; set it as the mixer does).
+        width ``mixer.width(D)`` is the ``out_proj`` input; ``mixer.causal`` (the mixing masks future
+        positions) is the module's ``causal``, required for decoding.
       neuron: neuron kind for every spiking neuron (see :data:`spikejax.nn.NEURONS`).
       neuron_kwargs: extra constructor arguments of those neurons (``tau``, ``surrogate``, ...).
       attn_threshold: threshold of the neuron after the mixing (Spikformer's attn_lif: 0.5).
@@ -616,8 +625,8 @@ class SpikingAttention(nnx.Module):
     their mixer.
     """
 
-    def __init__(self, d_model: int, num_heads: int, mixer: Mixer, *, causal: bool = False,
-                 neuron: str = "lif", neuron_kwargs: dict[str, Any] | None = None,
+    def __init__(self, d_model: int, num_heads: int, mixer: Mixer, *, neuron: str = "lif",
+                 neuron_kwargs: dict[str, Any] | None = None,
                  attn_threshold: float = 0.5, mix_norm: str = "none", norm: str = "none",
                  input_neuron: bool = False, output_neuron: bool = False, use_bias: bool = True,
                  backend: str = "xla", dtype: Any = None, rngs: nnx.Rngs):
@@ -631,7 +640,7 @@ class SpikingAttention(nnx.Module):
                              f"expected 'none', got {mix_norm!r}")
         self.d_model = d_model
         self.num_heads = num_heads
-        self.causal = bool(causal)
+        self.causal = bool(mixer.causal)
         self.mixer = mixer
         kw = {**(neuron_kwargs or {}), "backend": backend}
 
@@ -755,8 +764,7 @@ class SpikingSelfAttention(SpikingAttention):
     def __init__(self, d_model: int, num_heads: int, *, causal: bool = False, scale: float | None = None,
                  **kwargs):
         self.scale = head_scale(d_model, num_heads, scale)
-        mixer = PerHead(SSAHeads(self.scale, bool(causal)), num_heads)
-        super().__init__(d_model, num_heads, mixer, causal=causal, **kwargs)
+        super().__init__(d_model, num_heads, PerHead(SSAHeads(self.scale, bool(causal)), num_heads), **kwargs)
 
 
 class SpikeDrivenSelfAttention(SpikingAttention):
@@ -772,8 +780,7 @@ class SpikeDrivenSelfAttention(SpikingAttention):
                  scale: float | None = None, **kwargs):
         self.kv_threshold = float(kv_threshold)
         self.scale = head_scale(d_model, num_heads, scale)  # unused by the mixing; kept as every kind has it
-        mixer = SpikeDrivenMixer(self.kv_threshold, bool(causal))
-        super().__init__(d_model, num_heads, mixer, causal=causal, **kwargs)
+        super().__init__(d_model, num_heads, SpikeDrivenMixer(self.kv_threshold, bool(causal)), **kwargs)
 
 
 class LinearSpikeAttention(SpikingAttention):
@@ -797,7 +804,7 @@ class LinearSpikeAttention(SpikingAttention):
                            normalize, eps, chunk_size, bool(causal))
         self.feature_map, self.normalize, self.eps, self.chunk_size = (
             core.feature_map, core.normalize, core.eps, core.chunk_size)
-        super().__init__(d_model, num_heads, PerHead(core, num_heads), causal=causal, **kwargs)
+        super().__init__(d_model, num_heads, PerHead(core, num_heads), **kwargs)
 
     def core(self, q: Array, k: Array, v: Array) -> Array:
         """The linear-attention core on heads ``[T, B, H, L, d]``."""
@@ -820,7 +827,7 @@ class SlidingWindowSpikeAttention(SpikingAttention):
         if not causal:
             raise ValueError("causal: SlidingWindowSpikeAttention is causal; got causal=False")
         self.window, self.softmax = core.window, core.softmax
-        super().__init__(d_model, num_heads, PerHead(core, num_heads), causal=True, **kwargs)
+        super().__init__(d_model, num_heads, PerHead(core, num_heads), **kwargs)
 
     def core(self, q: Array, k: Array, v: Array) -> Array:
         """The banded core on heads ``[T, B, H, L, d]``."""
@@ -851,7 +858,7 @@ class HybridSpikeAttention(SpikingAttention):
         self.feature_map, self.normalize, self.eps, self.chunk_size = (
             linear_core.feature_map, linear_core.normalize, linear_core.eps, linear_core.chunk_size)
         mixer = Concat((PerHead(linear_core, num_heads), PerHead(window_core, num_heads)), HybridState)
-        super().__init__(d_model, num_heads, mixer, causal=True, **kwargs)
+        super().__init__(d_model, num_heads, mixer, **kwargs)
 
 
 ATTENTIONS: dict[str, type[SpikingAttention]] = {
