@@ -136,15 +136,20 @@ def test_every_dynamics_neuron_matches_xla(backend):
     registry = getattr(dynamics, "DYNAMICS", {})
     if not registry:
         pytest.skip("no dynamics registered")
+    failures = {}
     for name, (step, params, n) in sorted(registry.items()):
         neuron = sj.custom_neuron(step, num_states=n)
         x = jax.random.normal(_key(), (6, 5)) * 2.0 + 1.0  # small: one interpreted kernel per neuron
-        ref = neuron(x, params, backend="xla", return_states=True)
-        got = neuron(x, params, backend=backend, return_states=True)
-        np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(ref[0]), err_msg=name)
-        _assert_close(got[1:], ref[1:], 1e-5)
-        gx = lambda b: jax.grad(lambda x: (neuron(x, params, backend=b)[0] * jnp.cos(x)).sum())(x)  # noqa: E731,B023
-        _assert_close(gx(backend), gx("xla"), 1e-4)
+        try:  # every neuron is checked; the failures are reported together, by name
+            ref = neuron(x, params, backend="xla", return_states=True)
+            got = neuron(x, params, backend=backend, return_states=True)
+            np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(ref[0]), err_msg=name)
+            _assert_close(got[1:], ref[1:], 1e-5)
+            gx = lambda b: jax.grad(lambda x: (neuron(x, params, backend=b)[0] * jnp.cos(x)).sum())(x)  # noqa: E731,B023
+            _assert_close(gx(backend), gx("xla"), 1e-4)
+        except Exception as err:  # noqa: BLE001 - collected, then failed below
+            failures[name] = f"{type(err).__name__}: {str(err)[:300]}"
+    assert not failures, failures
 
 
 # --- errors -------------------------------------------------------------------------------------
