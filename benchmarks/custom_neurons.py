@@ -5,7 +5,9 @@ Rows per (T, M) in (128, 1M), (32, 64K), (512, 16K), (8, 4M) and dtype (f32, bf1
 forward+backward (``s`` kept live), amortised timing as in :mod:`benchmarks.neuron_scan`:
 
 * ``lif engine``: ``sj.lif(tau=2, backend="pallas")``, the engine running the built-in LIF step;
-* ``lif hand-pallas``: the hand-written Pallas kernel (:mod:`pallas_kernels.neuron_scan`), same LIF;
+* ``lif mosaic`` / ``cuba mosaic`` / ...: the same engine lowered through Mosaic GPU
+  (``backend="pallas_mosaic"``); the hand-written Pallas kernel these replaced was deleted after the
+  2026-12-01 H200 runs (its numbers are in BENCHMARKS.md);
 * ``lif triton``: the hand-written Triton kernel;
 * ``cuba engine`` / ``cuba xla``: the README's CUBA step (two states, atan) via ``custom_neuron``;
 * ``alif engine``, ``izhikevich engine`` (and their ``xla``) where defined;
@@ -41,7 +43,6 @@ from benchmarks.neuron_scan import (
     min_bytes,
     write_results,
 )
-from spikejax import backends
 
 
 def cuba(params, state, x_t):
@@ -55,18 +56,6 @@ def cuba(params, state, x_t):
 
 CUBA = sj.custom_neuron(cuba, num_states=2)
 CUBA_PARAMS = {"alpha": 0.8, "beta": 0.9, "threshold": 1.0}
-
-
-def _hand_pallas_lif(x):
-    import pallas_kernels.neuron_scan as hand
-
-    spec = backends.ScanSpec(decay_input=True)
-    M = x.shape[1]
-    z = jnp.zeros((M,), jnp.float32)
-    one = lambda v: jnp.full((1,), v, jnp.float32)  # noqa: E731
-    p = backends.ScanParams(one(0.5), one(1.0), one(0.0), one(0.0), one(2.0))
-    kernel = backends.KernelBackend(hand.neuron_scan_forward, hand.neuron_scan_backward)
-    return backends._kernel_scan(kernel, spec, x, z, z, p).spikes
 
 
 def _dynamics(name: str):
@@ -84,7 +73,6 @@ def _dynamics(name: str):
 def impls(dtype):
     rows = {
         "lif engine": lambda x: sj.lif(x, tau=2.0, backend="pallas")[0],
-        "lif hand-pallas": _hand_pallas_lif,
         "lif triton": lambda x: sj.lif(x, tau=2.0, backend="triton")[0],
         "lif xla": lambda x: sj.lif(x, tau=2.0, backend="xla")[0],
         "cuba engine": lambda x: CUBA(x, CUBA_PARAMS, backend="pallas")[0],

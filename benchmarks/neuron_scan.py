@@ -24,7 +24,7 @@ the same way, one synchronize at the end.
 
 Usage::
 
-    python -m benchmarks.neuron_scan [--quick] [--out DIR] [--sweep]
+    python -m benchmarks.neuron_scan [--quick] [--out DIR]
 
 Writes ``neuron_scan.md`` (and ``.json``) under ``--out`` (default ``$OUT`` or ``.``).
 """
@@ -313,71 +313,10 @@ def min_bytes(T: int, M: int, dtype: str) -> tuple[int, int]:
     return T * M * 2 * b, T * M * 4 * b
 
 
-def _sweep_one(pk, cfg: dict, tk: dict, xs: list, gs: list, M: int) -> tuple[float, float]:
-    """(forward, backward) seconds for one launch configuration ``tk`` of the Pallas kernels."""
-    z = jnp.zeros((M,), jnp.float32)
-    prm = [z + 0.5, z + 1.0, z, z, z + 2.0]
-
-    def fwd(x):
-        return pk.neuron_scan_forward(x, z, z, *prm, **cfg, **tk)
-
-    tf = _time_jax(lambda x: fwd(x)[0], [(x,) for x in xs], reps=5)
-    res = [fwd(x)[4] for x in xs]
-    tb = _time_jax(lambda r, g: pk.neuron_scan_backward(r, g, z, z, None, **cfg, **tk)[0],
-                   list(zip(res, gs, strict=True)), reps=5)
-    return tf, tb
-
-
-KERNEL_CFG = dict(kind="binary", levels=1, adaptive=False, decay_input=True, reset="subtract",
-                  detach_reset=False, reset_delay=False, surrogate="atan", return_membrane=False)
-"""The benchmark's LIF as the Pallas kernels' static options (for direct kernel calls)."""
-
-# (block_m, chunk, num_warps, evict, num_stages); None = default_tiling's choice
-SWEEP = {
-    (128, 1 << 20): [(None, None, None, False, None), (None, None, None, True, None), (512, 8, 4, True, None),
-                     (1024, 16, 8, True, None), (1024, 8, 4, True, None), (256, 16, 2, True, None),
-                     (2048, 8, 8, True, None), (512, 16, 4, True, 2), (128, 32, 1, True, None)],
-    (512, 1 << 14): [(None, None, None, False, None), (None, None, None, True, None), (64, 32, 1, False, None),
-                     (128, 32, 2, False, None), (64, 64, 1, False, None), (32, 32, 1, False, None)],
-    (8, 1 << 22): [(None, None, None, None, None), (512, 8, 4, False, None), (512, 8, 4, True, None),
-                   (1024, 8, 8, False, None), (1024, 8, 8, True, None), (2048, 8, 8, False, None),
-                   (256, 8, 2, False, None)],
-}
-
-
-def sweep(out_lines: list[str], bw: float, shapes: list[tuple[int, int]] | None = None) -> None:
-    """Launch-configuration sweep of the Pallas kernels (direct calls, f32), at ``shapes`` (default: all
-    of :data:`SWEEP`)."""
-    import pallas_kernels as pk
-
-    out_lines.append("\n### Pallas launch sweep (LIF, f32; ms per call; floors from the best copy)\n")
-    out_lines.append("| T x M | block_m | chunk | warps | evict_first | stages | fwd | fwd / floor | bwd "
-                     "| fwd+bwd / floor |")
-    out_lines.append("|---|---|---|---|---|---|---|---|---|---|")
-    for (T, M), configs in SWEEP.items():
-        if shapes is not None and (T, M) not in shapes:
-            continue
-        n = _n_buffers(T * M * 4)
-        xs, gs = _inputs(T, M, jnp.float32, n)
-        f_fwd, f_fb = (b / bw for b in min_bytes(T, M, "float32"))
-        for bm, k, w, ev, st in configs:
-            tk = dict(block_m=bm, chunk=k, num_warps=w, evict=ev, num_stages=st)
-            head = f"| {T}x{_fmt_m(M)} | {bm or 'default'} | {k or 'default'} | {w or 'default'} | {ev} | {st or 1} |"
-            try:
-                tf, tb = _sweep_one(pk, KERNEL_CFG, tk, xs, gs, M)
-                line = f"{head} {tf * 1e3:.3f} | {tf / f_fwd:.2f} | {tb * 1e3:.3f} | {(tf + tb) / f_fb:.2f} |"
-            except Exception as err:  # noqa: BLE001
-                line = f"{head} error: {type(err).__name__}: {str(err)[:80]} | | | |"
-            print(line, flush=True)
-            out_lines.append(line)
-        del xs, gs
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--quick", action="store_true", help="first shape only")
-    ap.add_argument("--sweep", action="store_true", help="also run the Pallas tiling sweep")
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--shapes", default=None, help="override, e.g. 8x1024,16x4096 (smoke tests)")
     ap.add_argument("--impls", default=None, help="only these rows, e.g. pallas,triton,spikingjelly")
@@ -436,8 +375,6 @@ def main() -> None:
                 print(line, flush=True)
                 lines.append(line)
                 write_results(args.out, "neuron_scan", lines, results, bw, device)  # a cut run keeps its rows
-    if args.sweep:
-        sweep(lines, bw, shapes if args.shapes else None)
     write_results(args.out, "neuron_scan", lines, results, bw, device)
 
 

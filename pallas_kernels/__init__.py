@@ -1,13 +1,10 @@
-"""Pallas GPU kernels of the generalized neuron scan (see spikejax.backends for the contract).
+"""The generic fused neuron-scan engine: any step function, forward and backward Pallas kernels.
 
-Imports only jax; never spikejax.
+``engine`` (the plan, tiling and the Triton lowering), ``engine_mosaic`` (the same plan lowered
+through Mosaic GPU) and ``step_program`` (a step function traced into the primal and VJP programs
+the kernels evaluate). Imports only jax; never spikejax.
 """
 
-from pallas_kernels.neuron_scan import (
-    SURROGATE_FORMULAS,
-    default_tiling,
-    neuron_scan_backward,
-    neuron_scan_forward,
-)
+from pallas_kernels.engine import Residuals, Tiling, default_tiling, scan_backward, scan_forward
 
-__all__ = ["SURROGATE_FORMULAS", "default_tiling", "neuron_scan_backward", "neuron_scan_forward"]
+__all__ = ["Residuals", "Tiling", "default_tiling", "scan_backward", "scan_forward"]
