@@ -224,7 +224,7 @@ def available_backends() -> list[str]:
 
 
 def resolve_backend(name: str, spec: ScanSpec | None = None, shape: tuple[int, int] | None = None, *,
-                    custom: bool = False) -> str:
+                    custom: bool = False, dtype=None) -> str:
     """Map ``name`` (possibly ``auto``) to a concrete backend, raising if it cannot run here.
 
     ``auto`` is ``xla`` off the GPU; on a GPU it picks the fastest available kernel backend by the
@@ -236,7 +236,7 @@ def resolve_backend(name: str, spec: ScanSpec | None = None, shape: tuple[int, i
     if name not in BACKENDS:
         raise ValueError(f"backend: unknown backend {name!r}; expected one of {BACKENDS}")
     if name == "auto":
-        return auto_choice(spec, shape, custom=custom)
+        return auto_choice(spec, shape, custom=custom, dtype=dtype)
     reason = unavailable_reason(name)
     if reason is not None:
         raise ValueError(reason)
@@ -254,16 +254,30 @@ LONG_T, LONG_T_MAX_M = 256, 1 << 18
 """``auto`` prefers :data:`AUTO_GPU_ORDER_LONG_T` for ``T >= LONG_T`` steps over ``M < LONG_T_MAX_M`` neurons."""
 
 
-def auto_choice(spec: ScanSpec | None, shape: tuple[int, int] | None, *, custom: bool = False) -> str:
+MOSAIC_MIN_T = 32
+"""``auto`` takes the Mosaic GPU lowering for built-in one-state neurons on float32 inputs with at least
+this many steps (a multiple of 8): measured faster there at every such shape (H200 2026-12-01, LIF
+fwd+bwd: 128 x 1M 0.740 vs 0.802 ms, 32 x 64K 0.019 vs 0.027, 512 x 16K 0.078 vs 0.125 for the Triton
+lowering); multi-state steps, bf16 and short scans are not measured faster (or at all) and keep the
+order below."""
+
+
+def auto_choice(spec: ScanSpec | None, shape: tuple[int, int] | None, *, custom: bool = False,
+                dtype=None) -> str:
     """The ``auto`` rule: the measured-fastest available backend for this platform and shape.
 
     Off the GPU it is ``xla`` (the kernel backends need a GPU). On a GPU it is the first available
     backend of :data:`AUTO_GPU_ORDER_LONG_T` for a long scan over few neurons (``shape = (T, M)``
     with ``T >= LONG_T`` and ``M < LONG_T_MAX_M``), else of :data:`AUTO_GPU_ORDER`; ``triton`` is
-    skipped for ``custom`` steps.
+    skipped for ``custom`` steps. Built-in one-state neurons on float32 inputs of ``T >= MOSAIC_MIN_T``
+    steps (a multiple of 8) take ``pallas_mosaic`` where it can run (:data:`MOSAIC_MIN_T`).
     """
     if _platform() != "gpu":
         return "xla"
+    one_state = spec is not None and not (spec.adaptive and not spec.reset_delay)
+    if (one_state and not custom and shape is not None and shape[0] >= MOSAIC_MIN_T and shape[0] % 8 == 0
+            and dtype is not None and jnp.dtype(dtype) == jnp.float32 and unavailable_reason("pallas_mosaic") is None):
+        return "pallas_mosaic"
     order = AUTO_GPU_ORDER
     if shape is not None and shape[0] >= LONG_T and shape[1] < LONG_T_MAX_M:
         order = AUTO_GPU_ORDER_LONG_T
@@ -295,7 +309,7 @@ def neuron_scan(
     """Run a built-in neuron (:func:`spikejax.neurons.steps.builtin_step` of ``spec``) on ``x[T, M]``
     from ``v0, a0 [M]``; parameters each ``[M]`` or ``[1]`` (see :class:`ScanParams`)."""
     custom = not isinstance(spec.surrogate, str)
-    name = resolve_backend(backend, spec, x.shape, custom=custom)
+    name = resolve_backend(backend, spec, x.shape, custom=custom, dtype=x.dtype)
     if name == "triton":
         if custom:
             raise ValueError(

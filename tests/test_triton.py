@@ -95,6 +95,26 @@ def test_auto_rule_gpu_order(monkeypatch):
     assert backends.auto_choice(spec, (512, 1 << 14)) == "xla"
 
 
+def test_auto_rule_mosaic(monkeypatch):
+    """Built-in one-state neurons on float32 inputs of T >= 32 steps (a multiple of 8) take the engine's
+    Mosaic GPU lowering (measured faster at 128 x 1M, 32 x 64K, 512 x 16K); everything else keeps the
+    order of test_auto_rule_gpu_order."""
+    monkeypatch.setattr(backends, "_platform", lambda: "gpu")
+    monkeypatch.setattr(backends, "unavailable_reason", lambda name: None)
+    f32, bf16 = jnp.float32, jnp.bfloat16
+    lif, alif = backends.ScanSpec(), backends.ScanSpec(adaptive=True)
+    for shape in [(128, 1 << 20), (32, 1 << 16), (512, 1 << 14), (40, 300)]:
+        assert backends.auto_choice(lif, shape, dtype=f32) == "pallas_mosaic", shape
+    assert backends.auto_choice(lif, (8, 1 << 22), dtype=f32) == "pallas"  # short: not measured faster
+    assert backends.auto_choice(lif, (36, 1 << 20), dtype=f32) == "pallas"  # T % 8 != 0
+    assert backends.auto_choice(lif, (128, 1 << 20), dtype=bf16) == "pallas"
+    assert backends.auto_choice(alif, (128, 1 << 20), dtype=f32) == "pallas"  # two states
+    assert backends.auto_choice(lif, (128, 1 << 20), dtype=f32, custom=True) == "pallas"
+    assert backends.auto_choice(None, (128, 1 << 20), dtype=f32, custom=True) == "pallas"
+    monkeypatch.setattr(backends, "unavailable_reason", lambda name: "no" if name == "pallas_mosaic" else None)
+    assert backends.auto_choice(lif, (128, 1 << 20), dtype=f32) == "pallas"
+
+
 _BLOCK_TRITON = (
     "import sys\n"
     "class _Block:\n"
