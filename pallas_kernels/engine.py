@@ -246,17 +246,10 @@ def _bwd_kernel(c: _Cfg, *refs):
         gseq = [[_ld(_row(r, t0 + i), mask) for r in gseq_refs] for i in range(count)]
         src = st0_refs if first else [_row(r, ci) for r in ck_refs]
         state = tuple(_ld(r, mask) for r in src)
-        states = []
-        for i in range(count):  # recompute the chunk's states from its checkpoint
-            states.append(state)
-            if i + 1 < count:
-                _, state = c.prog.primal(p, state, xs[i])
-        for i in reversed(range(count)):
-            g_new = tuple(g + q for g, q in zip(g_state, gseq[i], strict=True)) if c.return_states else g_state
-            g_p, g_state, g_x = c.prog.vjp(p, states[i], xs[i], gss[i], g_new)
-            acc = tuple(a + g for a, g in zip(acc, g_p, strict=True))
+        def emit(i, g_x):
             _st(_row(gx_ref, t0 + i), g_x.astype(gx_ref.dtype), mask, tl.evict)
-        return g_state, acc
+
+        return c.prog.chunk_backward(p, state, xs, gss, gseq if c.return_states else None, g_state, acc, emit)
 
     if rem > 0:
         g_state, acc = chunk(nf, nf * K, rem, g_state, acc, first=nf == 0)

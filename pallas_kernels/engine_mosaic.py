@@ -127,6 +127,15 @@ def _store_rows(plgpu, vals, dst_s, dsts, cols):
     plgpu.wait_smem_to_gmem(0)
 
 
+def _prologue(plgpu, c: MosaicCfg, vec, rows_g, in_s, bars):
+    """Program start: this program's columns, and its ``n`` state rows then ``P`` parameter rows
+    (``rows_g``, copied to SMEM by TMA) as register vectors."""
+    pid = jax.lax.axis_index("m")
+    cols = pl.ds(pid * c.block_m, c.block_m)
+    _load_rows(plgpu, c, rows_g, (False,) * c.n + c.scalar, in_s, bars, cols)
+    return pid, cols, tuple(vec(in_s[i]) for i in range(c.n)), [vec(in_s[c.n + j]) for j in range(len(c.scalar))]
+
+
 def forward(c: MosaicCfg, x: Array, state0, params):
     """Forward scan over ``x[T, M]`` (``M % BM == 0``, ``T % K == 0``).
 
@@ -149,11 +158,7 @@ def forward(c: MosaicCfg, x: Array, state0, params):
         st0_g, p_g = take(n), take(P)
         (s_g,), stT_g, seq_g, ck_g = take(1), take(n), take(n_seq), take(n_ck)
         in_s, st_s, bars = refs
-        pid = jax.lax.axis_index("m")
-        cols = pl.ds(pid * BM, BM)
-        _load_rows(plgpu, c, st0_g + p_g, (False,) * n + c.scalar, in_s, bars, cols)
-        carry0 = tuple(vec(in_s[i]) for i in range(n))
-        p = [vec(in_s[n + j]) for j in range(P)]
+        pid, cols, carry0, p = _prologue(plgpu, c, vec, st0_g + p_g, in_s, bars)
 
         def body(idx, x_s, s_s, *rest):
             *tiles, state = rest
@@ -204,11 +209,7 @@ def backward(c: MosaicCfg, x: Array, checkpoints, params, g_s: Array, g_stateT, 
         ck_g, gseq_g, gT_g, p_g = take(n), take(n_seq), take(n), take(P)
         (gx_g,), g0_g, gp_g = take(1), take(n), take(P)
         in_s, out_s, bars = refs
-        pid = jax.lax.axis_index("m")
-        cols = pl.ds(pid * BM, BM)
-        _load_rows(plgpu, c, gT_g + p_g, (False,) * n + c.scalar, in_s, bars, cols)
-        g0 = tuple(vec(in_s[i]) for i in range(n))
-        p = [vec(in_s[n + j]) for j in range(P)]
+        pid, cols, g0, p = _prologue(plgpu, c, vec, gT_g + p_g, in_s, bars)
         acc0 = tuple(vec(q * 0.0) for q in p)
 
         def body(idx, x_s, gs_s, *rest):
@@ -216,17 +217,11 @@ def backward(c: MosaicCfg, x: Array, checkpoints, params, g_s: Array, g_stateT, 
             ck_s, gseq_s, (gx_s,) = tiles[:n], tiles[n:n + n_seq], tiles[n + n_seq:]
             g_state, acc = carry[:n], carry[n:]
             xs = [x_s[i].astype(_F32) for i in range(K)]
+            gss = [gs_s[i].astype(_F32) for i in range(K)]
+            gseqs = [[r[i] for r in gseq_s] for i in range(K)] if n_seq else None
             state = tuple(vec(r[0]) for r in ck_s)
-            states = []
-            for i in range(K):  # recompute the chunk's states from its checkpoint
-                states.append(state)
-                if i + 1 < K:
-                    _, state = c.prog.primal(p, state, xs[i])
-            for i in reversed(range(K)):
-                g_new = tuple(g + r[i] for g, r in zip(g_state, gseq_s, strict=True)) if n_seq else g_state
-                g_p, g_state, g_x = c.prog.vjp(p, states[i], xs[i], gs_s[i].astype(_F32), g_new)
-                acc = tuple(a + g for a, g in zip(acc, g_p, strict=True))
-                gx_s[i] = g_x.astype(gx_s.dtype)
+            g_state, acc = c.prog.chunk_backward(p, state, xs, gss, gseqs, g_state, acc,
+                                                 lambda i, g_x: gx_s.__setitem__(i, g_x.astype(gx_s.dtype)))
             return tuple(vec(v) for v in (*g_state, *acc))
 
         rev_tile = plgpu.BlockSpec((K, BM), lambda t: (nc - 1 - t, pid))

@@ -230,6 +230,24 @@ class StepProgram:
         P, n = self.num_params, self.num_states
         return out[:P], tuple(out[P:P + n]), out[P + n]
 
+    def chunk_backward(self, params, state, xs, g_ss, g_seqs, g_state, acc, emit: Callable) -> tuple[tuple, tuple]:
+        """The backward of one chunk of ``len(xs)`` steps from its first ``state``: recompute the states,
+        then apply the VJP from the last step to the first, handing each step's ``g_x`` to
+        ``emit(i, g_x)`` as soon as it exists. ``g_seqs[i]`` (or None) are the cotangents of the states
+        after step ``i`` (``return_states``); ``acc`` accumulates the parameter gradients.
+        Returns ``(g_state before the chunk, acc)``."""
+        states = []
+        for i in range(len(xs)):
+            states.append(state)
+            if i + 1 < len(xs):
+                _, state = self.primal(params, state, xs[i])
+        for i in reversed(range(len(xs))):
+            g_new = g_state if g_seqs is None else tuple(g + q for g, q in zip(g_state, g_seqs[i], strict=True))
+            g_p, g_state, g_x = self.vjp(params, states[i], xs[i], g_ss[i], g_new)
+            acc = tuple(a + g for a, g in zip(acc, g_p, strict=True))
+            emit(i, g_x)
+        return g_state, acc
+
 
 def _scalar_consts(closed: jcore.ClosedJaxpr, name: str) -> jcore.ClosedJaxpr:
     """Captured constants as Python scalars (kernels cannot capture arrays); refuse array ones."""
