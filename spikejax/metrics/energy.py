@@ -72,16 +72,18 @@ class SynOpStats:
 
 
 def reduce_synops(partials: dict[str, list[dict]], *, e_mac_pj: float = E_MAC_PJ,
-                  e_ac_pj: float = E_AC_PJ) -> dict[str, SynOpStats]:
+                  e_ac_pj: float = E_AC_PJ, all_macs: bool = False) -> dict[str, SynOpStats]:
     """:class:`SynOpStats` per synaptic layer from the (fetched) :func:`synop_partials` of each call
     (``{layer path: [partials per call]}``, e.g. :attr:`spikejax.metrics.LayerRecord.synops`), summed
-    over calls: a spike-driven call does ``dense_macs · u`` ACs, any other ``dense_macs`` MACs."""
+    over calls: a spike-driven call does ``dense_macs · u`` ACs, any other ``dense_macs`` MACs.
+    ``all_macs``: every call is counted as ``dense_macs`` MACs (a non-spiking model, e.g. the ANN
+    twin of ``neuron="none"``, whose activations may look spike-like by accident)."""
     out: dict[str, SynOpStats] = {}
     for name, parts in sorted(partials.items()):
         dense = macs = acs = nonzero = 0.0
         for p in parts:
             d = float(p["dense"])
-            if bool(p["spike_driven"]):
+            if bool(p["spike_driven"]) and not all_macs:
                 acs += d * float(p["ac_units"])
             else:
                 macs += d
@@ -89,7 +91,7 @@ def reduce_synops(partials: dict[str, list[dict]], *, e_mac_pj: float = E_MAC_PJ
             nonzero += float(p["nonzero"]) * d
         out[name] = SynOpStats(
             dense_macs=dense, macs=macs, acs=acs, input_rate=nonzero / dense if dense else 0.0,
-            spike_driven=all(bool(p["spike_driven"]) for p in parts),
+            spike_driven=not all_macs and all(bool(p["spike_driven"]) for p in parts),
             energy_pj=e_mac_pj * macs + e_ac_pj * acs, calls=len(parts))
     return out
 

@@ -22,7 +22,7 @@ from flax import nnx
 
 from spikejax.nn.attention import ATTENTIONS
 from spikejax.nn.blocks import BLOCK_NORMS, SHORTCUTS
-from spikejax.nn.neurons import NEURONS
+from spikejax.nn.neurons import MODEL_NEURONS
 from spikejax.remat import check_remat
 
 __all__ = ["ModelConfig", "TransformerConfig", "SpikingLMConfig", "SpikformerConfig", "DTYPES", "builds"]
@@ -138,7 +138,7 @@ class TransformerConfig(ModelConfig):
         _choice("attention", self.attention, ATTENTIONS)
         _choice("norm", self.norm, BLOCK_NORMS)
         _choice("shortcut", self.shortcut, SHORTCUTS)
-        _choice("neuron", self.neuron, NEURONS)
+        _choice("neuron", self.neuron, MODEL_NEURONS)
         if not isinstance(self.dtype, str):  # accept jnp.bfloat16 / np.dtype("float32"); stored by name
             try:
                 name = np.dtype(self.dtype).name

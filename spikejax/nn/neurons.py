@@ -81,8 +81,10 @@ __all__ = [
     "CubaLIF",
     "DynamicsNeuron",
     "Izhikevich",
+    "MODEL_NEURONS",
     "MultiLevel",
     "NeuronStateVar",
+    "NonSpiking",
     "RefractoryLIF",
     "SpikingNeuron",
     "Ternary",
@@ -567,6 +569,22 @@ class CubaLI(nnx.Module):
         return v
 
 
+class NonSpiking(SpikingNeuron):
+    """The non-spiking twin of a neuron layer (an ANN activation, kind ``"none"``): ``y_t = relu(x_t)``
+    at every step, no state and no spikes, so a model built with it is the same architecture as an ANN
+    (run it with ``T = 1``). Takes the common arguments (``surrogate`` and ``backend`` unused) and
+    ``threshold``, which the models pass to some of their neurons (unused: there is nothing to fire).
+    Shapes: ``x[T, ...] -> y[T, ...]``.
+    """
+
+    def __init__(self, *, num_channels: int | None = None, threshold: float | None = None, **kwargs):
+        super().__init__(num_channels=num_channels, **kwargs)
+        self.param_names, self.option_names = (), ()
+
+    def _fire(self, x: Array, state) -> tuple[Array, Any]:
+        return jax.nn.relu(x), F.NeuronState(jnp.zeros(x.shape[1:], x.dtype), None)
+
+
 # --- by name ----------------------------------------------------------------------------------------
 
 NEURONS: dict[str, type[SpikingNeuron]] = {
@@ -584,17 +602,21 @@ KINDS: dict[str, type[SpikingNeuron]] = NEURONS | {
 }
 """Every neuron layer class by name: :data:`NEURONS` and the further models by their functional names."""
 
+MODEL_NEURONS: dict[str, type[SpikingNeuron]] = NEURONS | {"none": NonSpiking}
+"""The neuron kinds a model config takes: :data:`NEURONS` and ``"none"`` (:class:`NonSpiking`, the ANN twin)."""
+
 
 def make_neuron(kind: str, *, num_channels: int | None = None, **kwargs) -> SpikingNeuron:
-    """Build a neuron layer by name (see :data:`KINDS`).
+    """Build a neuron layer by name (see :data:`KINDS`; ``"none"``: :class:`NonSpiking`).
 
     ``num_channels`` sizes per-channel parameters and makes the layer check the channel count of its
     input, for every kind; other keyword arguments go to the layer's constructor (``tau``,
     ``threshold``, ``backend``, ...).
     """
-    if kind not in KINDS:
-        raise ValueError(f"neuron: unknown neuron {kind!r}; expected one of {sorted(KINDS)}")
-    return KINDS[kind](num_channels=num_channels, **kwargs)
+    kinds = KINDS | MODEL_NEURONS
+    if kind not in kinds:
+        raise ValueError(f"neuron: unknown neuron {kind!r}; expected one of {sorted(kinds)}")
+    return kinds[kind](num_channels=num_channels, **kwargs)
 
 
 def reset_states(module: nnx.Module) -> None:

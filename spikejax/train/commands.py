@@ -119,6 +119,33 @@ def _model_flags(p: argparse.ArgumentParser, presets: dict[str, Preset]) -> None
                         "offload: as spikes with the input in host memory. Same gradients" + d("remat"))
 
 
+def _recipe_flags(p: argparse.ArgumentParser) -> None:
+    """The language-model recipes (:mod:`spikejax.train.recipes`)."""
+    from spikejax.train.recipes import ANNEALS
+
+    g = p.add_argument_group("recipes (spikejax.train.recipes)")
+    g.add_argument("--teacher", metavar="RUN_DIR",
+                   help="distil from this spikejax LM run (same vocabulary): loss = CE + w T^2 KL(teacher_T || "
+                        "student_T); the teacher runs in the same step, without gradients")
+    g.add_argument("--distill-weight", type=number(0), default=1.0, help="w of the distillation term")
+    g.add_argument("--distill-temperature", type=number(0, low_open=True), default=2.0,
+                   help="T of the distillation softmaxes")
+    g.add_argument("--target-rate", type=number(0, 1),
+                   help="firing-rate control: add --rate-weight * mean over layers of (rate - R)^2 (logged as "
+                        "rate_penalty, mean_rate; default: off)")
+    g.add_argument("--rate-weight", type=number(0), default=1.0, help="weight of the firing-rate penalty")
+    g.add_argument("--anneal", choices=ANNEALS, default="none",
+                   help="soft-to-hard schedule; fp-warmup: each neuron outputs a*spikes + (1-a)*relu(input), a "
+                        "rising linearly from 0 (an ANN) at step 0 to 1 (hard spikes) at --anneal-steps")
+    g.add_argument("--anneal-steps", type=nonneg_int, default=0, help="length of the --anneal ramp in steps")
+    g.add_argument("--layer-lr-decay", type=number(0, 1, low_open=True), default=1.0,
+                   help="layer-wise learning rates: block i of L gets lr * d^(L-1-i), the embeddings lr * d^L, "
+                        "the head lr (1: one rate)")
+    g.add_argument("--freeze", action="append", default=[], metavar="PATTERN",
+                   help="freeze the parameters whose dotted names match this glob (repeatable), e.g. "
+                        "'token_embed.*' or 'blocks.0.*'")
+
+
 def _data_flags(p: argparse.ArgumentParser, *, choices: tuple[str, ...], default: str | None = None) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--dataset", choices=choices, default=default, help="dataset (spikejax.datasets.available())")
@@ -187,6 +214,11 @@ def _parser() -> argparse.ArgumentParser:
     lm.add_argument("--sample-chars", type=nonneg_int, default=120, help="characters sampled after training")
     _model_flags(lm, presets)
     _common_flags(lm, presets)
+    _recipe_flags(lm)
+    for action in lm._actions:  # the ANN twin: the same architecture without spikes
+        if action.dest == "neuron":
+            action.choices = sorted(action.choices) + ["none"]
+            action.help += "; none: the ANN twin (non-spiking activations, T = 1, energy counted as MACs)"
     vi = sub.add_parser("vision", help="Spikformer on scikit-learn's 8x8 digits",
                         description="Train a Spikformer on scikit-learn's 8x8 digits.", formatter_class=HelpFormatter)
     vi.add_argument("--patch-size", type=positive_int, default=2, help="patch side (divides 8)")
@@ -244,19 +276,58 @@ def _train_config(args, s: Preset):
         steps=s.steps, batch_size=s.batch_size, lr=s.lr, warmup=s.warmup, weight_decay=s.weight_decay, clip=s.clip,
         seed=args.seed, log_every=s.log_every, eval_every=s.eval_every, checkpoint_every=s.checkpoint_every,
         out=out, resume=args.resume, progress=not args.no_progress, time_limit=args.time_limit,
-        skip_nonfinite=args.skip_nonfinite)
+        skip_nonfinite=args.skip_nonfinite, freeze=tuple(getattr(args, "freeze", None) or ()),
+        layer_lr_decay=getattr(args, "layer_lr_decay", None) or 1.0)
 
 
 def _lm_from_flags(args, s: Preset):
     from spikejax.train.data import CharDataset, default_text
+    from spikejax.train.recipes import Recipe
 
     ds = CharDataset.from_file(args.data) if args.data else CharDataset(default_text(), name="pydoc_data.topics")
     ds.check_seq_len(s.seq_len)
-    return lm_task(ds, d_model=s.d_model, layers=s.layers, heads=s.heads, time_steps=s.time_steps, seq_len=s.seq_len,
+    recipe = Recipe(distill_weight=args.distill_weight, distill_temperature=args.distill_temperature,
+                    target_rate=args.target_rate, rate_weight=args.rate_weight, anneal=args.anneal,
+                    anneal_steps=args.anneal_steps)
+    teacher, teacher_meta = (load_teacher(args.teacher, ds, s.seq_len, backend=args.backend) if args.teacher
+                             else (None, None))
+    if teacher is None and not recipe.active:
+        recipe = None  # a plain run: the plain loss and the stored description of every earlier run
+    time_steps = s.time_steps
+    if s.neuron == "none":
+        if args.time_steps not in (None, 1):
+            raise ValueError(f"--time-steps: the ANN twin (--neuron none) runs one step, got {args.time_steps}")
+        time_steps = 1
+    return lm_task(ds, d_model=s.d_model, layers=s.layers, heads=s.heads, time_steps=time_steps, seq_len=s.seq_len,
                    attention=s.attention, window=args.window, window_softmax=args.window_softmax,
                    mix_norm=s.mix_norm, mlp_ratio=s.mlp_ratio, neuron=s.neuron,
                    neuron_kwargs=neuron_kwargs(s.neuron, s.beta, s.threshold), backend=args.backend,
-                   eval_batches=args.eval_batches, sample_chars=args.sample_chars, dtype=s.dtype, dropout=s.dropout)
+                   eval_batches=args.eval_batches, sample_chars=args.sample_chars, dtype=s.dtype, dropout=s.dropout,
+                   recipe=recipe, teacher=teacher, teacher_meta=teacher_meta)
+
+
+def load_teacher(run: str, ds, seq_len: int, *, backend: str = "auto"):
+    """``(teacher model, {"run", "step"})`` from a ``spikejax train lm`` run directory for distilling
+    into a model on ``ds``; ``ValueError`` naming ``--teacher`` when its vocabulary differs from the
+    data's or its context is shorter than ``seq_len``."""
+    from spikejax.train.checkpoint import CheckpointError, read_meta
+    from spikejax.train.restore import checkpoint_directory
+
+    try:
+        model, vocab = load_lm(run, backend=backend)
+        step, _ = read_meta(checkpoint_directory(run))
+    except CheckpointError as e:
+        raise ValueError(f"--teacher: {e}") from None
+    if vocab.chars != list(ds.chars):
+        only_t = sorted(set(vocab.chars) - set(ds.chars))
+        only_d = sorted(set(ds.chars) - set(vocab.chars))
+        raise ValueError(f"--teacher: {run!r} was trained on another vocabulary ({len(vocab.chars)} characters, the "
+                         f"data has {len(ds.chars)}; only the teacher's: {only_t[:8]!r}, only the data's: "
+                         f"{only_d[:8]!r})")
+    if model.pos_embedding_enabled and model.config.max_len < seq_len:
+        raise ValueError(f"--teacher: {run!r} has a context of {model.config.max_len}, shorter than --seq-len "
+                         f"{seq_len}")
+    return model, {"run": os.path.abspath(run), "step": int(step)}
 
 
 def _vision_from_flags(args, s: Preset):
@@ -317,6 +388,7 @@ def train_main(argv: list[str] | None = None) -> dict[str, Any]:
     """``spikejax train {lm,vision,audio,temporal} [flags]``; returns the training summary."""
     from spikejax.train import loop
     from spikejax.train import sharding as shd
+    from spikejax.train.recipes import RecipeError
     from spikejax.train.resume import apply_stored_flags, run_flags
     from spikejax.train.steps import NonFiniteError
 
@@ -342,6 +414,8 @@ def train_main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"spikejax train {args.task}: data {task.data_meta['name']}, run directory {cfg.out}", flush=True)
     try:
         return loop.fit(task, cfg, run_flags=run_flags(args))
+    except RecipeError as e:  # a --freeze pattern that does not fit the model
+        parser.error(str(e))
     except NonFiniteError as e:  # a diverged run: one paragraph, exit status 1
         raise SystemExit(f"spikejax train: error: {e}") from None
 

@@ -32,6 +32,7 @@ from spikejax.metrics import EnergyReport, SpikeStats, SynOpStats, reduce_spike_
 from spikejax.train import sharding as shd
 from spikejax.train.checkpoint import CheckpointManager
 from spikejax.train.probes import dotted, summarize_layers
+from spikejax.train.recipes import RecipeError, freeze_mask, layer_lr_scales
 from spikejax.train.steps import ModelSplit, NonFiniteError, make_optimizer, make_steps
 
 __all__ = ["TrainConfig", "Task", "fit", "model_meta", "dumps"]
@@ -63,6 +64,9 @@ class TrainConfig:
     progress: bool = True
     time_limit: float | None = None
     skip_nonfinite: int = 0
+    freeze: tuple[str, ...] = ()
+    train_only: tuple[str, ...] = ()
+    layer_lr_decay: float = 1.0
 
     def __post_init__(self):
         for name in ("steps", "batch_size"):
@@ -75,9 +79,14 @@ class TrainConfig:
                 raise ValueError(f"{name}: expected an integer >= 0, got {v!r}")
 
     def curve_fields(self) -> dict[str, Any]:
-        """The settings that shape the loss curve (must match to resume)."""
-        return {k: getattr(self, k) for k in ("steps", "batch_size", "lr", "warmup", "weight_decay", "clip", "seed",
-                                                "skip_nonfinite")}
+        """The settings that shape the loss curve (must match to resume); ``freeze``, ``train_only`` and
+        ``layer_lr_decay`` only when set (so runs without them compare as before)."""
+        out = {k: getattr(self, k) for k in ("steps", "batch_size", "lr", "warmup", "weight_decay", "clip", "seed",
+                                               "skip_nonfinite")}
+        for k, default in (("freeze", ()), ("train_only", ()), ("layer_lr_decay", 1.0)):
+            if getattr(self, k) != default:
+                out[k] = list(getattr(self, k)) if isinstance(default, tuple) else getattr(self, k)
+        return out
 
 
 @dataclasses.dataclass
@@ -99,6 +108,13 @@ class Task:
         the run directory ``out``, ``None`` when there is none); its values join the summary.
       step_extras: optional ``{metrics} -> {extra values}`` of every step's ``metrics.jsonl`` line
         (e.g. bits per character from the loss).
+      build: optional ``seed -> model`` used instead of ``model_config.build`` (e.g. a fine-tuned
+        model: a restored run with LoRA adapters).
+      step_arg: ``loss_fn`` takes ``step=`` too (:func:`~spikejax.train.steps.make_steps`).
+      spiking: ``False`` for a model without spiking neurons (the ANN twin): the energy report counts
+        MACs only.
+      train_meta: optional JSON fields stored in (and compared on resume under) ``meta["train"]``,
+        e.g. the recipe, the teacher, the LoRA adapters.
     """
 
     name: str
@@ -113,6 +129,10 @@ class Task:
     data_meta: dict
     after: Callable | None = None
     step_extras: Callable[[dict[str, float]], dict[str, float]] | None = None
+    build: Callable[[int], Any] | None = None
+    step_arg: bool = False
+    spiking: bool = True
+    train_meta: dict | None = None
 
 
 def _fmt(v: float) -> str:
@@ -230,12 +250,12 @@ def fit(task: Task, cfg: TrainConfig, *, mesh=None, print_fn: Callable[[str], No
     mesh = shd.make_mesh() if mesh is None else mesh
     shd.check_batch_size(cfg.batch_size, mesh)
 
-    model = task.model_config.build(seed=cfg.seed)
+    model = task.build(cfg.seed) if task.build is not None else task.model_config.build(seed=cfg.seed)
     split = ModelSplit(model)
     T = task.model_config.time_steps
     plan: list[list[int]] = [[0, cfg.steps]]  # the schedule: [[0, steps], [at, extended total], ...]
     meta = {"task": task.name, "model": model_meta(task.model_config), "model_class": type(model).__name__,
-            "train": {**cfg.curve_fields(), "schedule": plan}, "data": task.data_meta}
+            "train": {**cfg.curve_fields(), **(task.train_meta or {}), "schedule": plan}, "data": task.data_meta}
     if run_flags is not None:
         meta["cli"] = run_flags
     ckpt = found = None
@@ -261,9 +281,14 @@ def fit(task: Task, cfg: TrainConfig, *, mesh=None, print_fn: Callable[[str], No
                     return {**out, "train": {**out["train"], "steps": cfg.steps, "schedule": plan}}
 
                 ckpt.upgrade = upgrade
+    frozen = freeze_mask(split.params, cfg.freeze, cfg.train_only) if cfg.freeze or cfg.train_only else None
+    if frozen is not None and all(frozen.values()):
+        raise RecipeError("freeze: every parameter is frozen; nothing would train")
+    lr_scales = layer_lr_scales(split.params, cfg.layer_lr_decay) if cfg.layer_lr_decay != 1.0 else None
     tx = make_optimizer(cfg.lr, plan[0][1], warmup=cfg.warmup, weight_decay=cfg.weight_decay, clip=cfg.clip,
-                        segments=[tuple(seg) for seg in plan[1:]], skip_nonfinite=cfg.skip_nonfinite)
-    steps = make_steps(split, tx, task.loss_fn, task.eval_fn, seed=cfg.seed)
+                        segments=[tuple(seg) for seg in plan[1:]], skip_nonfinite=cfg.skip_nonfinite,
+                        lr_scales=lr_scales, frozen=frozen)
+    steps = make_steps(split, tx, task.loss_fn, task.eval_fn, seed=cfg.seed, step_arg=task.step_arg, frozen=frozen)
     state = shd.replicate(steps.init(), mesh)
     if ckpt is not None:
         if found is not None:
@@ -300,7 +325,7 @@ def fit(task: Task, cfg: TrainConfig, *, mesh=None, print_fn: Callable[[str], No
 
     def probe(state, batch) -> tuple[dict[str, SpikeStats], dict[str, SynOpStats], dict]:
         spikes, synops, grads = jax.device_get(steps.probe(state, batch))
-        return reduce_spike_stats(spikes), reduce_synops(synops), grads
+        return reduce_spike_stats(spikes), reduce_synops(synops, all_macs=not task.spiking), grads
 
     show_progress = cfg.progress and is_main
     bar = None  # opened after the first step, so that compilation is in its description, not in its rate / ETA

@@ -28,10 +28,12 @@ NOT_STORED = frozenset({"task", "out", "resume", "backend", "time_limit", "no_pr
 
 
 def run_flags(args: argparse.Namespace) -> dict[str, Any]:
-    """The flags of ``args`` that a resume continues with (JSON values; ``data`` as an absolute path)."""
+    """The flags of ``args`` that a resume continues with (JSON values; ``data`` and ``teacher`` as
+    absolute paths)."""
     out = {k: v for k, v in sorted(vars(args).items()) if k not in NOT_STORED}
-    if out.get("data"):
-        out["data"] = os.path.abspath(out["data"])
+    for name in ("data", "teacher"):
+        if out.get(name):
+            out[name] = os.path.abspath(out[name])
     return json.loads(json.dumps(out))
 
 

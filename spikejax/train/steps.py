@@ -129,7 +129,8 @@ def make_schedule(lr: float, steps: int, *, warmup: int = 100, min_lr_ratio: flo
 
 def make_optimizer(lr: float, steps: int, *, warmup: int = 100, weight_decay: float = 0.1, clip: float = 1.0,
                    b2: float = 0.99, min_lr_ratio: float = 0.1, segments: Sequence[tuple[int, int]] = (),
-                   skip_nonfinite: int = 0) -> optax.GradientTransformation:
+                   skip_nonfinite: int = 0, lr_scales: dict[str, float] | None = None,
+                   frozen: dict[str, bool] | None = None) -> optax.GradientTransformation:
     """AdamW on the rate of :func:`make_schedule` (linear warm-up over ``warmup`` steps, cosine decay to
     ``min_lr_ratio · lr`` at ``steps``; ``segments`` extend it), after clipping the global gradient
     norm to ``clip``. Weight decay applies to matrices only (parameters of rank ≥ 2).
@@ -137,6 +138,12 @@ def make_optimizer(lr: float, steps: int, *, warmup: int = 100, weight_decay: fl
     ``skip_nonfinite = N > 0`` wraps it in ``optax.apply_if_finite``: an update whose gradients hold a
     NaN/inf is skipped (parameters and optimizer state unchanged), up to ``N`` in a row; the
     optimizer state then carries the counts (a different checkpoint structure).
+
+    ``lr_scales`` (``{name: multiplier}``, e.g. :func:`spikejax.train.recipes.layer_lr_scales`) and
+    ``frozen`` (``{name: bool}``, :func:`spikejax.train.recipes.freeze_mask`) group the parameters
+    with ``optax.multi_transform``: each multiplier ``m`` gets AdamW on ``m · schedule``, frozen
+    parameters ``optax.set_to_zero`` (no update and no optimizer state). Without either (or with all
+    multipliers 1 and nothing frozen) the optimizer and its state are the plain one's.
     """
     schedule = make_schedule(lr, steps, warmup=warmup, min_lr_ratio=min_lr_ratio, segments=segments)
     if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) \
@@ -145,10 +152,31 @@ def make_optimizer(lr: float, steps: int, *, warmup: int = 100, weight_decay: fl
     _check_positive_finite("clip", clip)
     if isinstance(skip_nonfinite, bool) or not isinstance(skip_nonfinite, int) or skip_nonfinite < 0:
         raise ValueError(f"skip_nonfinite: expected an integer >= 0, got {skip_nonfinite!r}")
-    mask = lambda params: {k: v.ndim >= 2 for k, v in params.items()}
-    tx = optax.chain(optax.clip_by_global_norm(clip),
-                     optax.adamw(schedule, b1=0.9, b2=b2, weight_decay=weight_decay, mask=mask))
+    mask = lambda params: {k: getattr(v, "ndim", 0) >= 2 for k, v in params.items()}
+    adamw = lambda rate: optax.adamw(rate, b1=0.9, b2=b2, weight_decay=weight_decay, mask=mask)
+    labels = _param_labels(lr_scales or {}, frozen or {})
+    if labels is None:
+        inner = adamw(schedule)
+    else:
+        groups = {}
+        for label in set(labels.values()):
+            if label == "frozen":
+                groups[label] = optax.set_to_zero()
+            else:
+                groups[label] = adamw(lambda count, m=float(label[1:]): m * schedule(count))
+        inner = optax.multi_transform(groups, lambda params: {k: labels[k] for k in params})
+    tx = optax.chain(optax.clip_by_global_norm(clip), inner)
     return optax.apply_if_finite(tx, skip_nonfinite) if skip_nonfinite else tx
+
+
+def _param_labels(lr_scales: dict[str, float], frozen: dict[str, bool]) -> dict[str, str] | None:
+    """``{name: "frozen" | "x<multiplier>"}``, or ``None`` when every multiplier is 1 and nothing is frozen."""
+    names = set(lr_scales) | set(frozen)
+    for k, m in lr_scales.items():
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m) or m < 0:
+            raise ValueError(f"lr_scales: expected finite multipliers >= 0, got {m!r} for {k!r}")
+    labels = {k: "frozen" if frozen.get(k) else f"x{float(lr_scales.get(k, 1.0))!r}" for k in names}
+    return None if all(v == "x1.0" for v in labels.values()) else labels
 
 
 def _norm(tree) -> Array:
@@ -182,17 +210,26 @@ class Steps(NamedTuple):
 
 
 def make_steps(split: ModelSplit, tx: optax.GradientTransformation, loss_fn: LossFn, eval_fn: LossFn,
-               example_batch: None = None, *, seed: int = 0) -> Steps:
+               example_batch: None = None, *, seed: int = 0, step_arg: bool = False,
+               frozen: dict[str, bool] | None = None) -> Steps:
     """Build the jit-compiled steps of a model split.
 
     ``loss_fn(model, batch, key) -> (loss, aux)`` is minimised (``key``: the step's PRNG key, derived
     from ``seed``); ``eval_fn(model, batch) -> {sums}`` gives sums to be accumulated over
     evaluation batches. ``example_batch`` is deprecated (it was never read: the probe takes its
-    shapes from its first batch); leave it out.
+    shapes from its first batch); leave it out. ``step_arg``: ``loss_fn`` also takes ``step=`` (the
+    state's optimizer step, traced: a schedule inside the loss, e.g. annealing). ``frozen``
+    (``{name: bool}``): those parameters enter the loss behind ``stop_gradient`` (their gradients are
+    zeros; pair it with the optimizer's ``frozen``).
     """
     if example_batch is not None:
         warnings.warn("make_steps: example_batch is deprecated and unused; leave it out", DeprecationWarning,
                       stacklevel=2)
+
+    frozen_names = dict(frozen or {})
+
+    def call_loss(model, batch, key, step):
+        return loss_fn(model, batch, key, step=step) if step_arg else loss_fn(model, batch, key)
 
     def init() -> TrainState:
         return TrainState(jnp.zeros((), jnp.int32), split.params, split.stats, tx.init(split.params))
@@ -201,8 +238,9 @@ def make_steps(split: ModelSplit, tx: optax.GradientTransformation, loss_fn: Los
         key = jax.random.fold_in(jax.random.key(seed), state.step)
 
         def objective(params):
+            params = {k: jax.lax.stop_gradient(v) if frozen_names.get(k) else v for k, v in params.items()}
             model = split.merge(params, state.stats)
-            loss, aux = loss_fn(model, batch, key)
+            loss, aux = call_loss(model, batch, key, state.step)
             return loss, (aux, split.stats_of(model))
 
         (loss, (aux, stats)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
@@ -224,14 +262,14 @@ def make_steps(split: ModelSplit, tx: optax.GradientTransformation, loss_fn: Los
         """Forward + backward with zero probes on every neuron: per-layer spike and synaptic-operation
         partial sums, and mean |∂L/∂x|, |∂L/∂s|."""
         if "shapes" not in shapes_cache:
-            shapes_cache["shapes"] = probe_shapes(split.merge, lambda m: loss_fn(m, batch, None), state.params,
-                                                  state.stats)
+            shapes_cache["shapes"] = probe_shapes(split.merge, lambda m: call_loss(m, batch, None, state.step),
+                                                  state.params, state.stats)
         zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes_cache["shapes"])
 
         def objective(probes):
             model = split.merge(state.params, state.stats)
             with record_layers(model, probes=probes) as rec:
-                loss, _ = loss_fn(model, batch, None)
+                loss, _ = call_loss(model, batch, None, state.step)
             return loss, (rec.spikes, rec.synops)
 
         (_, (spikes, synops)), g = jax.value_and_grad(objective, has_aux=True)(zeros)
