@@ -223,28 +223,11 @@ def run_spikejax(model: str, dtype: str, config: str, batch: int, image: int, T:
 
 
 def _sj_models():
-    """SpikingJelly's zoo modules. Its ResNet files import torchvision only for the pretrained-weight
-    download; where torchvision does not import (a build that does not match torch), a stand-in
-    module provides that one name while they import."""
-    import torch
+    """SpikingJelly's zoo modules (:func:`spikejax.interop.spikingjelly.import_model_modules`)."""
+    from spikejax.interop.spikingjelly import import_model_modules
 
-    try:
-        import torchvision.models.utils  # noqa: F401
-        stubs = {}
-    except Exception:  # noqa: BLE001 - any import failure of torchvision
-        utils = types.ModuleType("torchvision.models.utils")
-        utils.load_state_dict_from_url = torch.hub.load_state_dict_from_url
-        stubs = {"torchvision": types.ModuleType("torchvision"),
-                 "torchvision.models": types.ModuleType("torchvision.models"), "torchvision.models.utils": utils}
-    saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k == "torchvision" or k.startswith("torchvision.")}
-    sys.modules.update(stubs)
-    try:
-        from spikingjelly.activation_based.model import sew_resnet, spike_driven_transformer, spikformer
-    finally:
-        for k in stubs:
-            sys.modules.pop(k, None)
-        sys.modules.update(saved)
-    return types.SimpleNamespace(sew=sew_resnet, sdt=spike_driven_transformer, spikformer=spikformer)
+    m = import_model_modules("sew_resnet", "spike_driven_transformer", "spikformer")
+    return types.SimpleNamespace(sew=m.sew_resnet, sdt=m.spike_driven_transformer, spikformer=m.spikformer)
 
 
 def build_spikingjelly(model: str, T: int):

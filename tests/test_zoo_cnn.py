@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import re
-import sys
 import types
 
 import jax
@@ -43,27 +42,13 @@ RTOL = 1e-4
 
 @functools.cache
 def sj():
-    """SpikingJelly's modules. Its ResNet/VGG files import torchvision only for the pretrained-weight
-    download (``load_state_dict_from_url``); where this environment's torchvision does not import
-    (a build that does not match torch), a stand-in module provides that one name while they import."""
+    """SpikingJelly's modules (the zoo files through :func:`spikejax.interop.spikingjelly.import_model_modules`)."""
     from spikingjelly.activation_based import functional, layer, neuron, surrogate
 
-    try:
-        import torchvision.models.utils  # noqa: F401
-        stubs = {}
-    except Exception:
-        utils = types.ModuleType("torchvision.models.utils")
-        utils.load_state_dict_from_url = torch.hub.load_state_dict_from_url
-        stubs = {"torchvision": types.ModuleType("torchvision"),
-                 "torchvision.models": types.ModuleType("torchvision.models"), "torchvision.models.utils": utils}
-    saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k == "torchvision" or k.startswith("torchvision.")}
-    sys.modules.update(stubs)
-    try:
-        from spikingjelly.activation_based.model import ms_resnet, sew_resnet, spiking_resnet, spiking_vgg
-    finally:
-        for k in stubs:
-            sys.modules.pop(k, None)
-        sys.modules.update(saved)
+    from spikejax.interop.spikingjelly import import_model_modules
+
+    m = import_model_modules("ms_resnet", "sew_resnet", "spiking_resnet", "spiking_vgg")
+    ms_resnet, sew_resnet, spiking_resnet, spiking_vgg = m.ms_resnet, m.sew_resnet, m.spiking_resnet, m.spiking_vgg
     return types.SimpleNamespace(functional=functional, layer=layer, neuron=neuron, surrogate=surrogate,
                                  sew=sew_resnet, spiking=spiking_resnet, ms=ms_resnet, vgg=spiking_vgg)
 

@@ -44,6 +44,7 @@ __all__ = [
     "load_spikingjelly",
     "to_spikingjelly_state_dict",
     "export_spikingjelly",
+    "import_model_modules",
 ]
 
 _WRAPPERS = ("model", "state_dict", "module", "model_state_dict", "net")
@@ -179,3 +180,34 @@ def export_spikingjelly(model: nnx.Module, path: str | Path | None = None) -> di
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(state, str(path))
     return state
+
+
+def import_model_modules(*names: str):
+    """SpikingJelly 2.0's zoo modules ``spikingjelly.activation_based.model.<name>`` as a namespace
+    (``import_model_modules("sew_resnet", "spikformer").sew_resnet``). Its ResNet / VGG files import
+    torchvision only for the pretrained-weight download (``load_state_dict_from_url``); where
+    torchvision does not import (a build that does not match torch), a stand-in module provides that
+    one name while they import, and ``sys.modules`` is restored afterwards."""
+    import importlib  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    import types  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
+
+    try:
+        import torchvision.models.utils  # noqa: F401, PLC0415
+        stubs = {}
+    except Exception:  # noqa: BLE001 - any import failure of torchvision
+        utils = types.ModuleType("torchvision.models.utils")
+        utils.load_state_dict_from_url = torch.hub.load_state_dict_from_url
+        stubs = {"torchvision": types.ModuleType("torchvision"),
+                 "torchvision.models": types.ModuleType("torchvision.models"), "torchvision.models.utils": utils}
+    saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k == "torchvision" or k.startswith("torchvision.")}
+    sys.modules.update(stubs)
+    try:
+        mods = {n: importlib.import_module(f"spikingjelly.activation_based.model.{n}") for n in names}
+    finally:
+        for k in stubs:
+            sys.modules.pop(k, None)
+        sys.modules.update(saved)
+    return types.SimpleNamespace(**mods)
