@@ -93,6 +93,21 @@ def fold_time(fn, x: Array) -> Array:
 
 # --- convolution and linear ----------------------------------------------------------------------
 
+def _torch_conv(in_channels: int, out_channels: int, kernel: tuple, stride: tuple, padding: tuple, dilation: tuple,
+                groups: int, use_bias: bool, kernel_init, dtype, param_dtype, rngs: nnx.Rngs) -> nnx.Conv:
+    """An ``nnx.Conv`` with PyTorch's semantics: symmetric integer padding, PyTorch's default bias
+    initialisation ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, ``fan_in = C_in / groups * prod(kernel)``."""
+    groups = _positive("groups", groups)
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(f"groups: {groups} must divide in_channels={in_channels} and out_channels={out_channels}")
+    bound = 1.0 / math.sqrt((in_channels // groups) * math.prod(kernel))
+    return nnx.Conv(
+        in_channels, out_channels, kernel, strides=stride, padding=tuple((p, p) for p in padding),
+        kernel_dilation=dilation, feature_group_count=groups, use_bias=bool(use_bias), kernel_init=kernel_init,
+        bias_init=lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -bound, bound),
+        dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+
 class Conv2d(nnx.Module):
     """2-d convolution shared over time: ``x[T, B, H, W, C_in] -> y[T, B, H', W', C_out]``.
 
@@ -106,18 +121,9 @@ class Conv2d(nnx.Module):
                  kernel_init=torch_default_init, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
         self.in_channels = _positive("in_channels", in_channels)
         self.out_channels = _positive("out_channels", out_channels)
-        groups = _positive("groups", groups)
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f"groups: {groups} must divide in_channels={in_channels} and out_channels={out_channels}")
-        pad = _pair("padding", padding, low=0)
-        fan_in = (in_channels // groups) * math.prod(_pair("kernel_size", kernel_size))
-        bound = 1.0 / math.sqrt(fan_in)
-        self.conv = nnx.Conv(
-            in_channels, out_channels, _pair("kernel_size", kernel_size), strides=_pair("stride", stride),
-            padding=((pad[0], pad[0]), (pad[1], pad[1])), kernel_dilation=_pair("dilation", dilation),
-            feature_group_count=groups, use_bias=bool(use_bias), kernel_init=kernel_init,
-            bias_init=lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -bound, bound),
-            dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.conv = _torch_conv(in_channels, out_channels, _pair("kernel_size", kernel_size), _pair("stride", stride),
+                                _pair("padding", padding, low=0), _pair("dilation", dilation), groups, use_bias,
+                                kernel_init, dtype, param_dtype, rngs)
 
     def __call__(self, x: Array) -> Array:
         _check_rank("Conv2d", x, 5, "[T, B, H, W, C]")
@@ -137,17 +143,10 @@ class Conv1d(nnx.Module):
                  kernel_init=torch_default_init, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
         self.in_channels = _positive("in_channels", in_channels)
         self.out_channels = _positive("out_channels", out_channels)
-        groups = _positive("groups", groups)
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f"groups: {groups} must divide in_channels={in_channels} and out_channels={out_channels}")
-        pad = _pair("padding", padding, low=0)[0]
-        bound = 1.0 / math.sqrt((in_channels // groups) * _positive("kernel_size", kernel_size))
-        self.conv = nnx.Conv(
-            in_channels, out_channels, (kernel_size,), strides=(_positive("stride", stride),),
-            padding=((pad, pad),), kernel_dilation=(_positive("dilation", dilation),), feature_group_count=groups,
-            use_bias=bool(use_bias), kernel_init=kernel_init,
-            bias_init=lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -bound, bound),
-            dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.conv = _torch_conv(in_channels, out_channels, (_positive("kernel_size", kernel_size),),
+                                (_positive("stride", stride),), (_pair("padding", padding, low=0)[0],),
+                                (_positive("dilation", dilation),), groups, use_bias, kernel_init, dtype, param_dtype,
+                                rngs)
 
     def __call__(self, x: Array) -> Array:
         _check_rank("Conv1d", x, 4, "[T, B, L, C]")
