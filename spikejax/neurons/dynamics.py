@@ -123,6 +123,22 @@ def _named(name: str, doc: str | None):
     return wrap
 
 
+def _charge_fire_step(name: str, doc: str, charge: Callable, reset: str, detach_reset: bool, surrogate) -> Callable:
+    """A one-state neuron ``H_t = charge(p, V_{t-1}, X_t)``, ``S_t = spike(H_t - θ)``,
+    ``V_t = reset(H_t, S̃_t)`` (to ``v_reset`` for a zero reset)."""
+
+    @_named(name, doc)
+    def step(p: dict, state: tuple[Array], x: Array):
+        (v,) = state
+        spike = _spike_fn(surrogate, p["surrogate_alpha"])
+        thr = p["threshold"]
+        h = charge(p, v, x)
+        s = spike(h - thr)
+        return s, (_reset(reset, h, _detach(detach_reset, s), thr, p["v_reset"]),)
+
+    return step
+
+
 # --- the step functions -----------------------------------------------------------------------
 
 
@@ -335,16 +351,11 @@ def eif_step(reset: str = "zero", detach_reset: bool = False,
     """
     _check_options(reset, surrogate)
 
-    @_named("eif_step", eif_step.__doc__)
-    def step(p: dict, state: tuple[Array], x: Array):
-        (v,) = state
-        spike = _spike_fn(surrogate, p["surrogate_alpha"])
-        thr, dT = p["threshold"], p["delta_T"]
-        h = v + (x + p["v_rest"] - v + dT * jnp.exp((v - p["theta_rh"]) / dT)) / p["tau"]
-        s = spike(h - thr)
-        return s, (_reset(reset, h, _detach(detach_reset, s), thr, p["v_reset"]),)
+    def charge(p: dict, v: Array, x: Array) -> Array:
+        dT = p["delta_T"]
+        return v + (x + p["v_rest"] - v + dT * jnp.exp((v - p["theta_rh"]) / dT)) / p["tau"]
 
-    return step
+    return _charge_fire_step("eif_step", eif_step.__doc__, charge, reset, detach_reset, surrogate)
 
 
 @functools.cache
@@ -392,16 +403,10 @@ def qif_step(reset: str = "zero", detach_reset: bool = False,
     """
     _check_options(reset, surrogate)
 
-    @_named("qif_step", qif_step.__doc__)
-    def step(p: dict, state: tuple[Array], x: Array):
-        (v,) = state
-        spike = _spike_fn(surrogate, p["surrogate_alpha"])
-        thr = p["threshold"]
-        h = v + (x + p["a0"] * (v - p["v_rest"]) * (v - p["v_c"])) / p["tau"]
-        s = spike(h - thr)
-        return s, (_reset(reset, h, _detach(detach_reset, s), thr, p["v_reset"]),)
+    def charge(p: dict, v: Array, x: Array) -> Array:
+        return v + (x + p["a0"] * (v - p["v_rest"]) * (v - p["v_c"])) / p["tau"]
 
-    return step
+    return _charge_fire_step("qif_step", qif_step.__doc__, charge, reset, detach_reset, surrogate)
 
 
 # --- the models: defaults, bounds, factories --------------------------------------------------
