@@ -172,7 +172,23 @@ class ResNetBlock(nnx.Module):
         return sew_function(out, identity, self.cnf) if self.bottleneck else sew_function(identity, out, self.cnf)
 
 
-class ResNet(nnx.Module):
+class StagedNet(nnx.Module):
+    """What the ResNets share: four stages ``layer1..layer4`` of blocks (each through
+    :func:`spikejax.remat.remat_call` with the config's mode) and SpikingJelly's key map."""
+
+    def stages(self, x: Array) -> Array:
+        """``x[T, B, H, W, C]`` through the blocks of ``layer1`` .. ``layer4`` in order."""
+        for i in range(1, 5):
+            for block in getattr(self, f"layer{i}") or ():
+                x = remat_call(self.config.remat, block, x)
+        return x
+
+    def spikingjelly_keys(self) -> dict:
+        """SpikingJelly key -> variable entry (:func:`spikejax.models.sj_neurons.spikingjelly_keys`)."""
+        return spikingjelly_keys(self)
+
+
+class ResNet(StagedNet):
     """SEW-ResNet / Spiking ResNet: ``images[B, H, W, C]`` or ``x[T, B, H, W, C]`` -> ``logits[B, classes]``.
 
     ``conv1`` (7x7/2) -> ``bn1`` -> ``sn1`` -> ``maxpool`` (3x3/2) -> ``layer1..4``
@@ -202,14 +218,7 @@ class ResNet(nnx.Module):
     def features(self, x: Array) -> Array:
         """``x[T, B, H, W, C]`` -> the last stage's output ``[T, B, h, w, 512·e]``."""
         x = self.maxpool(fire(self, self.sn1, self.bn1(self.conv1(x))))
-        for i in range(1, 5):
-            for block in getattr(self, f"layer{i}"):
-                x = remat_call(self.config.remat, block, x)
-        return x
-
-    def spikingjelly_keys(self) -> dict:
-        """SpikingJelly key -> variable entry (:func:`spikejax.models.sj_neurons.spikingjelly_keys`)."""
-        return spikingjelly_keys(self)
+        return self.stages(x)
 
     def __call__(self, x: Array) -> Array:
         x = to_time_major(x, self.config.T, self.config.in_channels, self.config.dtype)
@@ -285,7 +294,7 @@ class MSBlock(nnx.Module):
         return out + identity
 
 
-class MSResNet(nnx.Module):
+class MSResNet(StagedNet):
     """MS-ResNet: ``images[B, H, W, C]`` or ``x[T, B, H, W, C]`` -> ``logits[B, classes]``.
 
     ``stem = [conv (k/s), BN(, max-pool)]`` -> ``layer1..4`` of :class:`MSBlock` (strides 2, 2,
@@ -324,14 +333,7 @@ class MSResNet(nnx.Module):
         """``x[T, B, H, W, C]`` -> the last stage's membrane output ``[T, B, h, w, C_last]``."""
         for layer in self.stem:
             x = layer(x)
-        for i in range(1, 5):
-            for block in getattr(self, f"layer{i}") or ():
-                x = remat_call(self.config.remat, block, x)
-        return x
-
-    def spikingjelly_keys(self) -> dict:
-        """SpikingJelly key -> variable entry (:func:`spikejax.models.sj_neurons.spikingjelly_keys`)."""
-        return spikingjelly_keys(self)
+        return self.stages(x)
 
     def __call__(self, x: Array) -> Array:
         x = to_time_major(x, self.config.T, self.config.in_channels, self.config.dtype)
