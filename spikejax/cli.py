@@ -5,6 +5,7 @@
     spikejax train vision [...]               Spikformer on sklearn digits (--dataset: a zoo model on a data set)
     spikejax train audio|temporal [...]       spiking sequence classifiers (SHD / SSC, randman)
     spikejax sample --checkpoint DIR --prompt TEXT
+    spikejax finetune --checkpoint DIR --data FILE --lora-rank R --lora-targets attn|mlp|all
     spikejax export-torch --checkpoint DIR --out FILE   PyTorch state dict + config (spikejax.interop)
 
 Each command is ``"module"`` (its ``main(argv)``) or ``"module:function"`` in :data:`COMMANDS`,
@@ -33,6 +34,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
               "train a char-level SpikingLM (train lm), a vision model (train vision) or a spiking "
               "sequence classifier (train audio / temporal)"),
     "sample": ("spikejax.train.commands:sample_main", "generate text from a `spikejax train lm` run"),
+    "finetune": ("spikejax.train.commands:finetune_main",
+                 "fine-tune a `spikejax train lm` run on new text with LoRA adapters (base frozen)"),
     "export-torch": ("spikejax.interop.cli:export_torch_main",
                      "export a trained run as a PyTorch state dict (.safetensors / .pt) and config (.json)"),
 }

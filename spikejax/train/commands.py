@@ -39,8 +39,8 @@ from spikejax.train.restore import load_checkpoint, load_lm
 from spikejax.train.tasks import lm_task, neuron_kwargs, vision_task
 from spikejax.train.vocab import Vocabulary
 
-__all__ = ["train_main", "sample_main", "lm_task", "vision_task", "load_checkpoint", "load_lm", "Vocabulary",
-           "LM_PRESETS", "settings_of", "make_data_task"]
+__all__ = ["train_main", "sample_main", "finetune_main", "load_teacher", "lm_task", "vision_task", "load_checkpoint",
+           "load_lm", "Vocabulary", "LM_PRESETS", "settings_of", "make_data_task"]
 
 LM_PRESETS: dict[str, dict[str, Any]] = {name: dataclasses.asdict(p) for name, p in PRESETS["lm"].items()}
 """Deprecated: the language-model presets as dicts; :data:`spikejax.train.presets.PRESETS` ``["lm"]`` is the source."""
@@ -444,3 +444,89 @@ def sample_main(argv: list[str] | None = None) -> str:
         p.error(str(e))
     print(text)
     return text
+
+
+def _finetune_parser() -> argparse.ArgumentParser:
+    from spikejax.nn.lora import LORA_TARGETS
+
+    p = argparse.ArgumentParser(
+        prog="spikejax finetune", formatter_class=HelpFormatter,
+        description="Fine-tune a `spikejax train lm` run on new text with LoRA adapters (spikejax.nn.lora): the "
+                    "base weights stay frozen, only the rank-R adapters train; they are saved in the run and "
+                    "merged into the kernels by `spikejax sample` and `spikejax export-torch`. Training flags "
+                    "left out take the base run's preset values.")
+    p.add_argument("--checkpoint", help="the base run directory (`spikejax train lm`)")
+    p.add_argument("--data", help="a UTF-8 text file, split 90/10 (its characters must be in the base vocabulary)")
+    p.add_argument("--lora-rank", type=positive_int, default=8, help="adapter rank R")
+    p.add_argument("--lora-targets", choices=sorted(LORA_TARGETS), default="attn",
+                   help="the projections adapted: attn (q/k/v/out), mlp (fc1/fc2) or all")
+    p.add_argument("--lora-alpha", type=number(0, low_open=True),
+                   help="adapter scale alpha (the update is alpha/R * A B; default: R)")
+    p.add_argument("--seq-len", type=positive_int, help="context length L (default: the base model's max_len)")
+    p.add_argument("--eval-batches", type=positive_int, default=8, help="validation batches per evaluation")
+    p.add_argument("--sample-chars", type=nonneg_int, default=120, help="characters sampled after training")
+    _common_flags(p, PRESETS["lm"])
+    return p
+
+
+def finetune_main(argv: list[str] | None = None) -> dict[str, Any]:
+    """``spikejax finetune --checkpoint DIR --data FILE --lora-rank R --lora-targets attn|mlp|all``;
+    returns the training summary (``--out DIR --resume`` continues a fine-tuning run exactly)."""
+    from spikejax.nn.lora import apply_lora, lora_parameter_patterns
+    from spikejax.train import loop
+    from spikejax.train.checkpoint import read_meta
+    from spikejax.train.data import CharDataset
+    from spikejax.train.restore import checkpoint_directory
+    from spikejax.train.resume import apply_stored_flags, run_flags
+
+    parser = _finetune_parser()
+    args = parser.parse_args(argv)
+    args.task = "lm"
+    if args.resume and args.out:
+        apply_stored_flags(parser, argv, args, "finetune")
+    for flag in ("checkpoint", "data"):
+        if not getattr(args, flag):
+            parser.error(f"the following arguments are required: --{flag}")
+    args.checkpoint = os.path.abspath(args.checkpoint)
+    check_backend(parser, args.backend)
+    if args.resume and not args.out:
+        parser.error("argument --resume: give --out DIR, the run directory to continue")
+    check_out_dir(parser, args.out or "runs")
+    base, vocab = load_lm(args.checkpoint, backend=args.backend, merge_lora=False)
+    base_step, base_meta = read_meta(checkpoint_directory(args.checkpoint))
+    if (base_meta.get("train") or {}).get("lora"):
+        parser.error(f"argument --checkpoint: {args.checkpoint!r} is already a LoRA run; fine-tune its base, or "
+                     "merge it first")
+    settings = preset_for("lm", (base_meta.get("cli") or {}).get("preset")).override(**vars(args))
+    seq_len = args.seq_len or base.config.max_len
+    if base.pos_embedding_enabled and seq_len > base.config.max_len:
+        parser.error(f"argument --seq-len: {seq_len} exceeds the base model's max_len {base.config.max_len}")
+    try:
+        ds = CharDataset.from_file(args.data, chars=vocab.chars)
+        ds.check_seq_len(seq_len)
+    except (ValueError, FileNotFoundError) as e:
+        parser.error(str(e))
+    cfg_base = base.config
+    lora = {"rank": args.lora_rank, "targets": args.lora_targets,
+            "alpha": float(args.lora_alpha if args.lora_alpha is not None else args.lora_rank)}
+    akw = dict(cfg_base.attention_kwargs)
+    task = lm_task(ds, d_model=cfg_base.d_model, layers=cfg_base.num_layers, heads=cfg_base.num_heads,
+                   time_steps=cfg_base.time_steps, seq_len=seq_len, attention=cfg_base.attention,
+                   window=akw.get("window"), window_softmax=akw.get("softmax"), mix_norm=akw.get("mix_norm", "none"),
+                   mlp_ratio=cfg_base.mlp_ratio, neuron=cfg_base.neuron, neuron_kwargs=cfg_base.neuron_kwargs,
+                   backend=args.backend, eval_batches=args.eval_batches, sample_chars=args.sample_chars,
+                   dtype=cfg_base.dtype, dropout=cfg_base.dropout)
+    task.model_config = cfg_base  # the base model exactly (its max_len, norms, every field)
+    task.spiking = cfg_base.neuron != "none"
+    task.train_meta = {"lora": lora, "base": {"run": args.checkpoint, "step": int(base_step)}}
+
+    def build(seed: int):
+        model, _ = load_lm(args.checkpoint, backend=args.backend, merge_lora=False)
+        return apply_lora(model, rank=lora["rank"], targets=lora["targets"], alpha=lora["alpha"], seed=seed)
+
+    task.build = build
+    cfg = dataclasses.replace(_train_config(args, settings), train_only=lora_parameter_patterns(),
+                              out=args.out or os.path.join("runs", f"finetune-{time.strftime('%Y%m%d-%H%M%S')}"))
+    print(f"spikejax finetune: base {args.checkpoint} (step {base_step}), data {ds.name}, LoRA rank {lora['rank']} "
+          f"on {lora['targets']}, run directory {cfg.out}", flush=True)
+    return loop.fit(task, cfg, run_flags=run_flags(args))

@@ -37,16 +37,23 @@ class CharDataset:
       text: the corpus (at least ``2 * (seq_len + 1)`` characters).
       val_fraction: the tail fraction held out for validation (0.1: the classic 90/10 split).
       name: a label for reports.
+      chars: the vocabulary to use (e.g. a trained model's, for fine-tuning on new text); default the
+        sorted characters of ``text``. A character of ``text`` outside it is a ``ValueError``.
     """
 
-    def __init__(self, text: str, *, val_fraction: float = 0.1, name: str = "text"):
+    def __init__(self, text: str, *, val_fraction: float = 0.1, name: str = "text", chars: list[str] | None = None):
         if not isinstance(text, str) or len(text) < 4:
             raise ValueError(f"text: expected a string of at least 4 characters, got {type(text).__name__} "
                              f"of length {len(text) if isinstance(text, str) else 'n/a'}")
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"val_fraction: expected a number in (0, 1), got {val_fraction}")
         self.name = name
-        self.chars = sorted(set(text))
+        self.chars = sorted(set(text)) if chars is None else list(chars)
+        if chars is not None:
+            missing = sorted(set(text) - set(self.chars))
+            if missing:
+                raise ValueError(f"data: {name!r} holds {len(missing)} character(s) outside the model's vocabulary: "
+                                 f"{missing[:8]!r}")
         self.stoi = {c: i for i, c in enumerate(self.chars)}
         ids = np.array([self.stoi[c] for c in text], dtype=np.int32)
         n = int(round(len(ids) * (1.0 - val_fraction)))

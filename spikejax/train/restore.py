@@ -38,7 +38,7 @@ def checkpoint_directory(checkpoint: str | os.PathLike) -> str:
     return inner if os.path.isdir(inner) else os.fspath(checkpoint)
 
 
-def load_checkpoint(checkpoint: str | os.PathLike, *, backend: str = "auto"):
+def load_checkpoint(checkpoint: str | os.PathLike, *, backend: str = "auto", merge_lora: bool = True):
     """``(model, meta)`` restored from a ``spikejax train`` run directory (or its ``checkpoints/``):
     the run's model (a :class:`~spikejax.nn.SpikingLM`, a :class:`~spikejax.nn.Spikformer`, ...) with
     the latest weights, and the stored metadata (``meta["model"]`` config, ``meta["data"]``,
@@ -47,7 +47,12 @@ def load_checkpoint(checkpoint: str | os.PathLike, *, backend: str = "auto"):
     ``backend``: the kernel backend of the restored model's neurons (``"auto"``: the fastest that
     runs here; ``"xla"``, ``"pallas"``, ...), a run-time choice: a run trained with ``pallas`` on a
     GPU restores on a CPU (a backend stored by an older run is ignored). A missing, damaged or
-    foreign checkpoint is a :class:`~spikejax.train.checkpoint.CheckpointError`."""
+    foreign checkpoint is a :class:`~spikejax.train.checkpoint.CheckpointError`.
+
+    A ``spikejax finetune`` run (LoRA adapters, ``meta["train"]["lora"]``) is rebuilt with its adapters
+    and, with ``merge_lora`` (the default: what sampling and export use), returned with them folded
+    into the kernels (:func:`spikejax.nn.lora.merge_lora`); ``merge_lora=False`` keeps them."""
+    from spikejax.nn import lora as lora_lib
     from spikejax.train.steps import ModelSplit
 
     directory = checkpoint_directory(checkpoint)
@@ -60,7 +65,11 @@ def load_checkpoint(checkpoint: str | os.PathLike, *, backend: str = "auto"):
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"checkpoint: {directory!r} holds a {meta['task']} model config that does not "
                               f"build ({e})") from None
-    split = ModelSplit(config.build(seed=0))
+    model = config.build(seed=0)
+    lora = (meta.get("train") or {}).get("lora") if isinstance(meta.get("train"), dict) else None
+    if lora:
+        lora_lib.apply_lora(model, rank=lora["rank"], targets=lora["targets"], alpha=lora["alpha"])
+    split = ModelSplit(model)
     mngr = CheckpointManager(directory, meta, save_every=1, resume=True)
     try:
         state, _ = mngr.restore(None, found=(step, meta))
@@ -73,13 +82,14 @@ def load_checkpoint(checkpoint: str | os.PathLike, *, backend: str = "auto"):
         if wrong:
             raise CheckpointError(f"checkpoint: step {step} in {directory!r} does not fit the model its config "
                                   f"builds: {kind} {wrong[:4]} differ in name, shape or dtype")
-    return split.merge(state.params, state.stats), meta
+    model = split.merge(state.params, state.stats)
+    return (lora_lib.merge_lora(model) if lora and merge_lora else model), meta
 
 
-def load_lm(checkpoint: str | os.PathLike, *, backend: str = "auto"):
+def load_lm(checkpoint: str | os.PathLike, *, backend: str = "auto", merge_lora: bool = True):
     """``(SpikingLM, Vocabulary)`` restored from a ``spikejax train lm`` run directory (``backend``:
-    see :func:`load_checkpoint`)."""
-    model, meta = load_checkpoint(checkpoint, backend=backend)
+    see :func:`load_checkpoint`; ``merge_lora``: fold LoRA adapters into the kernels)."""
+    model, meta = load_checkpoint(checkpoint, backend=backend, merge_lora=merge_lora)
     if meta.get("task") != "lm":
         raise CheckpointError(f"checkpoint: {checkpoint!r} is a {meta.get('task')!r} run, not a language model")
     return model, Vocabulary(json.loads(meta["data"]["chars"]))
