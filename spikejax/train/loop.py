@@ -29,6 +29,7 @@ import jax
 import numpy as np
 
 from spikejax.metrics import EnergyReport, SpikeStats, SynOpStats, reduce_spike_stats, reduce_synops
+from spikejax.train import partition
 from spikejax.train import sharding as shd
 from spikejax.train.checkpoint import CheckpointManager
 from spikejax.train.probes import dotted, summarize_layers
@@ -47,7 +48,10 @@ class TrainConfig:
     written); ``resume``; ``progress`` (show a bar); ``time_limit`` (seconds: stop cleanly after
     this much training time, checkpoint, and leave the rest of the schedule to ``--resume``);
     ``skip_nonfinite`` (N > 0: skip up to N consecutive updates with non-finite gradients through
-    ``optax.apply_if_finite`` instead of stopping; 0, the default: stop at the first)."""
+    ``optax.apply_if_finite`` instead of stopping; 0, the default: stop at the first); ``fsdp``
+    (shard parameters and optimizer state over the ``"data"`` mesh axis) and ``tensor_parallel``
+    (size of the ``"model"`` mesh axis over heads and MLP columns) pick the sharding
+    (:mod:`spikejax.train.partition`; neither changes the losses)."""
 
     steps: int = 300
     batch_size: int = 32
@@ -67,12 +71,17 @@ class TrainConfig:
     freeze: tuple[str, ...] = ()
     train_only: tuple[str, ...] = ()
     layer_lr_decay: float = 1.0
+    fsdp: bool = False
+    tensor_parallel: int = 1
 
     def __post_init__(self):
         for name in ("steps", "batch_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {v!r}")
+        if isinstance(self.tensor_parallel, bool) or not isinstance(self.tensor_parallel, int) \
+                or self.tensor_parallel < 1:
+            raise ValueError(f"tensor_parallel: expected a positive integer, got {self.tensor_parallel!r}")
         for name in ("log_every", "eval_every", "checkpoint_every", "skip_nonfinite"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
@@ -247,7 +256,7 @@ def fit(task: Task, cfg: TrainConfig, *, mesh=None, print_fn: Callable[[str], No
     ``summary.json`` (``"stopped"``); the checkpoints hold only finite states."""
     is_main = jax.process_index() == 0
     say = print_fn if is_main else (lambda *_: None)
-    mesh = shd.make_mesh() if mesh is None else mesh
+    mesh = shd.make_mesh(tensor_parallel=cfg.tensor_parallel) if mesh is None else mesh
     shd.check_batch_size(cfg.batch_size, mesh)
 
     model = task.build(cfg.seed) if task.build is not None else task.model_config.build(seed=cfg.seed)
@@ -289,7 +298,8 @@ def fit(task: Task, cfg: TrainConfig, *, mesh=None, print_fn: Callable[[str], No
                         segments=[tuple(seg) for seg in plan[1:]], skip_nonfinite=cfg.skip_nonfinite,
                         lr_scales=lr_scales, frozen=frozen)
     steps = make_steps(split, tx, task.loss_fn, task.eval_fn, seed=cfg.seed, step_arg=task.step_arg, frozen=frozen)
-    state = shd.replicate(steps.init(), mesh)
+    state = partition.place_state(steps.init(), mesh, fsdp=cfg.fsdp)
+    steps = partition.shard_steps(steps, state, mesh)
     if ckpt is not None:
         if found is not None:
             state = ckpt.restore(state, found=found)[0]

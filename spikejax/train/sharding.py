@@ -1,6 +1,8 @@
 """Data parallelism with ``jax.sharding``: one ``Mesh`` over every device of every process
 (axis ``"data"``), the batch split along its first axis, parameters and optimizer state replicated.
 XLA inserts the gradient all-reduce; the loss equals the single-device loss up to float rounding.
+FSDP and tensor parallelism (a second mesh axis ``"model"``: ``make_mesh(tensor_parallel=M)``)
+shard the parameters instead: :mod:`spikejax.train.partition`.
 
 Multi-host: call :func:`init_distributed` (``jax.distributed.initialize``) in every process first;
 each process then builds the same global batch from ``(seed, step)`` and hands its own rows to
@@ -34,16 +36,30 @@ def init_distributed(coordinator: str | None, num_processes: int | None, process
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
 
 
-def make_mesh(devices: list | None = None) -> Mesh:
-    """A 1-D mesh named ``"data"`` over ``devices`` (default: all devices of all processes)."""
+def make_mesh(devices: list | None = None, *, tensor_parallel: int = 1) -> Mesh:
+    """A mesh over ``devices`` (default: all devices of all processes): 1-D, axis ``"data"``, when
+    ``tensor_parallel == 1``; else 2-D ``("data", "model")`` of shape ``(n / tensor_parallel,
+    tensor_parallel)``, consecutive devices (those of one host) forming one ``"model"`` group."""
     devices = jax.devices() if devices is None else list(devices)
-    return Mesh(np.array(devices), ("data",))
+    if isinstance(tensor_parallel, bool) or not isinstance(tensor_parallel, int) or tensor_parallel < 1:
+        raise ValueError(f"tensor_parallel: expected a positive integer, got {tensor_parallel!r}")
+    if tensor_parallel == 1:
+        return Mesh(np.array(devices), ("data",))
+    n = len(devices)
+    if n % tensor_parallel:
+        raise ValueError(f"tensor_parallel: {tensor_parallel} does not divide the {n} devices")
+    local = jax.local_device_count()
+    if jax.process_count() > 1 and local % tensor_parallel:
+        raise ValueError(f"tensor_parallel: {tensor_parallel} does not divide the {local} devices of one process "
+                         "(a tensor-parallel group must not span hosts)")
+    return Mesh(np.array(devices).reshape(n // tensor_parallel, tensor_parallel), ("data", "model"))
 
 
 def check_batch_size(batch_size: int, mesh: Mesh) -> None:
-    n = mesh.devices.size
+    """``ValueError`` unless ``batch_size`` splits evenly over the mesh's ``"data"`` axis."""
+    n = int(dict(mesh.shape).get("data", 1))
     if batch_size % n:
-        raise ValueError(f"batch_size: {batch_size} is not divisible by the {n} devices of the data mesh")
+        raise ValueError(f"batch_size: {batch_size} is not divisible by the {n} devices of the data mesh axis")
 
 
 def replicate(tree, mesh: Mesh):
