@@ -114,6 +114,19 @@ def _check_options(reset: str, surrogate) -> None:
         raise TypeError(f"surrogate: expected a shape name or a spikejax.surrogate.custom(...), got {surrogate!r}")
 
 
+def _spiking(name: str, doc: str | None, surrogate):
+    """Name a spiking step ``body(p, state, x, spike, thr)`` as ``step(p, state, x)``: ``spike`` is the
+    surrogate spike function (α from ``p["surrogate_alpha"]``), ``thr = p["threshold"]``."""
+
+    def wrap(body):
+        def step(p: dict, state: tuple, x: Array):
+            return body(p, state, x, _spike_fn(surrogate, p["surrogate_alpha"]), p["threshold"])
+
+        return _named(name, doc)(step)
+
+    return wrap
+
+
 def _named(name: str, doc: str | None):
     def wrap(step):
         step.__name__ = step.__qualname__ = name
@@ -127,11 +140,9 @@ def _charge_fire_step(name: str, doc: str, charge: Callable, reset: str, detach_
     """A one-state neuron ``H_t = charge(p, V_{t-1}, X_t)``, ``S_t = spike(H_t - θ)``,
     ``V_t = reset(H_t, S̃_t)`` (to ``v_reset`` for a zero reset)."""
 
-    @_named(name, doc)
-    def step(p: dict, state: tuple[Array], x: Array):
+    @_spiking(name, doc, surrogate)
+    def step(p: dict, state: tuple[Array], x: Array, spike: Callable, thr: Array):
         (v,) = state
-        spike = _spike_fn(surrogate, p["surrogate_alpha"])
-        thr = p["threshold"]
         h = charge(p, v, x)
         s = spike(h - thr)
         return s, (_reset(reset, h, _detach(detach_reset, s), thr, p["v_reset"]),)
@@ -169,11 +180,9 @@ def cuba_lif_step(reset: str = "subtract", reset_delay: bool = False, detach_res
     """
     _check_options(reset, surrogate)
 
-    @_named("cuba_lif_step", cuba_lif_step.__doc__)
-    def step(p: dict, state: tuple[Array, Array], x: Array):
+    @_spiking("cuba_lif_step", cuba_lif_step.__doc__, surrogate)
+    def step(p: dict, state: tuple[Array, Array], x: Array, spike: Callable, thr: Array):
         i, v = state
-        spike = _spike_fn(surrogate, p["surrogate_alpha"])
-        thr = p["threshold"]
         if reset_delay:
             r = _detach(detach_reset, spike(v - thr))
             i = p["alpha"] * i + x
@@ -228,11 +237,10 @@ def alpha_neuron_step(reset: str = "zero", detach_reset: bool = False,
     """
     _check_options(reset, surrogate)
 
-    @_named("alpha_neuron_step", alpha_neuron_step.__doc__)
-    def step(p: dict, state: tuple[Array, Array, Array], x: Array):
+    @_spiking("alpha_neuron_step", alpha_neuron_step.__doc__, surrogate)
+    def step(p: dict, state: tuple[Array, Array, Array], x: Array, spike: Callable, thr: Array):
         e, n, v = state
-        spike = _spike_fn(surrogate, p["surrogate_alpha"])
-        thr, a, b = p["threshold"], p["alpha"], p["beta"]
+        a, b = p["alpha"], p["beta"]
         r = _detach(detach_reset, spike(v - thr))
         e_new = a * e + x
         n_new = b * n - x
@@ -262,11 +270,9 @@ def adlif_step(reset: str = "subtract", detach_reset: bool = False,
     """
     _check_options(reset, surrogate)
 
-    @_named("adlif_step", adlif_step.__doc__)
-    def step(p: dict, state: tuple[Array, Array], x: Array):
+    @_spiking("adlif_step", adlif_step.__doc__, surrogate)
+    def step(p: dict, state: tuple[Array, Array], x: Array, spike: Callable, thr: Array):
         u, w = state
-        spike = _spike_fn(surrogate, p["surrogate_alpha"])
-        thr = p["threshold"]
         s_prev = spike(u - thr)
         w = p["beta"] * w + p["a"] * u + p["b"] * s_prev
         u = p["alpha"] * _reset(reset, u, _detach(detach_reset, s_prev), thr) + (1.0 - p["alpha"]) * (x - w)
@@ -294,11 +300,9 @@ def refractory_lif_step(reset: str = "zero", detach_reset: bool = False,
     """
     _check_options(reset, surrogate)
 
-    @_named("refractory_lif_step", refractory_lif_step.__doc__)
-    def step(p: dict, state: tuple[Array, Array, Array], x: Array):
+    @_spiking("refractory_lif_step", refractory_lif_step.__doc__, surrogate)
+    def step(p: dict, state: tuple[Array, Array, Array], x: Array, spike: Callable, thr: Array):
         v, i, rho = state
-        spike = _spike_fn(surrogate, p["surrogate_alpha"])
-        thr = p["threshold"]
         j = i + x
         h = v + (1.0 - p["beta"]) * (p["v_leak"] - v + j)
         i_new = j - (1.0 - p["alpha"]) * j
@@ -327,11 +331,9 @@ def izhikevich_step(reset: str = "zero", detach_reset: bool = False,
     """
     _check_options(reset, surrogate)
 
-    @_named("izhikevich_step", izhikevich_step.__doc__)
-    def step(p: dict, state: tuple[Array, Array], x: Array):
+    @_spiking("izhikevich_step", izhikevich_step.__doc__, surrogate)
+    def step(p: dict, state: tuple[Array, Array], x: Array, spike: Callable, thr: Array):
         v, w = state
-        spike = _spike_fn(surrogate, p["surrogate_alpha"])
-        thr = p["threshold"]
         h = v + (x + p["a0"] * (v - p["v_rest"]) * (v - p["v_c"]) - w) / p["tau"]
         s = spike(h - thr)
         w = w + (p["a"] * (h - p["v_rest"]) - w) / p["tau_w"] + p["b"] * s
@@ -377,11 +379,10 @@ def adex_step(reset: str = "zero", detach_reset: bool = False,
     """
     _check_options(reset, surrogate)
 
-    @_named("adex_step", adex_step.__doc__)
-    def step(p: dict, state: tuple[Array, Array, Array], x: Array):
+    @_spiking("adex_step", adex_step.__doc__, surrogate)
+    def step(p: dict, state: tuple[Array, Array, Array], x: Array, spike: Callable, thr: Array):
         v, i, w = state
-        spike = _spike_fn(surrogate, p["surrogate_alpha"])
-        thr, dT = p["threshold"], p["delta_T"]
+        dT = p["delta_T"]
         j = i + x
         h = v + ((p["v_rest"] - v) + dT * jnp.exp((v - p["theta_rh"]) / dT) + j - w) / p["tau"]
         i_new = j - (1.0 - p["alpha"]) * j
