@@ -88,6 +88,12 @@ def _common_flags(p: argparse.ArgumentParser, presets: dict[str, Preset]) -> Non
     m.add_argument("--coordinator", help="host:port of process 0")
     m.add_argument("--num-processes", type=positive_int, help="number of processes")
     m.add_argument("--process-id", type=nonneg_int, help="this process's index in [0, --num-processes)")
+    m = p.add_argument_group("parallelism (spikejax.train.partition; same losses, less memory per device)")
+    m.add_argument("--fsdp", action="store_true",
+                   help="shard parameters and optimizer state over the data mesh axis (FSDP) instead of replicating")
+    m.add_argument("--tensor-parallel", type=positive_int, default=1, metavar="N",
+                   help="split attention heads and MLP columns over a 'model' mesh axis of N devices (divides the "
+                        "device count, the heads and the MLP width); the batch splits over the other devices / N")
 
 
 def _model_flags(p: argparse.ArgumentParser, presets: dict[str, Preset]) -> None:
@@ -263,6 +269,8 @@ def _check_args(parser: argparse.ArgumentParser, args, settings: Preset) -> None
         parser.error(f"argument --warmup: {args.warmup} warm-up steps exceed --steps {settings.steps}")
     if settings.d_model % settings.heads:
         parser.error(f"argument --heads: {settings.heads} heads do not divide --d-model {settings.d_model}")
+    if settings.heads % args.tensor_parallel:
+        parser.error(f"argument --tensor-parallel: {args.tensor_parallel} does not divide the {settings.heads} heads")
     if args.resume and not args.out:
         parser.error("argument --resume: give --out DIR, the run directory to continue")
     check_out_dir(parser, args.out or "runs")
@@ -277,7 +285,8 @@ def _train_config(args, s: Preset):
         seed=args.seed, log_every=s.log_every, eval_every=s.eval_every, checkpoint_every=s.checkpoint_every,
         out=out, resume=args.resume, progress=not args.no_progress, time_limit=args.time_limit,
         skip_nonfinite=args.skip_nonfinite, freeze=tuple(getattr(args, "freeze", None) or ()),
-        layer_lr_decay=getattr(args, "layer_lr_decay", None) or 1.0)
+        layer_lr_decay=getattr(args, "layer_lr_decay", None) or 1.0, fsdp=args.fsdp,
+        tensor_parallel=args.tensor_parallel)
 
 
 def _lm_from_flags(args, s: Preset):
@@ -403,9 +412,14 @@ def train_main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error(str(e))
     _check_args(parser, args, settings)
     shd.init_distributed(args.coordinator, args.num_processes, args.process_id)
-    if settings.batch_size % jax.device_count():
-        parser.error(f"argument --batch-size: {settings.batch_size} is not divisible by the {jax.device_count()} "
+    if jax.device_count() % args.tensor_parallel:
+        parser.error(f"argument --tensor-parallel: {args.tensor_parallel} does not divide the {jax.device_count()} "
                      "devices")
+    data_devices = jax.device_count() // args.tensor_parallel
+    if settings.batch_size % data_devices:
+        parser.error(f"argument --batch-size: {settings.batch_size} is not divisible by the {data_devices} "
+                     "devices" + (f" of the data axis (--tensor-parallel {args.tensor_parallel})"
+                                  if args.tensor_parallel > 1 else ""))
     try:
         task = _with_remat(TASKS[args.task](args, settings), settings.remat)
     except (ValueError, FileNotFoundError) as e:  # data that cannot be used, a config that does not validate
