@@ -124,8 +124,15 @@ def state_shardings(state, mesh: Mesh, *, fsdp: bool = False):
 
 def place_state(state, mesh: Mesh, *, fsdp: bool = False):
     """``state`` put on ``mesh`` by :func:`state_shardings` (replicated when ``fsdp`` is off and the
-    mesh has no ``"model"`` axis: data parallelism)."""
-    return jax.device_put(state, state_shardings(state, mesh, fsdp=fsdp))
+    mesh has no ``"model"`` axis: data parallelism).
+
+    Single process only when anything is sharded: a ``ValueError`` (naming ``fsdp``) in a
+    multi-process run, whose checkpoints read each array from this process's shards."""
+    shardings = state_shardings(state, mesh, fsdp=fsdp)
+    if jax.process_count() > 1 and not all(s.is_fully_replicated for s in jax.tree.leaves(shardings)):
+        raise ValueError("fsdp / tensor_parallel: sharded parameters need a single-process run (one host, any "
+                         "number of its devices); multi-host runs support data parallelism only")
+    return jax.device_put(state, shardings)
 
 
 def shard_steps(steps, state, mesh: Mesh):
