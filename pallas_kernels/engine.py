@@ -319,8 +319,8 @@ class Residuals:
     checkpoints: tuple[Array, ...]
     params: tuple[Array, ...]
     tiling: Tiling = dataclasses.field(metadata=dict(static=True))
-    lowering: str = dataclasses.field(default="triton", metadata=dict(static=True))
-    num_neurons: int = dataclasses.field(default=0, metadata=dict(static=True))  # M before padding (Mosaic)
+    lowering: str = dataclasses.field(metadata=dict(static=True))
+    num_neurons: int = dataclasses.field(metadata=dict(static=True))  # M before padding (Mosaic GPU)
 
 
 def _check_inputs(x, state0, params) -> tuple[int, int, tuple[bool, ...]]:
@@ -428,6 +428,7 @@ def scan_forward(step: Callable, params_treedef, x: Array, state0: Sequence[Arra
     T, M, scalar = _check_inputs(x, state0, params)
     n = len(state0)
     lowering = _lowering(interpret, lowering)
+    interpret = lowering == "interpret"
     if lowering == "mosaic_gpu":
         check_captures(step, params_treedef, len(params), n, M)
         return _mosaic_forward(step, params_treedef, x, state0, params, scalar, bool(return_states),
@@ -457,13 +458,14 @@ def scan_forward(step: Callable, params_treedef, x: Array, state0: Sequence[Arra
 
 
 def scan_backward(step: Callable, params_treedef, res: Residuals, g_s: Array, g_stateT: Sequence[Array],
-                  g_states: Sequence[Array] | None = None, *, interpret: bool = False, tiling: Tiling | None = None):
+                  g_states: Sequence[Array] | None = None, *, tiling: Tiling | None = None):
     """Reverse-time scan: ``(g_x[T, M] x.dtype, g_state0 (n x [M]), g_params)`` (each like its param,
     ``[M]`` or ``[1]``, summed over time inside the kernel) from the cotangents of the outputs; the
     lowering is the forward's (``res.lowering``)."""
     if res.lowering == "mosaic_gpu":
         return _mosaic_backward(step, params_treedef, res, g_s, g_stateT, g_states)
     x, state0, params = res.x, res.state0, res.params
+    interpret = res.lowering == "interpret"
     T, M, scalar = _check_inputs(x, state0, params)
     n = len(state0)
     K = res.tiling.checkpoint_every
@@ -475,7 +477,7 @@ def scan_backward(step: Callable, params_treedef, res: Residuals, g_s: Array, g_
         raise ValueError(f"residuals: checkpoints of shape {res.checkpoints[0].shape} do not match K={K}, T={T}")
     if tuple(g_s.shape) != (T, M):
         raise ValueError(f"g_s: expected shape ({T}, {M}), got {tuple(g_s.shape)}")
-    prog = trace_step(step, params_treedef, len(params), n, tiling.block_m, _lowering(interpret))
+    prog = trace_step(step, params_treedef, len(params), n, tiling.block_m, res.lowering)
     return_states = g_states is not None
     c = _Cfg(prog, T, M, scalar, tiling, return_states, True)
     args = [x, *state0, *res.checkpoints, *params, g_s.astype(x.dtype)]

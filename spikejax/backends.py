@@ -77,15 +77,14 @@ def _engine_scan(step, treedef, lowering: str, return_states: bool, x, state0, l
     # not differentiated: the kernel skips the checkpoints only the backward reads
     engine = importlib.import_module("pallas_kernels.engine")
     s, stateT, states, _ = engine.scan_forward(step, treedef, x, state0, leaves, return_states=return_states,
-                                               save_residuals=False, interpret=lowering == "interpret",
-                                               lowering=lowering)
+                                               save_residuals=False, lowering=lowering)
     return s, stateT, states
 
 
 def _engine_scan_fwd(step, treedef, lowering, return_states, x, state0, leaves):
     engine = importlib.import_module("pallas_kernels.engine")
     s, stateT, states, res = engine.scan_forward(step, treedef, x, state0, leaves, return_states=return_states,
-                                                 interpret=lowering == "interpret", lowering=lowering)
+                                                 lowering=lowering)
     return (s, stateT, states), res
 
 
@@ -93,8 +92,7 @@ def _engine_scan_bwd(step, treedef, lowering, return_states, res, g):
     engine = importlib.import_module("pallas_kernels.engine")
     g_s, g_stateT, g_states = g
     g_x, g_state0, g_leaves = engine.scan_backward(step, treedef, res, g_s, g_stateT,
-                                                   g_states if return_states else None,
-                                                   interpret=lowering == "interpret")
+                                                   g_states if return_states else None)
     return g_x, g_state0, tuple(g_leaves)
 
 

@@ -29,7 +29,7 @@ def _lower(step, params, n, T=16, M=256, return_states=True):
     def f(x):
         s, stT, states, res = engine.scan_forward(step, treedef, x, [jnp.zeros((M,))] * n, leaves,
                                                   return_states=return_states, lowering="mosaic_gpu")
-        return engine.scan_backward(step, treedef, res, s, stT, states, interpret=False)
+        return engine.scan_backward(step, treedef, res, s, stT, states)
 
     try:
         text = jax.jit(f).trace(x).lower(lowering_platforms=("cuda",)).as_text()
