@@ -429,12 +429,11 @@ def scan_forward(step: Callable, params_treedef, x: Array, state0: Sequence[Arra
     n = len(state0)
     lowering = _lowering(interpret, lowering)
     interpret = lowering == "interpret"
+    check_captures(step, params_treedef, len(params), n, M)
     if lowering == "mosaic_gpu":
-        check_captures(step, params_treedef, len(params), n, M)
         return _mosaic_forward(step, params_treedef, x, state0, params, scalar, bool(return_states),
                                bool(save_residuals), tiling)
     tiling = tiling or default_tiling(T, M, "fwd", num_states=n, itemsize=x.dtype.itemsize, interpret=interpret)
-    check_captures(step, params_treedef, len(params), n, M)
     prog = trace_step(step, params_treedef, len(params), n, tiling.block_m, lowering)
     c = _Cfg(prog, T, M, scalar, tiling, bool(return_states), bool(save_residuals))
     nc = -(-T // tiling.checkpoint_every)
