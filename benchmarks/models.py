@@ -179,8 +179,10 @@ def count_model(name: str, batch: int, image: int, T: int) -> dict:
             "neuron_elements": int(sum(math.prod(s.shape) for s in spikes))}
 
 
-def run_spikejax(model: str, dtype: str, config: str, batch: int, image: int, T: int, steps: int, warmup: int,
-                 reps: int, lock: str | None) -> dict:
+def build_spikejax_step(model: str, dtype: str, config: str, batch: int, image: int, T: int):
+    """spikejax's compiled training step of ``model``: ``(step, split, compile_s, cost)`` where
+    ``step()`` runs one step on a fixed random batch and returns its loss (``split``: the model's
+    :class:`~spikejax.train.steps.ModelSplit`, ``cost``: the compiled step's ``cost_analysis()``)."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -211,6 +213,14 @@ def run_spikejax(model: str, dtype: str, config: str, batch: int, image: int, T:
         box["state"], metrics = compiled(box["state"], data)
         return metrics["loss"]
 
+    return step, split, compile_s, cost
+
+
+def run_spikejax(model: str, dtype: str, config: str, batch: int, image: int, T: int, steps: int, warmup: int,
+                 reps: int, lock: str | None) -> dict:
+    import jax
+
+    step, split, compile_s, cost = build_spikejax_step(model, dtype, config, batch, image, T)
     with gpu_lock(lock):
         for _ in range(warmup):
             loss = step()
