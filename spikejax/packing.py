@@ -11,10 +11,20 @@ Bit layout of :func:`pack_spikes` along ``axis`` (length ``n``, ``n_words = ceil
 
     word[j] = Σ_{b=0..31} [s[32 j + b] != 0] << b        (positions ≥ n are zero padding)
 
+Spikes that are not binary are stored as bit planes, each packed as above and stacked on a new
+leading axis: ternary spikes ``a · S`` (``S ∈ {-1, 0, +1}``, ``a`` a per-channel amplitude) as two
+planes, ``[s != 0, signbit(s)]`` (2 bits a spike; the amplitude is given back on unpacking), and
+multi-level counts ``S ∈ {0, ..., L}`` as the ``b = bit_length(L)`` planes of their binary digits
+(``b`` bits a spike; L = 4 -> 3 bits).
+
 Usage::
 
     packed = pack_spikes(s, axis=-1)                  # s[..., n] -> uint32[..., ceil(n/32)]
     s2 = unpack_spikes(packed, n, axis=-1)            # == (s != 0) as float32
+    p3 = pack_ternary(a * S)                          # -> uint32[2, ..., ceil(n/32)]
+    s3 = unpack_ternary(p3, n, amplitude=a)           # == a * S, exactly (signed zeros too)
+    p4 = pack_levels(counts, levels=4)                # -> uint32[3, ..., ceil(n/32)]
+    s4 = unpack_levels(p4, n)                         # == counts
     y = spiking_linear(s, kernel, bias)               # saves packed s for the backward
     swapped = use_packed_spike_linears(model, x)      # swap nnx.Linear layers that see binary spikes
 """
@@ -35,6 +45,11 @@ Array = jax.Array
 __all__ = [
     "pack_spikes",
     "unpack_spikes",
+    "pack_ternary",
+    "unpack_ternary",
+    "pack_levels",
+    "unpack_levels",
+    "level_bits",
     "packed_size",
     "packed_bytes",
     "spiking_linear",
@@ -118,6 +133,98 @@ def unpack_spikes(packed: Array, length: int, axis: int = -1, dtype: Any = jnp.f
     bits = (words[..., None] >> shifts) & jnp.uint32(1)
     bits = bits.reshape(*words.shape[:-1], words.shape[-1] * _BITS)[..., :length]
     return jnp.moveaxis(bits.astype(dtype), -1, ax)
+
+
+# --- bit planes: ternary and multi-level spikes ----------------------------------------------------
+
+
+def _pack_planes(planes: list[Array], axis: int) -> Array:
+    """``pack_spikes`` of each boolean plane (same shape), stacked on a new leading axis."""
+    return jnp.stack([pack_spikes(p, axis=axis) for p in planes])
+
+
+def _unpack_planes(packed: Array, length: int, axis: int, name: str = "packed") -> Array:
+    """Inverse of :func:`_pack_planes`: ``uint32[P, ...] -> uint32[P, ..., n, ...]`` of 0/1 bits."""
+    packed = jnp.asarray(packed)
+    if packed.ndim < 2:
+        raise ValueError(f"{name}: expected bit planes [P, ...] of rank >= 2, got shape {tuple(packed.shape)}")
+    ax = _axis(axis, packed.ndim - 1)
+    return unpack_spikes(packed, length, axis=ax + 1, dtype=jnp.uint32)
+
+
+def pack_ternary(spikes: Array, axis: int = -1) -> Array:
+    """Pack ternary spikes ``a · S`` (``S ∈ {-1, 0, +1}``, any amplitude ``a``) into two bit planes.
+
+    Args:
+      spikes: ``[..., n, ...]`` floating; only whether an element is non-zero and its sign bit are kept.
+      axis: the axis to pack.
+
+    Returns:
+      ``uint32[2, ...]``: plane 0 ``pack_spikes(spikes != 0)``, plane 1 ``pack_spikes(signbit(spikes))``
+      (each ``spikes.shape`` with ``ceil(n / 32)`` along ``axis``): 2 bits a spike.
+    """
+    spikes = jnp.asarray(spikes)
+    if not jnp.issubdtype(spikes.dtype, jnp.floating):
+        raise TypeError(f"spikes: expected a floating dtype (ternary spikes a·S), got {spikes.dtype}")
+    if spikes.ndim < 1:
+        raise ValueError(f"spikes: expected rank >= 1, got a scalar of shape {tuple(spikes.shape)}")
+    return _pack_planes([spikes != 0, jnp.signbit(spikes)], axis)
+
+
+def unpack_ternary(packed: Array, length: int, axis: int = -1, amplitude: Any = 1.0,
+                   dtype: Any = jnp.float32) -> Array:
+    """Inverse of :func:`pack_ternary`: ``uint32[2, ...] -> dtype[..., n, ...]``.
+
+    Element ``i`` is ``±|a|`` where plane 0 is set (the sign from plane 1), else ``±0``:
+    ``y = where(sign, -m, m)``, ``m = where(nonzero, |a|, 0)``, computed in ``a``'s dtype and cast to
+    ``dtype``. This is exactly ``(S · a).astype(dtype)`` for the ``S ∈ {-1, 0, +1}`` that was packed
+    (signed zeros included), for any amplitude ``a`` (scalar or broadcastable to the unpacked shape,
+    e.g. ``[C]`` per channel along the last axis; negative too).
+
+    Args:
+      packed: ``uint32[2, ...]`` from :func:`pack_ternary`.
+      length: ``n``, the unpacked length along ``axis``.
+      axis: the packed axis of each plane (``packed.shape[1:]``).
+      amplitude: ``a``.
+      dtype: output dtype.
+    """
+    planes = _unpack_planes(packed, length, axis)
+    if planes.shape[0] != 2:
+        raise ValueError(f"packed: expected 2 bit planes (nonzero, sign) from pack_ternary, got {planes.shape[0]}")
+    mag = jnp.abs(jnp.asarray(amplitude))
+    if not jnp.issubdtype(mag.dtype, jnp.floating):
+        mag = mag.astype(dtype)
+    m = jnp.where(planes[0] != 0, mag, jnp.zeros((), mag.dtype))
+    return jnp.where(planes[1] != 0, -m, m).astype(dtype)
+
+
+def level_bits(levels: int) -> int:
+    """Bit planes of a count in ``{0, ..., levels}``: ``bit_length(levels)`` (``ceil(log2(levels + 1))``)."""
+    if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 1:
+        raise ValueError(f"levels: expected an integer >= 1, got {levels!r}")
+    return int(levels).bit_length()
+
+
+def pack_levels(counts: Array, levels: int, axis: int = -1) -> Array:
+    """Pack multi-level spikes (integer counts ``0..levels``, any dtype) into ``level_bits(levels)`` planes.
+
+    Returns ``uint32[b, ...]``: plane ``k`` is ``pack_spikes((c >> k) & 1)``, ``c`` the count as an
+    unsigned integer (values outside ``0..levels`` or not integers are not representable: the caller
+    guarantees the range, e.g. :func:`spikejax.multilevel`'s ``clip(floor(H / θ), 0, L)``).
+    """
+    bits = level_bits(levels)
+    counts = jnp.asarray(counts)
+    if counts.ndim < 1:
+        raise ValueError(f"counts: expected rank >= 1, got a scalar of shape {tuple(counts.shape)}")
+    c = counts.astype(jnp.uint32)
+    return _pack_planes([(c >> k) & jnp.uint32(1) for k in range(bits)], axis)
+
+
+def unpack_levels(packed: Array, length: int, axis: int = -1, dtype: Any = jnp.float32) -> Array:
+    """Inverse of :func:`pack_levels`: ``uint32[b, ...] -> dtype[..., n, ...]``, ``Σ_k plane_k 2^k``."""
+    planes = _unpack_planes(packed, length, axis)
+    weights = (jnp.uint32(1) << jnp.arange(planes.shape[0], dtype=jnp.uint32)).reshape((-1,) + (1,) * (planes.ndim - 1))
+    return jnp.sum(planes * weights, axis=0, dtype=jnp.uint32).astype(dtype)
 
 
 # --- spiking linear with packed residuals ----------------------------------------------------------

@@ -34,6 +34,7 @@ Ternary and multi-level neurons are not binary and are not packed.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -43,12 +44,14 @@ from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
 from spikejax.metrics import intercept_calls
-from spikejax.nn.neurons import MultiLevel, SpikingNeuron, Ternary
-from spikejax.packing import PACKED_SPIKES, pack_spikes, unpack_spikes
+from spikejax.nn.neurons import ALIF, IF, LIF, PLIF, DynamicsNeuron, MultiLevel, SpikingNeuron, Ternary
+from spikejax.packing import (PACKED_SPIKES, pack_levels, pack_spikes, pack_ternary, unpack_levels, unpack_spikes,
+                              unpack_ternary)
 
 Array = jax.Array
 
-__all__ = ["REMAT_MODES", "PACKED_SPIKES", "SPIKES_POLICY", "check_remat", "remat_call", "packed_spike_boundary"]
+__all__ = ["REMAT_MODES", "PACKED_SPIKES", "SPIKES_POLICY", "check_remat", "remat_call", "packed_spike_boundary",
+           "ternary_spike_boundary", "multilevel_spike_boundary"]
 
 REMAT_MODES = ("none", "block", "spikes", "offload")
 """The rematerialisation modes a model's ``remat`` field accepts (see the module docstring)."""
@@ -94,16 +97,92 @@ def _boundary_bwd(_, g):
 packed_spike_boundary.defvjp(_boundary_fwd, _boundary_bwd)
 
 
-def _is_binary(neuron: nnx.Module) -> bool:
-    if isinstance(neuron, Ternary):
-        return False
-    return not (isinstance(neuron, MultiLevel) and neuron.levels > 1)
+@jax.custom_vjp
+def ternary_spike_boundary(spikes: Array, amplitude: Array) -> Array:
+    """Ternary spikes ``y = a · S`` (``S ∈ {-1, 0, +1}``; ``a`` the layer's amplitude, ``()`` or per
+    channel ``[C]``) -> the same values, rebuilt from two packed bit planes and ``a``.
+
+    Forward: ``unpack_ternary(checkpoint_name(pack_ternary(y), PACKED_SPIKES), n, amplitude=a)``, which
+    is ``y`` bit for bit (signed zeros included) for any ``a``: the {-1, 0, +1} pattern is stored as
+    (non-zero, sign) bits and multiplied by ``|a|`` again. Gradient: the identity to ``y`` and zero to
+    ``a`` (the output is a function of ``y`` alone), so ``∂L/∂a`` is the neuron's own ``Σ ∂L/∂y · S``
+    through ``y``. The residual under :data:`SPIKES_POLICY`: ``uint32[2, ..., ceil(n/32)]``, 2 bits a spike.
+    """
+    return _rebuild_ternary(spikes, amplitude)
+
+
+def _rebuild_ternary(spikes: Array, amplitude: Array) -> Array:
+    packed = checkpoint_name(pack_ternary(spikes, axis=-1), PACKED_SPIKES)
+    return unpack_ternary(packed, spikes.shape[-1], axis=-1, amplitude=amplitude, dtype=spikes.dtype)
+
+
+def _ternary_fwd(spikes, amplitude):
+    return _rebuild_ternary(spikes, amplitude), amplitude
+
+
+def _ternary_bwd(amplitude, g):
+    return g, jnp.zeros_like(amplitude)
+
+
+ternary_spike_boundary.defvjp(_ternary_fwd, _ternary_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def multilevel_spike_boundary(spikes: Array, levels: int) -> Array:
+    """Multi-level spikes (integer counts ``0..levels``) -> the same values, rebuilt from
+    ``level_bits(levels)`` packed bit planes (:func:`spikejax.packing.pack_levels`; L = 4: 3 bits a spike).
+    Gradient: the identity. Exact for counts in ``0..levels``, which :func:`spikejax.multilevel` emits."""
+    return _rebuild_levels(spikes, levels)
+
+
+def _rebuild_levels(spikes: Array, levels: int) -> Array:
+    packed = checkpoint_name(pack_levels(spikes, levels, axis=-1), PACKED_SPIKES)
+    return unpack_levels(packed, spikes.shape[-1], axis=-1, dtype=spikes.dtype)
+
+
+def _levels_fwd(spikes, levels):
+    return _rebuild_levels(spikes, levels), None
+
+
+def _levels_bwd(levels, _, g):
+    return (g,)
+
+
+multilevel_spike_boundary.defvjp(_levels_fwd, _levels_bwd)
+
+
+def _param(neuron: nnx.Module, name: str):
+    value = getattr(neuron, name)
+    return value[...] if isinstance(value, nnx.Variable) else value
+
+
+def _binary(neuron: nnx.Module) -> bool:
+    """Layers whose spikes are 0/1: the built-in binary kinds, the dynamics models (Θ spikes), a
+    one-level :class:`MultiLevel`, a :class:`RecurrentSpiking` over a dynamics model. Anything else
+    (:class:`NonSpiking`'s relu, a recurrent layer over a user step function, other subclasses) is
+    not known to be binary and is left unpacked."""
+    from spikejax.nn.recurrent import RecurrentSpiking  # imports spikejax.nn.dynamics: not at module import
+
+    if isinstance(neuron, (IF, LIF, ALIF, PLIF, DynamicsNeuron)):
+        return True
+    if isinstance(neuron, MultiLevel):
+        return neuron.levels == 1
+    return isinstance(neuron, RecurrentSpiking) and isinstance(neuron.neuron, DynamicsNeuron)
 
 
 def _pack_outputs(neuron: nnx.Module, args: tuple, out):
-    if isinstance(out, jax.Array) and out.ndim >= 1 and _is_binary(neuron):
-        return packed_spike_boundary(out)
-    return out  # (spikes, state) of return_state=True calls, non-binary neurons: unchanged
+    """A neuron layer's output through its packed boundary (the ``after`` hook of the interception)."""
+    if not isinstance(out, jax.Array) or out.ndim < 1:
+        return out  # (spikes, state) of return_state=True calls: unchanged
+    from spikejax.quant import ChannelTernary  # spikejax.quant imports the layers: not at module import
+
+    if isinstance(neuron, Ternary):
+        return ternary_spike_boundary(out, jnp.asarray(neuron.param_values()["amplitude"]))
+    if isinstance(neuron, ChannelTernary):
+        return ternary_spike_boundary(out, jnp.asarray(_param(neuron, "amplitude")))
+    if isinstance(neuron, MultiLevel) and neuron.levels > 1:
+        return multilevel_spike_boundary(out, int(neuron.levels))
+    return packed_spike_boundary(out) if _binary(neuron) else out
 
 
 def _noop(module, args, out) -> None:
