@@ -39,14 +39,23 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.extend.core as jex
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
 from spikejax.metrics import intercept_calls
 from spikejax.nn.neurons import ALIF, IF, LIF, PLIF, DynamicsNeuron, MultiLevel, SpikingNeuron, Ternary
-from spikejax.packing import (PACKED_SPIKES, pack_levels, pack_spikes, pack_ternary, unpack_levels, unpack_spikes,
-                              unpack_ternary)
+from spikejax.packing import (
+    PACKED_SPIKES,
+    pack_levels,
+    pack_spikes,
+    pack_ternary,
+    unpack_levels,
+    unpack_spikes,
+    unpack_ternary,
+)
 
 Array = jax.Array
 
@@ -170,19 +179,36 @@ def _binary(neuron: nnx.Module) -> bool:
     return isinstance(neuron, RecurrentSpiking) and isinstance(neuron.neuron, DynamicsNeuron)
 
 
-def _pack_outputs(neuron: nnx.Module, args: tuple, out):
-    """A neuron layer's output through its packed boundary (the ``after`` hook of the interception)."""
-    if not isinstance(out, jax.Array) or out.ndim < 1:
-        return out  # (spikes, state) of return_state=True calls: unchanged
+def _rebuilder(neuron: nnx.Module) -> Callable[[Array], Array] | None:
+    """``out -> unpack(name(pack(out), PACKED_SPIKES))`` (equal values) for the layers whose spikes are
+    packed: ternary (two planes and the layer's amplitude), multi-level (``bit_length(L)`` planes),
+    binary (one plane); None for the others."""
     from spikejax.quant import ChannelTernary  # spikejax.quant imports the layers: not at module import
 
     if isinstance(neuron, Ternary):
-        return ternary_spike_boundary(out, jnp.asarray(neuron.param_values()["amplitude"]))
+        return lambda out: _rebuild_ternary(out, jnp.asarray(neuron.param_values()["amplitude"]))
     if isinstance(neuron, ChannelTernary):
-        return ternary_spike_boundary(out, jnp.asarray(_param(neuron, "amplitude")))
+        return lambda out: _rebuild_ternary(out, jnp.asarray(_param(neuron, "amplitude")))
     if isinstance(neuron, MultiLevel) and neuron.levels > 1:
-        return multilevel_spike_boundary(out, int(neuron.levels))
-    return packed_spike_boundary(out) if _binary(neuron) else out
+        return lambda out: _rebuild_levels(out, int(neuron.levels))
+    return _rebuild if _binary(neuron) else None
+
+
+BOUNDARY_IN = "spikejax_boundary_spikes"
+BOUNDARY_OUT = "spikejax_boundary_rebuilt"
+
+
+def _mark_outputs(neuron: nnx.Module, args: tuple, out):
+    """The ``after`` hook of ``"spikes"`` mode: ``out`` -> ``mark(rebuild(pack(mark(out))))`` for a packed
+    neuron (:func:`_rebuilder`, values unchanged), read by :func:`_segmented` off the traced block:
+    ``name[BOUNDARY_IN]`` (the spikes), ``name[PACKED_SPIKES]`` (their packed words), ``name[BOUNDARY_OUT]``
+    (what the rest of the block reads)."""
+    if not isinstance(out, jax.Array) or out.ndim < 1:
+        return out
+    rebuild = _rebuilder(neuron)
+    if rebuild is None:
+        return out  # not packed: an ordinary value of its stretch
+    return checkpoint_name(rebuild(checkpoint_name(out, BOUNDARY_IN)), BOUNDARY_OUT)
 
 
 def _noop(module, args, out) -> None:
@@ -218,15 +244,137 @@ def remat_call(mode: str, block: nnx.Module, x: Array, *, method: Callable[..., 
         if mode == "block":
             y = call(module, x, **static, **dynamic)
         else:
-            with intercept_calls(module, _noop, (SpikingNeuron,), after=_pack_outputs):
+            with intercept_calls(module, _noop, (SpikingNeuron,), after=_mark_outputs):
                 y = call(module, x, **static, **dynamic)
         return y, nnx.state(module, _updated)
 
     if mode != "block":  # inside the block: keep the packed spikes, recompute the stretches between them
-        run = jax.checkpoint(run, policy=SPIKES_POLICY)
+        run = _segmented(run)
     y, new_state = _recompute_in_backward(run, offload=mode == "offload")(state, x, dynamic)
     nnx.update(block, new_state)  # BatchNorm statistics, carried neuron state, sown intermediates
     return y
+
+
+# --- "spikes": the block as a chain of stretches between packed spikes --------------------------------
+
+
+def _is_name(eqn, name: str) -> bool:
+    return eqn.primitive.name == "name" and eqn.params.get("name") == name
+
+
+def _slice(eqns: list, targets: list, sources: set) -> tuple[list, set]:
+    """The equations (in program order) computing ``targets`` from ``sources``, and the sources they read."""
+    need = {v for v in targets if isinstance(v, jex.Var) and v not in sources}
+    used = {v for v in targets if isinstance(v, jex.Var) and v in sources}
+    picked = []
+    for eqn in reversed(eqns):
+        if not any(v in need for v in eqn.outvars):
+            continue
+        picked.append(eqn)
+        for v in eqn.invars:
+            if isinstance(v, jex.Var):
+                (used if v in sources else need).add(v)
+    return picked[::-1], used
+
+
+def _evaluate(eqns: list, env: dict, targets: list) -> list:
+    """Bind ``eqns`` on the values in ``env`` (as ``jax.core.eval_jaxpr``) and read ``targets``."""
+    env = dict(env)
+
+    def read(v):
+        return v.val if isinstance(v, jex.Literal) else env[v]
+
+    for eqn in eqns:
+        params = eqn.primitive.get_bind_params(eqn.params)
+        subfuns, params = params if isinstance(params, tuple) else ((), params)  # older jax: (subfuns, params)
+        with eqn.ctx.manager:
+            outs = eqn.primitive.bind(*subfuns, *map(read, eqn.invars), **params)
+        for v, o in zip(eqn.outvars, outs if eqn.primitive.multiple_results else [outs], strict=True):
+            if not isinstance(v, jex.DropVar):
+                env[v] = o
+    return [read(v) for v in targets]
+
+
+def _stretch(eqns: list, targets: list, sources: set, boundaries: dict, rank: dict):
+    """``f(packed, rebuilt, ext) -> targets``: the equations computing ``targets`` from the rebuilt spikes
+    of earlier boundaries and the block's other inputs ``ext``, as a ``jax.custom_vjp`` whose forward
+    keeps the packed words (not the float spikes) and ``ext``, and whose backward rebuilds the spikes
+    from the words, recomputes the stretch and differentiates it, once the cotangent exists (fenced,
+    :func:`_fenced`). Returns ``(f, rebuilt vars, packed vars, ext vars)``."""
+    body, used = _slice(eqns, targets, sources)
+    rebuilt = [u for u in boundaries if u in used]
+    # each rebuilt input u_j comes back from its words P_j (and, ternary, the amplitude: ext)
+    unpack, unpack_used = _slice(eqns, [boundaries[u][1] for u in rebuilt],
+                                 (sources - set(boundaries)) | {boundaries[u][0] for u in rebuilt})
+    packed = [boundaries[u][0] for u in rebuilt]
+    ext = sorted((used | unpack_used) - set(rebuilt) - set(packed), key=rank.__getitem__)
+
+    def value(u_vals, e_vals):
+        return _evaluate(body, dict(zip(rebuilt, u_vals, strict=True)) | dict(zip(ext, e_vals, strict=True)), targets)
+
+    def rebuild(p_vals, e_vals):
+        return _evaluate(unpack, dict(zip(packed, p_vals, strict=True)) | dict(zip(ext, e_vals, strict=True)),
+                         [boundaries[u][1] for u in rebuilt])
+
+    @jax.custom_vjp
+    def f(p_vals, u_vals, e_vals):
+        return value(u_vals, e_vals)
+
+    def fwd(p_vals, u_vals, e_vals):
+        return value(u_vals, e_vals), (p_vals, e_vals)
+
+    def grads(p_vals, e_vals, ct):
+        _, vjp = jax.vjp(value, rebuild(p_vals, e_vals), e_vals)
+        g_u, g_e = vjp(ct)
+        return [np.zeros(p.shape, jax.dtypes.float0) for p in p_vals], g_u, g_e
+
+    def bwd(res, ct):
+        p_vals, e_vals = res
+        return _fenced(grads, (p_vals, e_vals, ct), ct, forward=False)
+
+    f.defvjp(fwd, bwd)
+    return f, rebuilt, packed, ext
+
+
+def _segmented(fn: Callable) -> Callable:
+    """``fn(state, x, dynamic)`` (traced with :func:`_mark_outputs` on its neurons) as a chain of
+    stretches: each packed neuron's spikes are computed by one :func:`_stretch` from the earlier
+    boundaries, packed (the words are what the stretches after it keep), and the outputs by a last
+    stretch. The backward of the chain recomputes one stretch at a time, last first, from packed words;
+    the values are those of ``fn`` (the rebuilt spikes equal the spikes bit for bit)."""
+
+    def run(*args):
+        leaves, tree = jax.tree.flatten(args)
+        closed, out_shape = jax.make_jaxpr(lambda *a: fn(*jax.tree.unflatten(tree, a)), return_shape=True)(*leaves)
+        jaxpr = closed.jaxpr
+        eqns = list(jaxpr.eqns)
+        order, boundaries, spikes_of, pending = [], {}, {}, {}
+        for eqn in eqns:  # IN (spikes), PACKED (words), OUT (rebuilt), in this order per neuron
+            if _is_name(eqn, BOUNDARY_IN):
+                pending = {"spikes": eqn.outvars[0]}
+            elif _is_name(eqn, PACKED_SPIKES) and "spikes" in pending:
+                pending["packed"] = eqn.outvars[0]
+            elif _is_name(eqn, BOUNDARY_OUT) and "packed" in pending:
+                u = eqn.outvars[0]
+                boundaries[u] = (pending["packed"], eqn.invars[0])  # words, the unpacked value
+                spikes_of[u] = pending["spikes"]
+                order.append(u)
+                pending = {}
+        inputs = set(jaxpr.invars) | set(jaxpr.constvars)
+        rank = {v: i for i, v in enumerate([*jaxpr.invars, *jaxpr.constvars, *(o for e in eqns for o in e.outvars)])}
+        env = dict(zip(jaxpr.invars, leaves, strict=True)) | dict(zip(jaxpr.constvars, closed.consts, strict=True))
+        sources = inputs | set(boundaries)
+        for u in order:
+            f, rebuilt, packed, ext = _stretch(eqns, [spikes_of[u]], sources, boundaries, rank)
+            (s,) = f([env[p] for p in packed], [env[r] for r in rebuilt], [env[e] for e in ext])
+            words, _ = _slice(eqns, [boundaries[u][0]], inputs | {spikes_of[u]})
+            (env[boundaries[u][0]],) = _evaluate(words, env | {spikes_of[u]: s}, [boundaries[u][0]])
+            env[u] = s  # == unpack(words): the spikes themselves in the forward
+        f, rebuilt, packed, ext = _stretch(eqns, list(jaxpr.outvars), sources, boundaries, rank)
+        outs = f([env[p] for p in packed], [env[r] for r in rebuilt], [env[e] for e in ext])
+        return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
+
+    return run
 
 
 def _updated(path, variable) -> bool:
