@@ -248,9 +248,11 @@ def remat_call(mode: str, block: nnx.Module, x: Array, *, method: Callable[..., 
                 y = call(module, x, **static, **dynamic)
         return y, nnx.state(module, _updated)
 
-    if mode != "block":  # inside the block: keep the packed spikes, recompute the stretches between them
-        run = _segmented(run)
-    y, new_state = _recompute_in_backward(run, offload=mode == "offload")(state, x, dynamic)
+    if mode == "spikes":  # the forward keeps the packed spikes (and the block input); the backward
+        y, new_state = _segmented(run)(state, x, dynamic)  # recomputes one stretch at a time
+    else:  # the forward keeps the block input; the backward recomputes the block (offload: in stretches)
+        run = _segmented(run) if mode == "offload" else run
+        y, new_state = _recompute_in_backward(run, offload=mode == "offload")(state, x, dynamic)
     nnx.update(block, new_state)  # BatchNorm statistics, carried neuron state, sown intermediates
     return y
 
