@@ -9,38 +9,57 @@ Workloads (one training step: loss, gradients, AdamW update, all under one ``jax
   ``memopt`` (``optimize_memory(level=1)``: checkpoint per block, bit-compressed spike inputs), the
   anchor; skipped where SpikingJelly or CUDA is missing.
 
-For every workload, T in (4, 16) and mode: the compiled ``memory_analysis()`` (temp, arguments,
-outputs), the device's ``peak_bytes_in_use`` (``jax.devices()[0].memory_stats()``, GPU), the median
-step time. Then, per mode, the largest T (batch fixed) and the largest batch (T=4) that fit: doubling
-then bisection, each probe a compile plus one step that catches out-of-memory errors, capped in
-probes and by the script's time budget. Every measurement runs in its own subprocess (a fresh peak
-counter, an OOM cannot poison the next row). Rows are appended as they finish to
-``benchmarks/results/memory_<device>_<date>.jsonl`` and the markdown table next to it is rewritten,
-so a killed run keeps its finished rows.
+Rows (``--rows``, comma-separated; default ``lm:4,lm:16,spikformer:4,spikformer:16,sj:4,sj:16,lm:maxT``):
+``<workload>:<T>`` measures every mode (``--modes``) at that T; ``sj:<T>`` is the SpikingJelly anchor (plain
+and ``memopt``); ``<workload>:maxT`` / ``<workload>:maxB`` the largest T (batch fixed) / batch (T = 4) that fits
+per mode.
 
-    python benchmarks/memory.py                  # the GPU run: no row starts after --budget-s (450 s)
-    python benchmarks/memory.py --quick          # tiny sizes on CPU (a smoke test of the script)
+How, inside ``--budget-s`` (no row starts after it):
+
+1. every JAX row is compiled first, ``--jobs`` subprocesses at a time, without running (``compile only``):
+   ``memory_analysis()`` (temp, arguments, outputs, aliased) and the executable into a persistent
+   compilation cache (``benchmarks/results/.jax_cache``);
+2. the largest T / batch per mode: the compiled total ``temp + args + out - alias`` is linear in T (and
+   in the batch), so it is extrapolated from the two measured points to the device's memory
+   (``bytes_limit``, or ``--limit-gib``) and checked by one parallel round of compile-only probes at
+   0.85x, 1x and 1.15x of the estimate (a probe fits when its compiled total is below the limit);
+3. the timed rows, one subprocess each (a fresh peak counter; an OOM cannot poison the next row),
+   loading the executables from the cache: ``peak_bytes_in_use`` (GPU) and the median step time;
+   ``offload`` rows get ``--offload-timeout`` seconds;
+4. SpikingJelly's Spikformer, plain and with ``memopt`` (``optimize_memory(level=1)``), skipped where
+   SpikingJelly or CUDA is missing.
+
+Rows are appended as they finish to ``benchmarks/results/memory_<device>_<date>.jsonl`` and the markdown
+table next to it is rewritten, so a killed run keeps its finished rows.
+
+    python benchmarks/memory.py                            # the GPU run (--budget-s 300)
+    python benchmarks/memory.py --rows lm:16,lm:maxT --modes none spikes
+    python benchmarks/memory.py --quick --limit-gib 0.05   # tiny sizes on CPU (a smoke test of the script)
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime
 import json
+import math
 import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 MODES = ("none", "block", "spikes", "offload")
+DEFAULT_ROWS = "lm:4,lm:16,spikformer:4,spikformer:16,sj:4,sj:16,lm:maxT"
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
 # --- one measurement (runs in a subprocess) -----------------------------------------------------------
 
 
-def _lm_config(T: int, remat: str, quick: bool):
+def _lm_config(T: int, remat: str, quick: bool, backend: str | None = None):
     from spikejax.nn import SpikingLMConfig
     from spikejax.train.presets import PRESETS
 
@@ -51,17 +70,18 @@ def _lm_config(T: int, remat: str, quick: bool):
     return SpikingLMConfig(vocab_size=65, mlp_ratio=p.mlp_ratio, time_steps=T, attention=p.attention,
                            attention_kwargs={"window": window, "softmax": True, "eps": 1.0}, neuron=p.neuron,
                            neuron_kwargs={"beta": p.beta, "threshold": p.threshold}, dropout=p.dropout,
-                           dtype=p.dtype, remat=remat, **size), p.batch_size
+                           dtype=p.dtype, remat=remat, **({"backend": backend} if backend else {}),
+                           **size), p.batch_size
 
 
-def _jax_step(workload: str, T: int, batch: int | None, remat: str, quick: bool):
+def _jax_step(workload: str, T: int, batch: int | None, remat: str, quick: bool, backend: str | None = None):
     """(jitted step, its arguments, batch) of one training step of ``workload``."""
     import jax
     import optax
     from flax import nnx
 
     if workload == "lm":
-        cfg, default_batch = _lm_config(T, remat, quick)
+        cfg, default_batch = _lm_config(T, remat, quick, backend)
         B = batch or (2 if quick else default_batch)
         model = cfg.build(seed=0)
         tokens = jax.random.randint(jax.random.key(1), (B, cfg.max_len + 1), 0, cfg.vocab_size)
@@ -74,6 +94,8 @@ def _jax_step(workload: str, T: int, batch: int | None, remat: str, quick: bool)
 
         B = batch or (2 if quick else 64)
         kw = dict(embed_dims=32, num_heads=2, depths=1) if quick else {}
+        if backend:
+            kw["backend"] = backend
         model = models.create("spikformer_cifar10", T=T, remat=remat, seed=0, **kw)
         size = 8 if quick else 32
         images = jax.random.normal(jax.random.key(1), (B, size, size, 3))
@@ -99,10 +121,12 @@ def _is_oom(err: BaseException) -> bool:
     return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text or "out of memory" in text
 
 
-def measure_jax(workload: str, T: int, batch: int | None, remat: str, quick: bool, reps: int) -> dict:
+def measure_jax(workload: str, T: int, batch: int | None, remat: str, quick: bool, reps: int,
+                compile_only: bool = False, backend: str | None = None) -> dict:
     import jax
 
-    step, (state, key), B = _jax_step(workload, T, batch, remat, quick)
+
+    step, (state, key), B = _jax_step(workload, T, batch, remat, quick, backend)
     row = dict(workload=workload, T=T, batch=B, remat=remat, device=jax.devices()[0].device_kind)
     t0 = time.perf_counter()
     try:
@@ -116,8 +140,14 @@ def measure_jax(workload: str, T: int, batch: int | None, remat: str, quick: boo
     ma = compiled.memory_analysis()
     if ma is not None:
         row.update(temp_mib=ma.temp_size_in_bytes / 2**20, args_mib=ma.argument_size_in_bytes / 2**20,
-                   out_mib=ma.output_size_in_bytes / 2**20,
+                   out_mib=ma.output_size_in_bytes / 2**20, alias_mib=ma.alias_size_in_bytes / 2**20,
                    host_temp_mib=getattr(ma, "host_temp_size_in_bytes", 0) / 2**20)
+        row["total_mib"] = row["temp_mib"] + row["args_mib"] + row["out_mib"] - row["alias_mib"]
+    stats = jax.devices()[0].memory_stats() or {}
+    if stats.get("bytes_limit"):
+        row["limit_mib"] = stats["bytes_limit"] / 2**20
+    if compile_only:
+        return row
     times = []
     try:
         for _ in range(reps + 1):
@@ -134,7 +164,6 @@ def measure_jax(workload: str, T: int, batch: int | None, remat: str, quick: boo
     stats = jax.devices()[0].memory_stats() or {}
     if "peak_bytes_in_use" in stats:
         row["peak_mib"] = stats["peak_bytes_in_use"] / 2**20
-        row["limit_mib"] = stats.get("bytes_limit", 0) / 2**20
     return row
 
 
@@ -190,41 +219,52 @@ def measure_spikingjelly(T: int, batch: int, memopt: bool, reps: int) -> dict:
 # --- the driver ------------------------------------------------------------------------------------
 
 
-def _run_row(spec: dict, timeout: float) -> dict:
+def _run_row(spec: dict, timeout: float, cache: str | None = None) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--row", json.dumps(spec)]
     env = dict(os.environ)
     env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # a peak counter of this row, not the pool
+    if cache:  # compile-only probes fill it, the timed rows read it
+        env.update(JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout, for `import spikejax`
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    t0 = time.monotonic()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=max(1.0, timeout), env=env)
     except subprocess.TimeoutExpired:
         return {**spec, "error": f"timed out after {timeout:.0f} s"}
+    wall = round(time.monotonic() - t0, 1)
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith("{"):
-            return json.loads(line)
+            return {**json.loads(line), "wall_s": wall}
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
     oom = any("RESOURCE_EXHAUSTED" in ln or "out of memory" in ln.lower() for ln in tail)
-    return {**spec, "fits": False if oom else None, "error": " | ".join(tail)[:300]}
+    return {**spec, "fits": False if oom else None, "error": " | ".join(tail)[:300], "wall_s": wall}
 
 
 class Writer:
     """Appends rows to ``<stem>.jsonl`` and rewrites ``<stem>.md`` after each one."""
 
-    COLS = ("workload", "T", "batch", "remat", "fits", "temp_mib", "peak_mib", "step_ms", "compile_s", "note")
+    COLS = ("workload", "T", "batch", "remat", "fits", "temp_mib", "total_mib", "peak_mib", "step_ms", "compile_s",
+            "note")
 
     def __init__(self, stem: str):
-        self.stem, self.rows = stem, []
+        self.stem, self.rows, self.lock = stem, [], threading.Lock()
         os.makedirs(os.path.dirname(stem), exist_ok=True)
         open(stem + ".jsonl", "w").close()
 
     def add(self, row: dict) -> None:
+        with self.lock:
+            self._add(row)
+
+    def _add(self, row: dict) -> None:
         self.rows.append(row)
         with open(self.stem + ".jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
         lines = ["| " + " | ".join(self.COLS) + " |", "|" + "---|" * len(self.COLS)]
         for r in self.rows:
-            note = r.get("skipped") or r.get("error") or r.get("search", "")
+            note = r.get("skipped") or r.get("error") or r.get("search") or ("compile only" if r.get("compile_only")
+                                                                               else "")
             vals = [r.get(c, "") if c != "note" else note for c in self.COLS]
             lines.append("| " + " | ".join(f"{v:.1f}" if isinstance(v, float) else str(v) for v in vals) + " |")
         with open(self.stem + ".md", "w") as f:
@@ -232,39 +272,46 @@ class Writer:
         print(json.dumps(row), flush=True)
 
 
-def _largest(probe, start: int, cap: int, max_probes: int) -> tuple[int | None, int]:
-    """The largest value in [start, cap] for which ``probe(value)`` fits: doubling, then bisection."""
-    lo, hi, n, v = None, None, 0, start
-    while v <= cap and n < max_probes:
-        n += 1
-        if probe(v):
-            lo, v = v, v * 2
-        else:
-            hi = v
-            break
-    if lo is None:
-        return None, n
-    if hi is None:
-        hi = min(v, cap + 1)
-    while hi - lo > max(1, lo // 8) and n < max_probes:  # within 1/8
-        n += 1
-        mid = (lo + hi) // 2
-        if probe(mid):
-            lo = mid
-        else:
-            hi = mid
-    return lo, n
+def parse_rows(text: str) -> list[tuple[str, str]]:
+    """``"lm:4,sj:16,lm:maxT"`` -> ``[("lm", "4"), ("sj", "16"), ("lm", "maxT")]``; ValueError naming ``--rows``."""
+    rows = []
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        workload, _, what = item.partition(":")
+        ok_w = workload in ("lm", "spikformer") or (workload == "sj" and what.isdigit())
+        if not ok_w or not (what.isdigit() and int(what) > 0 or what in ("maxT", "maxB")):
+            raise ValueError(f"--rows: expected <lm|spikformer>:<T|maxT|maxB> or sj:<T>, got {item!r}")
+        rows.append((workload, what))
+    if not rows:
+        raise ValueError("--rows: no rows given")
+    return rows
+
+
+def extrapolate(points: list[tuple[int, float]], limit: float) -> int | None:
+    """The largest integer ``v`` with ``a + b v <= limit`` for the line through the two ``(v, total)`` points
+    (compiled memory is affine in T and in the batch); None when it does not grow or is missing."""
+    if len(points) < 2:
+        return None
+    (v0, m0), (v1, m1) = sorted(points)[:2]
+    if v1 == v0 or m1 <= m0:
+        return None
+    b = (m1 - m0) / (v1 - v0)
+    return max(0, math.floor(v0 + (limit - m0) / b))
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes (a CPU smoke test)")
-    ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
-    ap.add_argument("--workloads", nargs="+", default=["lm", "spikformer", "sj_spikformer"],
-                    choices=["lm", "spikformer", "sj_spikformer"])
-    ap.add_argument("--budget-s", type=float, default=450.0, help="wall-clock budget of the whole run")
+    ap.add_argument("--rows", default=DEFAULT_ROWS, help=f"what to measure (default {DEFAULT_ROWS})")
+    ap.add_argument("--modes", nargs="+", default=["none", "block", "spikes"], choices=MODES)
+    ap.add_argument("--budget-s", type=float, default=300.0, help="wall-clock budget: no row starts after it")
+    ap.add_argument("--jobs", type=int, default=max(1, min(8, (os.cpu_count() or 2) // 2)),
+                    help="parallel compile-only subprocesses")
     ap.add_argument("--reps", type=int, default=5, help="timed steps per row (after one warm-up)")
-    ap.add_argument("--max-probes", type=int, default=5, help="probes per largest-T / largest-batch search")
+    ap.add_argument("--row-timeout", type=float, default=120.0, help="seconds per subprocess")
+    ap.add_argument("--offload-timeout", type=float, default=45.0, help="seconds per offload row (a short probe)")
+    ap.add_argument("--limit-gib", type=float, default=None,
+                    help="device memory for the largest-T / batch search (default the device's bytes_limit)")
+    ap.add_argument("--backend", default=None, help="neuron backend of the JAX models (default their config's)")
     ap.add_argument("--out", default=None, help="output stem (default benchmarks/results/memory_<device>_<date>)")
     ap.add_argument("--row", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -275,64 +322,112 @@ def main(argv: list[str] | None = None) -> None:
             row = measure_spikingjelly(spec["T"], spec["batch"], spec["remat"] == "memopt", spec["reps"])
         else:
             row = measure_jax(spec["workload"], spec["T"], spec.get("batch"), spec["remat"], spec["quick"],
-                              spec["reps"])
+                              spec["reps"], spec.get("compile_only", False), spec.get("backend"))
         print(json.dumps({**spec, **row}), flush=True)
         return
 
+    try:
+        rows = parse_rows(args.rows)
+    except ValueError as err:
+        ap.error(str(err))
     import jax
 
-    deadline = time.monotonic() + args.budget_s
+    start = time.monotonic()
+    deadline = start + args.budget_s
     device = jax.devices()[0].device_kind.replace(" ", "_").lower()
     stem = args.out or os.path.join(RESULTS, f"memory_{device}{'_quick' if args.quick else ''}_"
                                              f"{datetime.date.today().isoformat()}")
+    cache = os.path.join(RESULTS, ".jax_cache")
     out = Writer(stem)
     reps = 1 if args.quick else args.reps
-    Ts = (2, 4) if args.quick else (4, 16)
+    base_B = 2 if args.quick else 64
+    small_T = 2 if args.quick else 4
+    limit_mib = args.limit_gib * 1024 if args.limit_gib else None
 
-    def row(spec: dict) -> dict:
+    def spec(workload, T, mode, batch=None, **kw):
+        s = dict(workload=workload, T=T, remat=mode, quick=args.quick, reps=reps, backend=args.backend,
+                 id=[workload, T, mode, batch], **kw)
+        return s if batch is None else {**s, "batch": batch}
+
+    def run(s: dict) -> dict:
         left = deadline - time.monotonic()
         if left < 5:
-            return {**spec, "skipped": "time budget spent"}
-        return _run_row({**spec, "quick": args.quick, "reps": spec.get("reps", reps)}, left)
+            return {**s, "skipped": "time budget spent"}
+        timeout = args.offload_timeout if s["remat"] == "offload" else args.row_timeout
+        return _run_row(s, min(left, timeout), cache)
 
-    # the long-T rows first (what the budget must not cut), the anchor first of all (no compile)
-    jax_workloads = [w for w in args.workloads if w != "sj_spikformer"]
-    if "sj_spikformer" in args.workloads:
+    def key(s):
+        return tuple(s["id"])  # (workload, T, mode, the batch asked for or None)
+
+    timed = sorted(((w, int(v)) for w, v in rows if v.isdigit() and w != "sj"), key=lambda r: -r[1])
+    searches = [(w, v) for w, v in rows if v in ("maxT", "maxB")]
+    pool = concurrent.futures.ThreadPoolExecutor(max(1, args.jobs))
+    # 1. compile-only, in parallel: every timed row, and the two points each search extrapolates from
+    probes = {key(s): s for s in (spec(w, T, m, compile_only=True) for w, T in timed for m in args.modes)}
+    for w, what in searches:
+        for m in args.modes:
+            for v in ((small_T, 16 if not args.quick else 4) if what == "maxT" else (base_B // 2, base_B)):
+                s = spec(w, v, m, compile_only=True) if what == "maxT" else spec(w, small_T, m, v, compile_only=True)
+                probes.setdefault(key(s), s)
+    futures = {k: pool.submit(run, s) for k, s in probes.items()}
+    for f in futures.values():
+        f.add_done_callback(lambda f: out.add(f.result()))
+
+    # 2. the largest T / batch per mode (a thread: extrapolate once its two points are compiled, then one
+    # parallel round of compile-only checks at 0.85x, 1x, 1.15x of the estimate)
+    def search(w: str, what: str, m: str) -> None:
+        name = "T" if what == "maxT" else "batch"
+
+        def at(v, **kw):
+            return spec(w, v, m, **kw) if what == "maxT" else spec(w, small_T, m, v, **kw)
+
+        points = [(v, futures[key(at(v))].result()) for v in ((small_T, 16 if not args.quick else 4) if what == "maxT"
+                                                               else (base_B // 2, base_B))]
+        lim = limit_mib or next((r["limit_mib"] for _, r in points if r.get("limit_mib")), None)
+        pts = [(v, r["total_mib"]) for v, r in points if r.get("total_mib") is not None]
+        est = extrapolate(pts, 0.97 * lim) if lim else None
+        cands = sorted({max(1, round(est * f)) for f in (0.85, 1.0, 1.15)}) if est else []
+        checks = [pool.submit(run, at(v, compile_only=True)) for v in cands]
+        probed = []
+        for v, c in zip(cands, checks, strict=True):
+            r = c.result()
+            probed.append((v, None if r.get("total_mib") is None else r["total_mib"] <= lim, r.get("total_mib")))
+        best = max((v for v, f, _ in probed if f), default=None)
+        row = dict(workload=w, remat=m, search=f"largest {name} (compiled total <= {lim and round(lim)} MiB)",
+                   **{name: best}, estimate=est, fits=best is not None, note_probes=probed, points=pts)
+        if what == "maxB":
+            row["T"] = small_T
+        if not probed or all(f is None for _, f, _ in probed):
+            row.update(fits=None, error="not measured (two compiled points, a memory limit and the budget needed)")
+        out.add(row)
+
+    searchers = [threading.Thread(target=search, args=(w, what, m)) for w, what in searches for m in args.modes]
+    for t in searchers:
+        t.start()
+    # 3. the timed rows, one at a time on the device, each once its executable is in the cache (long T first);
+    # 4. SpikingJelly's anchor
+    for w, T in timed:
+        for m in args.modes:
+            c = futures[key(spec(w, T, m))].result()
+            r = run(spec(w, T, m))
+            r.setdefault("compile_only_s", c.get("compile_s"))
+            out.add(r)
+    sj_T = sorted((int(v) for w, v in rows if w == "sj"), reverse=True)
+    if sj_T:
         try:
             import spikingjelly.activation_based.memopt  # noqa: F401
-            have_sj = True
+            why = None
         except Exception as err:  # noqa: BLE001 - any import failure: the anchor is skipped
-            have_sj, why = False, f"SpikingJelly memopt not importable ({type(err).__name__})"
-        for T in reversed(Ts):
+            why = f"SpikingJelly memopt not importable ({type(err).__name__})"
+        for T in sj_T:
             for mm in ("none", "memopt"):
-                spec = dict(workload="sj_spikformer", T=T, batch=2 if args.quick else 64, remat=mm)
-                out.add(row(spec) if have_sj else {**spec, "skipped": why})
-    for T in reversed(Ts):
-        for workload in jax_workloads:
-            for mode in args.modes:
-                out.add(row(dict(workload=workload, T=T, remat=mode)))
-    # largest T (batch as above) and largest batch (T = 4) per mode
-    cap_T, cap_B = (8, 8) if args.quick else (512, 4096)
-    for workload in jax_workloads:
-        for mode in args.modes:
-            for what, start, cap in (("T", Ts[-1], cap_T), ("batch", 2 if args.quick else 64, cap_B)):
-                probes = []
-
-                def fits(v, workload=workload, mode=mode, what=what, probes=probes):
-                    spec = dict(workload=workload, T=v if what == "T" else Ts[0], remat=mode, reps=0)
-                    if what == "batch":
-                        spec["batch"] = v
-                    r = row(spec)
-                    probes.append((v, r.get("fits")))
-                    return bool(r.get("fits"))
-
-                best, n = _largest(fits, start, cap, args.max_probes)
-                result = dict(workload=workload, remat=mode, search=f"largest {what}", **{what: best},
-                              fits=best is not None, note_probes=probes)
-                if all(f is None for _, f in probes):  # no probe measured (budget spent, or an error)
-                    result.update(fits=None, error="not measured")
-                out.add(result)
-    print(f"wrote {stem}.jsonl and {stem}.md")
+                s = dict(workload="sj_spikformer", T=T, batch=base_B, remat=mm, quick=args.quick, reps=reps,
+                         id=["sj", T, mm, base_B])
+                out.add(run(s) if why is None else {**s, "skipped": why})
+    for t in searchers:
+        t.join()
+    pool.shutdown()
+    print(f"wrote {stem}.jsonl and {stem}.md in {time.monotonic() - start:.0f} s")
 
 
 if __name__ == "__main__":

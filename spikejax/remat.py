@@ -3,38 +3,52 @@
 BPTT keeps every intermediate of every time step for the backward pass, so training memory grows
 with ``T · layers``. A model config's ``remat`` field (``spikejax.models.create(name, remat=...)``,
 ``spikejax train --remat``) picks what each block keeps instead; every mode computes the same
-gradients (the forward is recomputed, not changed; bit-identical in float32 on CPU):
+gradients (the forward is recomputed, not changed; see "Gradients" below for the rounding):
 
 =============  ======================================================================================
 mode           what each block keeps for the backward pass (the rest is recomputed, neurons included)
 =============  ======================================================================================
 ``"none"``     everything (plain autodiff; the fastest step, the largest peak)
 ``"block"``    its input; the backward recomputes the whole block, then differentiates it
-``"spikes"``   its input; the backward recomputes the block keeping only the spikes of its binary
-               neurons, bit-packed 32 to a ``uint32`` (:func:`spikejax.packing.pack_spikes`), and
-               recomputes each stretch between two neurons from them (a smaller peak inside the
-               block than ``"block"`` where the compiler interleaves the stretches, e.g. on GPU)
-``"offload"``  as ``"spikes"``, with the block's input moved to host memory (``pinned_host``) after the
-               forward and brought back for the backward (for long T on one GPU; pays the transfers)
+``"spikes"``   its input and the spikes of its neurons, bit-packed: binary spikes 1 bit each (32 to a
+               ``uint32``), ternary ``a·S`` 2 bits (non-zero, sign; the amplitude ``a`` is re-applied),
+               multi-level counts ``bit_length(L)`` bits (:mod:`spikejax.packing`); the backward
+               recomputes one stretch between neurons at a time from them, last first
+``"offload"``  the block input alone, moved to host memory (``pinned_host``) after the forward and
+               brought back for the backward, which reruns the block as ``"spikes"`` does (for long T
+               on one GPU; pays the transfers and one more forward)
 =============  ======================================================================================
 
 Usage (a block is any NNX module called as ``block(x, **kwargs)``)::
 
     y = remat_call("spikes", block, x, dropout_key=key)   # == block(x, dropout_key=key), less memory
 
-How: the block runs as a pure function of its NNX state inside a ``jax.custom_vjp`` whose forward
-keeps the inputs and whose backward reruns the block under ``jax.vjp`` once the cotangent exists
-(fenced so that the compiler cannot move the recomputation, or its buffers, into the forward pass;
-see :func:`_fenced`). In ``"spikes"`` mode each binary neuron output ``s`` inside the block is
-replaced by :func:`packed_spike_boundary` ``(s) = unpack(pack(s))`` (equal to ``s`` for 0/1 spikes,
-the identity as its gradient) under ``jax.checkpoint(policy=SPIKES_POLICY)``, so the packed words are
-the only intermediates saved: float spikes, membranes, matmul outputs and norms are recomputed.
-Ternary and multi-level neurons are not binary and are not packed.
+How. ``"block"``: the block runs as a pure function of its NNX state inside a ``jax.custom_vjp`` whose
+forward keeps the inputs and whose backward reruns the block under ``jax.vjp`` once the cotangent
+exists (fenced so that the compiler cannot move the recomputation, or its buffers, into the forward
+pass; see :func:`_fenced`). ``"spikes"``: the block is traced once with each packed neuron's output
+``s`` replaced by ``unpack(pack(s))`` (equal to ``s`` bit for bit) and its jaxpr is cut at those
+boundaries into stretches: stretch k computes neuron k's spikes from the block's inputs and the
+spikes of earlier neurons (recomputing shared values such as the block input's LayerNorm in each
+stretch that reads it). Each stretch is a ``jax.custom_vjp`` whose forward keeps the packed words of
+the spikes it reads (``uint32``, named :data:`PACKED_SPIKES`) and the block inputs, not the float
+spikes, and whose backward unpacks them, recomputes the stretch and differentiates it, fenced on its
+cotangent, so the backward holds one stretch's intermediates at a time. The residuals of a block are
+its arguments and the packed words alone (``jax.ad_checkpoint.print_saved_residuals`` shows them).
+Layers that are not known spiking kinds (:class:`~spikejax.nn.NonSpiking`'s relu, a recurrent layer
+over a user step function) are not packed: they are recomputed inside their stretch.
+
+Gradients: ``"block"`` reruns the same program (bit-identical in float32 on CPU for the LM);
+``"spikes"`` / ``"offload"`` give the same loss bit for bit and the gradients to float32 rounding: a
+value read by several stretches gets its cotangent summed after each stretch's VJP rather than
+before one VJP, so reductions round differently (relative differences ~1e-7, tests/test_remat*.py).
+
+:func:`packed_spike_boundary` with :data:`SPIKES_POLICY` is the same idea for binary spikes inside a
+``jax.checkpoint`` of one's own (which leaves the order of the recomputation to the compiler).
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -59,8 +73,7 @@ from spikejax.packing import (
 
 Array = jax.Array
 
-__all__ = ["REMAT_MODES", "PACKED_SPIKES", "SPIKES_POLICY", "check_remat", "remat_call", "packed_spike_boundary",
-           "ternary_spike_boundary", "multilevel_spike_boundary"]
+__all__ = ["REMAT_MODES", "PACKED_SPIKES", "SPIKES_POLICY", "check_remat", "remat_call", "packed_spike_boundary"]
 
 REMAT_MODES = ("none", "block", "spikes", "offload")
 """The rematerialisation modes a model's ``remat`` field accepts (see the module docstring)."""
@@ -74,8 +87,8 @@ def check_remat(remat: Any, name: str = "remat") -> str:
 
 
 SPIKES_POLICY = jax.checkpoint_policies.save_only_these_names(PACKED_SPIKES)
-"""The ``jax.checkpoint`` policy inside a block in ``"spikes"`` / ``"offload"`` mode: save the packed
-spikes (:data:`PACKED_SPIKES`) and nothing else."""
+"""A ``jax.checkpoint`` policy saving the packed spikes (:data:`PACKED_SPIKES`) and nothing else, for
+:func:`packed_spike_boundary` inside a checkpoint of one's own (``remat_call`` cuts the block itself)."""
 
 
 @jax.custom_vjp
@@ -106,58 +119,14 @@ def _boundary_bwd(_, g):
 packed_spike_boundary.defvjp(_boundary_fwd, _boundary_bwd)
 
 
-@jax.custom_vjp
-def ternary_spike_boundary(spikes: Array, amplitude: Array) -> Array:
-    """Ternary spikes ``y = a · S`` (``S ∈ {-1, 0, +1}``; ``a`` the layer's amplitude, ``()`` or per
-    channel ``[C]``) -> the same values, rebuilt from two packed bit planes and ``a``.
-
-    Forward: ``unpack_ternary(checkpoint_name(pack_ternary(y), PACKED_SPIKES), n, amplitude=a)``, which
-    is ``y`` bit for bit (signed zeros included) for any ``a``: the {-1, 0, +1} pattern is stored as
-    (non-zero, sign) bits and multiplied by ``|a|`` again. Gradient: the identity to ``y`` and zero to
-    ``a`` (the output is a function of ``y`` alone), so ``∂L/∂a`` is the neuron's own ``Σ ∂L/∂y · S``
-    through ``y``. The residual under :data:`SPIKES_POLICY`: ``uint32[2, ..., ceil(n/32)]``, 2 bits a spike.
-    """
-    return _rebuild_ternary(spikes, amplitude)
-
-
 def _rebuild_ternary(spikes: Array, amplitude: Array) -> Array:
     packed = checkpoint_name(pack_ternary(spikes, axis=-1), PACKED_SPIKES)
     return unpack_ternary(packed, spikes.shape[-1], axis=-1, amplitude=amplitude, dtype=spikes.dtype)
 
 
-def _ternary_fwd(spikes, amplitude):
-    return _rebuild_ternary(spikes, amplitude), amplitude
-
-
-def _ternary_bwd(amplitude, g):
-    return g, jnp.zeros_like(amplitude)
-
-
-ternary_spike_boundary.defvjp(_ternary_fwd, _ternary_bwd)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-def multilevel_spike_boundary(spikes: Array, levels: int) -> Array:
-    """Multi-level spikes (integer counts ``0..levels``) -> the same values, rebuilt from
-    ``level_bits(levels)`` packed bit planes (:func:`spikejax.packing.pack_levels`; L = 4: 3 bits a spike).
-    Gradient: the identity. Exact for counts in ``0..levels``, which :func:`spikejax.multilevel` emits."""
-    return _rebuild_levels(spikes, levels)
-
-
 def _rebuild_levels(spikes: Array, levels: int) -> Array:
     packed = checkpoint_name(pack_levels(spikes, levels, axis=-1), PACKED_SPIKES)
     return unpack_levels(packed, spikes.shape[-1], axis=-1, dtype=spikes.dtype)
-
-
-def _levels_fwd(spikes, levels):
-    return _rebuild_levels(spikes, levels), None
-
-
-def _levels_bwd(levels, _, g):
-    return (g,)
-
-
-multilevel_spike_boundary.defvjp(_levels_fwd, _levels_bwd)
 
 
 def _param(neuron: nnx.Module, name: str):

@@ -93,3 +93,28 @@ def test_other_neurons_keep_their_values(neuron):
     ref = SpikingLMConfig(**{**ref.__dict__, **kw}) if kw else ref
     cfg = SpikingLMConfig(**{**ref.__dict__, "remat": "spikes"})
     np.testing.assert_array_equal(np.asarray(cfg.build(seed=0)(tokens)), np.asarray(ref.build(seed=0)(tokens)))
+
+
+def test_spikes_block_keeps_only_packed_ternary_words():
+    """A ``spikes`` block (the preset's: hybrid attention, ternary neurons) keeps, besides its arguments
+    (parameters, input), only the 2-plane packed words of its neurons for the backward pass."""
+    import contextlib
+    import io
+
+    import spikejax
+    from spikejax.packing import PACKED_SPIKES
+    from spikejax.remat import remat_call
+
+    block = spikejax.nn.SpikingTransformerBlock(
+        32, 2, attention="hybrid", mlp_ratio=3.5, norm="pre", shortcut="spike", causal=True,
+        attention_kwargs={"window": 8, "softmax": True, "eps": 1.0}, neuron="ternary",
+        neuron_kwargs={"beta": 0.5, "threshold": 0.5}, rngs=nnx.Rngs(0))
+    graphdef, state = nnx.split(block)
+    x = jnp.asarray(np.random.default_rng(4).normal(size=(4, 2, 16, 32)), jnp.float32)
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        jax.ad_checkpoint.print_saved_residuals(lambda s, x: remat_call("spikes", nnx.merge(graphdef, s), x).sum(),
+                                                state, x)
+    inner = [ln for ln in buf.getvalue().splitlines() if ln.strip() and "from the argument" not in ln]
+    assert len(inner) >= 6, inner  # q, k, v, attention, its output, the MLP's hidden and output neurons
+    assert all(ln.startswith("u32[2,4,2,16,") and PACKED_SPIKES in ln for ln in inner), inner
