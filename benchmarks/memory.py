@@ -386,12 +386,25 @@ def main(argv: list[str] | None = None) -> None:
         lim = limit_mib or next((r["limit_mib"] for _, r in points if r.get("limit_mib")), None)
         pts = [(v, r["total_mib"]) for v, r in points if r.get("total_mib") is not None]
         est = extrapolate(pts, 0.97 * lim) if lim else None
-        cands = sorted({max(1, round(est * f)) for f in (0.85, 1.0, 1.15)}) if est else []
-        checks = [pool.submit(run, at(v, compile_only=True)) for v in cands]
         probed = []
-        for v, c in zip(cands, checks, strict=True):
-            r = c.result()
-            probed.append((v, None if r.get("total_mib") is None else r["total_mib"] <= lim, r.get("total_mib")))
+
+        def check(cands):
+            cands = [v for v in cands if v not in {p[0] for p in probed}]
+            for v, c in zip(cands, [pool.submit(run, at(v, compile_only=True)) for v in cands], strict=True):
+                r = c.result()
+                probed.append((v, None if r.get("total_mib") is None else r["total_mib"] <= lim, r.get("total_mib")))
+
+        if est:
+            check(sorted({max(1, round(est * f)) for f in (0.85, 1.0, 1.15)}))
+            # the total is not quite affine (small-T constants): a second round on the line through the
+            # measured points that bracket the limit (or the two nearest it), unless a fit sits next to a miss
+            measured = sorted((v, t) for v, _, t in probed if t is not None) + pts
+            below = max(((v, t) for v, t in measured if t <= lim), default=None)
+            above = min(((v, t) for v, t in measured if t > lim), default=None)
+            pair = [q for q in (below, above) if q] if below and above else sorted(measured, key=lambda q: q[0])[-2:]
+            est2 = extrapolate(pair, 0.99 * lim)
+            if est2 and not (below and above and above[0] - below[0] <= max(1, below[0] // 32)):
+                check(sorted({max(1, round(est2 * f)) for f in (0.97, 1.0)}))
         best = max((v for v, f, _ in probed if f), default=None)
         row = dict(workload=w, remat=m, search=f"largest {name} (compiled total <= {lim and round(lim)} MiB)",
                    **{name: best}, estimate=est, fits=best is not None, note_probes=probed, points=pts)
