@@ -184,6 +184,51 @@ def sweep_backward(shapes, dtypes, lines) -> None:
                 lines.append(line)
 
 
+SWEEP_MOSAIC = [(256, 128, 8), (256, 128, 16), (256, 256, 16), (128, 128, 16), (256, 128, 4), (256, 256, 8)]
+"""(forward block_m, backward block_m, checkpoint_every K) tried for the Mosaic GPU lowering."""
+
+
+def sweep_mosaic(shapes, dtypes, lines) -> None:
+    """Direct engine calls through Mosaic GPU (LIF and the two-state CUBA step, constant parameters):
+    forward and backward time per tiling."""
+    import numpy as np
+
+    from pallas_kernels import engine, engine_mosaic
+    from spikejax.backends import with_constants
+    from spikejax.neurons.steps import ScanParams, ScanSpec, builtin_step
+
+    lif = with_constants(builtin_step(ScanSpec(decay_input=True, alpha=2.0)),
+                         ScanParams(np.float32(0.5), np.float32(1.0), None, None, None))
+    cuba = with_constants(CUBA.step, {k: np.float32(v) for k, v in CUBA_PARAMS.items()})
+    lines += ["", "### Mosaic GPU tiling sweep (constant parameters; ms)", "",
+              "| T x M | dtype | neuron | fwd block_m | bwd block_m | K | fwd | bwd |",
+              "|---|---|---|---|---|---|---|---|"]
+    for T, M in shapes:
+        for dtype in dtypes:
+            xs, gs = _inputs(T, M, jnp.dtype(dtype), 2)
+            for name, (step, treedef, leaves), n in (("lif", lif, 1), ("cuba", cuba, 2)):
+                z = tuple(jnp.zeros((M,), jnp.float32) for _ in range(n))
+                gz = tuple(jnp.zeros((M,), jnp.float32) for _ in range(n))
+                for bmf, bmb, k in SWEEP_MOSAIC:
+                    try:
+                        k = engine_mosaic.checkpoint_interval(T, k)
+                        ft = engine.Tiling(bmf, k, k, 4, engine_mosaic.STAGES)
+                        bt = engine.Tiling(bmb, k, k, 4, engine_mosaic.STAGES)
+                        fwd = lambda x: engine.scan_forward(step, treedef, x, z, leaves, tiling=ft,  # noqa: E731,B023
+                                                            lowering="mosaic_gpu")
+                        tf = _time_jax(lambda x: fwd(x)[0], [(x,) for x in xs], reps=5)  # noqa: B023
+                        res = [fwd(x)[3] for x in xs]
+                        tb = _time_jax(lambda r, g: engine.scan_backward(step, treedef, r, g, gz, tiling=bt)[0],  # noqa: B023
+                                       list(zip(res, gs, strict=True)), reps=5)
+                        line = (f"| {T}x{_fmt_m(M)} | {dtype} | {name} | {bmf} | {bmb} | {k} | {tf * 1e3:.3f} | "
+                                f"{tb * 1e3:.3f} |")
+                    except Exception as err:  # noqa: BLE001
+                        line = (f"| {T}x{_fmt_m(M)} | {dtype} | {name} | {bmf} | {bmb} | {k} | "
+                                f"error {type(err).__name__}: {str(err)[:80]} | |")
+                    print(line, flush=True)
+                    lines.append(line)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
@@ -191,6 +236,7 @@ def main() -> None:
     ap.add_argument("--dtypes", default="float32,bfloat16")
     ap.add_argument("--impls", default=None, help="only rows whose name contains one of these, comma separated")
     ap.add_argument("--sweep-bwd", action="store_true", help="only the engine backward tiling sweep")
+    ap.add_argument("--sweep-mosaic", action="store_true", help="only the Mosaic GPU tiling sweep (LIF, CUBA)")
     args = ap.parse_args()
     _writable_triton_cache()
     shapes = SHAPES if not args.shapes else [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
@@ -208,8 +254,8 @@ def main() -> None:
     ]
     print("\n".join(lines), flush=True)
     results = []
-    if args.sweep_bwd:
-        sweep_backward(shapes, args.dtypes.split(","), lines)
+    if args.sweep_bwd or args.sweep_mosaic:
+        (sweep_mosaic if args.sweep_mosaic else sweep_backward)(shapes, args.dtypes.split(","), lines)
         write_results(args.out, "custom_neurons", lines, results, bw, device)
         return
     for T, M in shapes:

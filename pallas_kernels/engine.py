@@ -351,12 +351,12 @@ def _lowering(interpret: bool, lowering: str | None = None) -> str:
     return lowering
 
 
-def default_mosaic_tiling(T: int, M: int, which: str = "fwd") -> Tiling:
-    """The Mosaic GPU lowering's :class:`Tiling`: ``block_m`` 128 or 256 neurons (one warpgroup),
-    ``checkpoint_every`` the largest divisor of ``T`` up to 8, ``num_stages`` the TMA pipeline depth
-    (``chunk`` and ``num_warps`` are unused there)."""
+def default_mosaic_tiling(T: int, M: int) -> Tiling:
+    """The Mosaic GPU lowering's :class:`Tiling` (the backward walks the forward's): ``block_m`` 128 or
+    256 neurons (one warpgroup), ``checkpoint_every`` the largest divisor of ``T`` up to 8,
+    ``num_stages`` the TMA pipeline depth (``chunk`` and ``num_warps`` are unused there)."""
     K = engine_mosaic.checkpoint_interval(T, 8)
-    bm = 256 if which == "fwd" and M >= 1 << 18 and M % 256 == 0 else 128
+    bm = 256 if M >= 1 << 18 and M % 256 == 0 else 128
     return Tiling(bm, K, K, 4, engine_mosaic.STAGES)
 
 
@@ -385,7 +385,7 @@ def _mosaic_cfg(step, params_treedef, T, M, scalar, n, tiling: Tiling, return_st
 
 def _mosaic_forward(step, params_treedef, x, state0, params, scalar, return_states, save, tiling):
     T, M = x.shape
-    tiling = tiling or default_mosaic_tiling(T, M, "fwd")
+    tiling = tiling or default_mosaic_tiling(T, M)
     c = _mosaic_cfg(step, params_treedef, T, M, scalar, len(state0), tiling, return_states, save)
     Mp = c.M
     pparams = tuple(q if sc else _pad(q, M, Mp) for q, sc in zip(params, scalar, strict=True))
@@ -398,9 +398,17 @@ def _mosaic_forward(step, params_treedef, x, state0, params, scalar, return_stat
     return s, stateT, states, Residuals(xp, state0, ck, pparams, tiling, "mosaic_gpu", M)
 
 
-def _mosaic_backward(step, params_treedef, res: Residuals, g_s, g_stateT, g_states):
-    x, M, tiling = res.x, res.num_neurons, res.tiling
+def _mosaic_backward(step, params_treedef, res: Residuals, g_s, g_stateT, g_states, tiling: Tiling | None):
+    x, M = res.x, res.num_neurons
     T, Mp = x.shape
+    if tiling is None:
+        tiling = res.tiling  # the forward's (measured default)
+    elif Mp % tiling.block_m:
+        raise ValueError(f"tiling.block_m: the forward padded the neurons to {Mp}, which {tiling.block_m} "
+                         "does not divide")
+    else:  # the chunks are the forward's checkpoints
+        tiling = dataclasses.replace(tiling, checkpoint_every=res.tiling.checkpoint_every,
+                                     chunk=res.tiling.checkpoint_every)
     scalar = tuple(tuple(q.shape) == (1,) for q in res.params)
     if tuple(g_s.shape) != (T, M):
         raise ValueError(f"g_s: expected shape ({T}, {M}), got {tuple(g_s.shape)}")
@@ -462,7 +470,7 @@ def scan_backward(step: Callable, params_treedef, res: Residuals, g_s: Array, g_
     ``[M]`` or ``[1]``, summed over time inside the kernel) from the cotangents of the outputs; the
     lowering is the forward's (``res.lowering``)."""
     if res.lowering == "mosaic_gpu":
-        return _mosaic_backward(step, params_treedef, res, g_s, g_stateT, g_states)
+        return _mosaic_backward(step, params_treedef, res, g_s, g_stateT, g_states, tiling)
     x, state0, params = res.x, res.state0, res.params
     interpret = res.lowering == "interpret"
     T, M, scalar = _check_inputs(x, state0, params)

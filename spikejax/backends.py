@@ -34,6 +34,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from spikejax.neurons.steps import KINDS, RESETS, ScanParams, ScanSpec, builtin_step
 
@@ -118,10 +119,46 @@ def scan(step: Callable, x: Array, state0: tuple, params, *, backend: str = "xla
     state0 = tuple(state0)
     if name == "xla":
         return _xla_scan(step, x, state0, params, return_states)
-    leaves, treedef = jax.tree.flatten(params)
-    s, stateT, states = _engine_scan(step, treedef, _LOWERING[name], bool(return_states), x, state0,
-                                     tuple(leaves))
+    step, treedef, leaves = with_constants(step, params)
+    s, stateT, states = _engine_scan(step, treedef, _LOWERING[name], bool(return_states), x, state0, leaves)
     return s, tuple(stateT), (tuple(states) if return_states else None)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepWithConstants:
+    """``step`` with the parameter leaves known at trace time folded in as constants.
+
+    Called as ``bound(inputs, state, x_t)`` with ``inputs`` the tuple of the other (traced) leaves;
+    ``constants`` holds, per leaf of ``treedef``, None (an input) or the float32 bit pattern of its
+    constant, so equal constants give an equal (hashable) step and one compiled kernel.
+    """
+
+    step: Callable
+    treedef: jax.tree_util.PyTreeDef
+    constants: tuple[int | None, ...]
+
+    @property
+    def __name__(self) -> str:  # the engine's messages name the user's step
+        return getattr(self.step, "__qualname__", None) or getattr(self.step, "__name__", None) or repr(self.step)
+
+    def __call__(self, inputs: tuple, state: tuple, x: Array):
+        it = iter(inputs)
+        leaves = [next(it) if c is None else np.array(c, np.uint32).view(np.float32) for c in self.constants]
+        return self.step(jax.tree.unflatten(self.treedef, leaves), state, x)
+
+
+def with_constants(step: Callable, params) -> tuple[Callable, jax.tree_util.PyTreeDef, tuple]:
+    """``(step, params_treedef, leaves)`` for the engine: the NumPy scalar leaves of ``params`` (the parameters known at
+    trace time, see :func:`spikejax.neurons.custom.flat_param`) become constants of the step (no kernel
+    input, no gradient computed), the traced leaves stay inputs."""
+    leaves, treedef = jax.tree.flatten(params)
+    known = [isinstance(q, (np.ndarray, np.generic)) and np.size(q) == 1 for q in leaves]
+    if not any(known):
+        return step, treedef, tuple(leaves)
+    constants = tuple(int(np.asarray(q, np.float32).reshape(()).view(np.uint32)) if k else None
+                      for q, k in zip(leaves, known, strict=True))
+    inputs = tuple(q for q, c in zip(leaves, constants, strict=True) if c is None)
+    return StepWithConstants(step, treedef, constants), jax.tree.structure(inputs), inputs
 
 
 # --- kernel backends behind one custom_vjp ----------------------------------------------------

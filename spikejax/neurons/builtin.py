@@ -80,7 +80,9 @@ def _decay(beta: Param | None, tau: Param | None, decay_input: bool | None,
         raise ValueError("beta, tau: give one of them, not both (β = 1 - 1/τ)")
     if tau is not None:
         check_range("tau", tau, low=1.0)  # β = 1 - 1/τ in [0, 1)
-        return 1.0 - 1.0 / jnp.asarray(tau, jnp.float32), True if decay_input is None else decay_input
+        host = concrete(tau)  # a τ known at trace time keeps β a constant (no gradient in the kernels)
+        beta = 1.0 - 1.0 / (host.astype(np.float32) if host is not None else jnp.asarray(tau, jnp.float32))
+        return beta, True if decay_input is None else decay_input
     if beta is not None:
         return beta, False if decay_input is None else decay_input
     if default_tau is not None:

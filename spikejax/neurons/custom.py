@@ -21,7 +21,9 @@ picks the measured-fastest. The contract:
 * ``params``: a pytree (dicts, tuples, :class:`spikejax.surrogate.Surrogate` values, ...) whose
   leaves are scalars or arrays broadcastable to the neuron shape ``x.shape[1:]`` (e.g. one value
   per channel, ``[C]`` over the last axis). Inside the step every leaf is a float32 vector over the
-  neurons (or a ``[1]`` value for all), so the step must be elementwise.
+  neurons (or a ``[1]`` value for all), so the step must be elementwise; a scalar known at trace time
+  (a Python number, not a traced value) arrives as a 0-d float32 constant, for which no gradient is
+  computed (nothing can request one).
 * ``state``: a tuple of ``num_states`` arrays over the neurons (float32); None means zeros.
 * Returns ``(spikes[T, ...], final_state)``, plus the state trajectories (a tuple of ``[T, ...]``,
   the state after each step) with ``return_states=True``.
@@ -159,10 +161,18 @@ def broadcast_flat(name: str, value, neuron_shape: tuple[int, ...], hint: str = 
     return out.astype(jnp.float32).reshape(-1)
 
 
-def flat_param(name: str, value, neuron_shape: tuple[int, ...]) -> Array:
-    """A parameter as float32 ``[1]`` when it is one value, else broadcast to the neuron shape and
-    flattened to ``[M]`` (a shape that does not broadcast is refused, naming ``name``)."""
+def flat_param(name: str, value, neuron_shape: tuple[int, ...]) -> Array | np.float32:
+    """A parameter as a float32 constant (a 0-d ``np.float32``) when it is one value known at trace
+    time, as float32 ``[1]`` when it is one traced value, else broadcast to the neuron shape and
+    flattened to ``[M]`` (a shape that does not broadcast is refused, naming ``name``).
+
+    A value known at trace time (a Python number, a NumPy or concrete JAX array) cannot be
+    differentiated in that trace, so it stays a constant of the step: the kernels compute no
+    gradient for it (:func:`spikejax.backends.scan`)."""
     if jnp.size(value) == 1:
+        host = concrete(value)
+        if host is not None:
+            return np.float32(host.reshape(-1)[0])
         return jnp.asarray(value, jnp.float32).reshape(1)
     return broadcast_flat(name, value, neuron_shape,
                           f"(use a scalar or one value per channel, shape ({neuron_shape[-1]},))")
