@@ -262,8 +262,9 @@ def main() -> None:
         for dtype in args.dtypes.split(","):
             rows = dict(impls(dtype))
             names = list(rows) + ["cuba flexsn"]
-            if args.impls:
-                names = [n for n in names if any(k in n for k in args.impls.split(","))]
+            if args.impls:  # exact row names, else substrings
+                wanted = args.impls.split(",")
+                names = [n for n in names if n in wanted or any(k in n for k in wanted if k not in names)]
             f_fwd, f_fb = (b / bw for b in min_bytes(T, M, dtype))
             for name in names:
                 try:

@@ -115,7 +115,7 @@ def scan(step: Callable, x: Array, state0: tuple, params, *, backend: str = "xla
             "backend='triton': the hand-written Triton kernels serve only the built-in neurons; "
             "use backend='pallas' (the fused engine, any step function) or 'xla'"
         )
-    name = resolve_backend(backend, triton_spec, x.shape, custom=triton_spec is None)
+    name = resolve_backend(backend, triton_spec, x.shape, custom=triton_spec is None, dtype=x.dtype)
     state0 = tuple(state0)
     if name == "xla":
         return _xla_scan(step, x, state0, params, return_states)
@@ -290,29 +290,34 @@ LONG_T, LONG_T_MAX_M = 256, 1 << 18
 
 
 MOSAIC_MIN_T = 32
-"""``auto`` takes the Mosaic GPU lowering for built-in one-state neurons on float32 inputs with at least
-this many steps (a multiple of 8): measured faster there at every such shape (H200 2026-12-01, LIF
-fwd+bwd: 128 x 1M 0.740 vs 0.802 ms, 32 x 64K 0.019 vs 0.027, 512 x 16K 0.078 vs 0.125 for the Triton
-lowering); multi-state steps, bf16 and short scans are not measured faster (or at all) and keep the
-order below."""
+MOSAIC_MIN_M = 1 << 18
+"""``auto`` takes the Mosaic GPU lowering for scans of at least ``MOSAIC_MIN_T`` steps (a multiple of 8) of
+built-in one-state neurons on float32 inputs, and of any step (built-in or custom, several states) on float32
+or bfloat16 inputs over at least ``MOSAIC_MIN_M`` neurons; measured faster there (H200, 2026-12-01, fwd+bwd
+ms, Mosaic GPU vs Triton lowering): LIF f32 128 x 1M 0.736 vs 0.784, 32 x 64K 0.019 vs 0.027, 512 x 16K
+0.078 vs 0.125; 128 x 1M f32 CUBA 0.777 vs 0.823, ALIF 0.774 vs 0.828, Izhikevich 0.775 vs 0.845; LIF bf16
+128 x 1M 0.394 vs 0.417. Slower or even elsewhere (bf16 32 x 64K 0.022 vs 0.013, CUBA 32 x 64K, T = 8), so
+the order below applies there."""
 
 
 def auto_choice(spec: ScanSpec | None, shape: tuple[int, int] | None, *, custom: bool = False,
                 dtype=None) -> str:
     """The ``auto`` rule: the measured-fastest available backend for this platform and shape.
 
-    Off the GPU it is ``xla`` (the kernel backends need a GPU). On a GPU it is the first available
-    backend of :data:`AUTO_GPU_ORDER_LONG_T` for a long scan over few neurons (``shape = (T, M)``
-    with ``T >= LONG_T`` and ``M < LONG_T_MAX_M``), else of :data:`AUTO_GPU_ORDER`; ``triton`` is
-    skipped for ``custom`` steps. Built-in one-state neurons on float32 inputs of ``T >= MOSAIC_MIN_T``
-    steps (a multiple of 8) take ``pallas_mosaic`` where it can run (:data:`MOSAIC_MIN_T`).
+    Off the GPU it is ``xla`` (the kernel backends need a GPU). On a GPU it is ``pallas_mosaic`` where
+    :data:`MOSAIC_MIN_T` says so and it can run, else the first available backend of
+    :data:`AUTO_GPU_ORDER_LONG_T` for a long scan over few neurons (``shape = (T, M)`` with
+    ``T >= LONG_T`` and ``M < LONG_T_MAX_M``), else of :data:`AUTO_GPU_ORDER`; ``triton`` is skipped for
+    ``custom`` steps.
     """
     if _platform() != "gpu":
         return "xla"
-    one_state = spec is not None and not (spec.adaptive and not spec.reset_delay)
-    if (one_state and not custom and shape is not None and shape[0] >= MOSAIC_MIN_T and shape[0] % 8 == 0
-            and dtype is not None and jnp.dtype(dtype) == jnp.float32 and unavailable_reason("pallas_mosaic") is None):
-        return "pallas_mosaic"
+    if shape is not None and dtype is not None and shape[0] >= MOSAIC_MIN_T and shape[0] % 8 == 0:
+        one_state = spec is not None and not custom and not (spec.adaptive and not spec.reset_delay)
+        f32 = jnp.dtype(dtype) == jnp.float32
+        wide = shape[1] >= MOSAIC_MIN_M and jnp.dtype(dtype) in (jnp.float32, jnp.bfloat16)
+        if ((one_state and f32) or wide) and unavailable_reason("pallas_mosaic") is None:
+            return "pallas_mosaic"
     order = AUTO_GPU_ORDER
     if shape is not None and shape[0] >= LONG_T and shape[1] < LONG_T_MAX_M:
         order = AUTO_GPU_ORDER_LONG_T

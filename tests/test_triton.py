@@ -96,9 +96,10 @@ def test_auto_rule_gpu_order(monkeypatch):
 
 
 def test_auto_rule_mosaic(monkeypatch):
-    """Built-in one-state neurons on float32 inputs of T >= 32 steps (a multiple of 8) take the engine's
-    Mosaic GPU lowering (measured faster at 128 x 1M, 32 x 64K, 512 x 16K); everything else keeps the
-    order of test_auto_rule_gpu_order."""
+    """Scans of T >= 32 steps (a multiple of 8) take the engine's Mosaic GPU lowering for built-in one-state
+    neurons on float32 inputs (measured faster at 128 x 1M, 32 x 64K, 512 x 16K) and for any step on float32
+    or bfloat16 inputs over >= 2^18 neurons (measured at 128 x 1M: LIF bf16, CUBA, ALIF, Izhikevich);
+    everything else keeps the order of test_auto_rule_gpu_order."""
     monkeypatch.setattr(backends, "_platform", lambda: "gpu")
     monkeypatch.setattr(backends, "unavailable_reason", lambda name: None)
     f32, bf16 = jnp.float32, jnp.bfloat16
@@ -107,10 +108,13 @@ def test_auto_rule_mosaic(monkeypatch):
         assert backends.auto_choice(lif, shape, dtype=f32) == "pallas_mosaic", shape
     assert backends.auto_choice(lif, (8, 1 << 22), dtype=f32) == "pallas"  # short: not measured faster
     assert backends.auto_choice(lif, (36, 1 << 20), dtype=f32) == "pallas"  # T % 8 != 0
-    assert backends.auto_choice(lif, (128, 1 << 20), dtype=bf16) == "pallas"
-    assert backends.auto_choice(alif, (128, 1 << 20), dtype=f32) == "pallas"  # two states
-    assert backends.auto_choice(lif, (128, 1 << 20), dtype=f32, custom=True) == "pallas"
-    assert backends.auto_choice(None, (128, 1 << 20), dtype=f32, custom=True) == "pallas"
+    for spec, custom in [(lif, False), (alif, False), (lif, True), (None, True)]:  # wide: any step
+        for dtype in (f32, bf16):
+            assert backends.auto_choice(spec, (128, 1 << 20), dtype=dtype, custom=custom) == "pallas_mosaic"
+    assert backends.auto_choice(lif, (32, 1 << 16), dtype=bf16) == "pallas"  # bf16, narrow: Triton faster
+    assert backends.auto_choice(alif, (32, 1 << 16), dtype=f32) == "pallas"  # two states, narrow
+    assert backends.auto_choice(None, (512, 1 << 14), dtype=f32, custom=True) == "pallas"
+    assert backends.auto_choice(lif, (128, 1 << 20), dtype=jnp.float16) == "pallas"  # not measured
     monkeypatch.setattr(backends, "unavailable_reason", lambda name: "no" if name == "pallas_mosaic" else None)
     assert backends.auto_choice(lif, (128, 1 << 20), dtype=f32) == "pallas"
 
