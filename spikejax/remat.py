@@ -291,8 +291,8 @@ def _stretch(eqns: list, targets: list, sources: set, boundaries: dict, rank: di
     def f(p_vals, u_vals, e_vals):
         return value(u_vals, e_vals)
 
-    def fwd(p_vals, u_vals, e_vals):
-        return value(u_vals, e_vals), (p_vals, e_vals)
+    def fwd(p_vals, u_vals, e_vals):  # fenced: on CPU its scan buffers are not hoisted out of the stretch
+        return _fenced(value, (u_vals, e_vals), (u_vals, e_vals), forward=True), (p_vals, e_vals)
 
     def grads(p_vals, e_vals, ct):
         _, vjp = jax.vjp(value, rebuild(p_vals, e_vals), e_vals)
