@@ -18,7 +18,7 @@ How, inside ``--budget-s`` (no row starts after it):
 
 1. every JAX row is compiled first, ``--jobs`` subprocesses at a time, without running (``compile only``):
    ``memory_analysis()`` (temp, arguments, outputs, aliased) and the executable into a persistent
-   compilation cache (``benchmarks/results/.jax_cache``);
+   compilation cache (``$TMPDIR/spikejax_memory_jax_cache``);
 2. the largest T / batch per mode: the compiled total ``temp + args + out - alias`` is linear in T (and
    in the batch), so it is extrapolated from the two measured points to the device's memory
    (``bytes_limit``, or ``--limit-gib``) and checked by one parallel round of compile-only probes at
@@ -48,6 +48,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -140,7 +141,7 @@ def measure_jax(workload: str, T: int, batch: int | None, remat: str, quick: boo
     ma = compiled.memory_analysis()
     if ma is not None:
         row.update(temp_mib=ma.temp_size_in_bytes / 2**20, args_mib=ma.argument_size_in_bytes / 2**20,
-                   out_mib=ma.output_size_in_bytes / 2**20, alias_mib=ma.alias_size_in_bytes / 2**20,
+                   out_mib=ma.output_size_in_bytes / 2**20, alias_mib=getattr(ma, "alias_size_in_bytes", 0) / 2**20,
                    host_temp_mib=getattr(ma, "host_temp_size_in_bytes", 0) / 2**20)
         row["total_mib"] = row["temp_mib"] + row["args_mib"] + row["out_mib"] - row["alias_mib"]
     stats = jax.devices()[0].memory_stats() or {}
@@ -337,7 +338,7 @@ def main(argv: list[str] | None = None) -> None:
     device = jax.devices()[0].device_kind.replace(" ", "_").lower()
     stem = args.out or os.path.join(RESULTS, f"memory_{device}{'_quick' if args.quick else ''}_"
                                              f"{datetime.date.today().isoformat()}")
-    cache = os.path.join(RESULTS, ".jax_cache")
+    cache = os.path.join(tempfile.gettempdir(), "spikejax_memory_jax_cache")
     out = Writer(stem)
     reps = 1 if args.quick else args.reps
     base_B = 2 if args.quick else 64
