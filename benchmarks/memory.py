@@ -404,8 +404,11 @@ def main(argv: list[str] | None = None) -> None:
             above = min(((v, t) for v, t in measured if t > lim), default=None)
             pair = [q for q in (below, above) if q] if below and above else sorted(measured, key=lambda q: q[0])[-2:]
             est2 = extrapolate(pair, 0.99 * lim)
-            if est2 and not (below and above and above[0] - below[0] <= max(1, below[0] // 32)):
-                check(sorted({max(1, round(est2 * f)) for f in (0.97, 1.0)}))
+            cands = {max(1, round(est2 * f)) for f in (0.97, 1.0)} if est2 else set()
+            if below and above:  # only values strictly inside the bracket
+                cands = {v for v in cands | {below[0] + 1} if below[0] < v < above[0]}
+                cands = set(sorted(cands)[-2:])
+            check(sorted(cands))
         best = max((v for v, f, _ in probed if f), default=None)
         row = dict(workload=w, remat=m, search=f"largest {name} (compiled total <= {lim and round(lim)} MiB)",
                    **{name: best}, estimate=est, fits=best is not None, note_probes=probed, points=pts)
