@@ -136,9 +136,13 @@ class SpikformerConv2dBNLIF(nnx.Module):
 
 class SpikformerPatchStem(nnx.Module):
     """Spiking patch stem: ``[T, B, H, W, C] -> [T, B, H/p, W/p, D]`` (``p = patch_size``, 4 or 16;
-    ``H, W`` divisible by p give exact sizes, others the max-pools' ceil)."""
+    ``H, W`` divisible by p give exact sizes, others the max-pools' ceil). ``remat``
+    (:mod:`spikejax.remat`) applies to each conv-BN-LIF stage: at full resolution they hold most of a
+    CIFAR-10 step's activations."""
 
-    def __init__(self, in_channels: int, embed_dims: int, patch_size: int, *, neuron, rngs: nnx.Rngs):
+    def __init__(self, in_channels: int, embed_dims: int, patch_size: int, *, neuron, rngs: nnx.Rngs,
+                 remat: str = "none"):
+        self.remat = check_remat(remat)
         if patch_size not in (4, 16):
             raise ValueError(f"patch_size: expected 4 or 16 (SpikingJelly's stems), got {patch_size!r}")
         if embed_dims % 8:
@@ -154,8 +158,8 @@ class SpikformerPatchStem(nnx.Module):
 
     def __call__(self, x: Array) -> Array:
         for stage in self.stages:
-            x = stage(x)
-        return x + self.positional_encoding(x)
+            x = remat_call(self.remat, stage, x)
+        return x + remat_call(self.remat, self.positional_encoding, x)
 
 
 def conv1x1_bn(d_in: int, d_out: int, rngs: nnx.Rngs) -> nnx.List:
@@ -267,7 +271,8 @@ class Spikformer(nnx.Module):
             k: v for k, v in neuron_kwargs.items() if k not in ("tau", "detach_reset")}
         attn = neuron_spec(spiking_neuron, attn_kwargs, defaults=_SPIKFORMER_LIF)
         attn_fire = neuron_spec(spiking_neuron, attn_kwargs, defaults={**_SPIKFORMER_LIF, "v_threshold": 0.5})
-        self.patch_embed = SpikformerPatchStem(in_channels, embed_dims, patch_size, neuron=neuron, rngs=rngs)
+        self.patch_embed = SpikformerPatchStem(in_channels, embed_dims, patch_size, neuron=neuron, rngs=rngs,
+                                               remat=self.remat)
         self.blocks = nnx.List([
             SpikformerBlock(embed_dims, num_heads, mlp_ratio, neuron=attn, attn_neuron=attn_fire, mlp_neuron=neuron,
                             rngs=rngs)
