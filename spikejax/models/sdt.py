@@ -44,8 +44,10 @@ def _conv(d_in: int, d_out: int, k: int, rngs: nnx.Rngs, *, use_bias: bool = Tru
 class _PatchEmbed(nnx.Module):
     """``[T, B, H, W, C] -> [T, B, H', W', D]`` (see the module docstring)."""
 
-    def __init__(self, in_channels: int, embed_dims: int, pooling_stat: str, *, neuron, rngs: nnx.Rngs):
+    def __init__(self, in_channels: int, embed_dims: int, pooling_stat: str, *, neuron, rngs: nnx.Rngs,
+                 remat: str = "none"):
         self.record_spikes = False
+        self.remat = check_remat(remat)  # per stage: at full resolution they hold most of the activations
         dims = (embed_dims // 8, embed_dims // 4, embed_dims // 2)
         stages, prev = [], in_channels
         for pool, d in zip(pooling_stat[:3], dims, strict=True):
@@ -63,12 +65,20 @@ class _PatchEmbed(nnx.Module):
         self.rpe_conv = _conv(embed_dims, embed_dims, 3, rngs, use_bias=False)
         self.rpe_bn = temporal.BatchNorm(embed_dims)
 
+    def _stage(self, stage: nnx.List, x: Array) -> Array:
+        conv, bn, lif, *pool = stage
+        return seq(pool, fire(self, lif, bn(conv(x))))
+
+    def _final(self, parts: nnx.List, x: Array) -> Array:
+        final_stage, final_lif, rpe_conv, rpe_bn = parts
+        x = seq(final_stage, x)
+        return x + rpe_bn(rpe_conv(fire(self, final_lif, x)))
+
     def __call__(self, x: Array) -> Array:
         for stage in self.stages:
-            conv, bn, lif, *pool = stage
-            x = seq(pool, fire(self, lif, bn(conv(x))))
-        x = seq(self.final_stage, x)
-        return x + self.rpe_bn(self.rpe_conv(fire(self, self.final_lif, x)))
+            x = remat_call(self.remat, stage, x, method=self._stage)
+        parts = nnx.List([self.final_stage, self.final_lif, self.rpe_conv, self.rpe_bn])
+        return remat_call(self.remat, parts, x, method=self._final)
 
 
 class SpikeDrivenSelfAttention(nnx.Module):
@@ -154,7 +164,8 @@ class SpikeDrivenTransformer(nnx.Module):
         attn = neuron_spec(spiking_neuron, neuron_kwargs, defaults=_ATTN_LIF)
         attn_fire = neuron_spec(spiking_neuron, neuron_kwargs, defaults={**_ATTN_LIF, "v_threshold": 0.5})
         self.record_spikes = False
-        self.patch_embed = _PatchEmbed(in_channels, embed_dims, pooling_stat, neuron=neuron, rngs=rngs)
+        self.patch_embed = _PatchEmbed(in_channels, embed_dims, pooling_stat, neuron=neuron, rngs=rngs,
+                                       remat=self.remat)
         self.blocks = nnx.List([
             _Block(embed_dims, num_heads, mlp_ratio, neuron=neuron, attn_neuron=attn, fire_neuron=attn_fire, rngs=rngs)
             for _ in range(depths)
