@@ -224,7 +224,7 @@ class QKFormer(nnx.Module):
         x = to_sequence(images, self.T, self.in_channels).astype(self.compute_dtype)
         for embed, stage in ((self.patch_embed1, self.stage1), (self.patch_embed2, self.stage2),
                              (self.patch_embed3, self.stage3)):
-            x = embed(x)
+            x = remat_call(self.remat, embed, x)  # the embeds hold the full-resolution activations
             for block in stage:
                 x = remat_call(self.remat, block, x)
         return self.head(x.mean(axis=(2, 3)).mean(axis=0)).astype(jnp.float32)
