@@ -4,13 +4,13 @@ fp-warmup annealing (step 0 is the ANN twin, the end the spiking model), layer-w
 and freezing."""
 
 import json
-import shutil
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from train_helpers import resume_without_checkpoint
 
 from spikejax.metrics import collect_spikes
 from spikejax.nn import SpikingLMConfig
@@ -104,14 +104,7 @@ def test_resume_is_exact_with_a_teacher(ann_teacher, tmp_path):
     assert meta["train"]["recipe"]["distill_weight"] == 0.5
     lines = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
     assert all("distill_kl" in r for r in lines if "loss" in r)
-    killed = tmp_path / "killed"
-    shutil.copytree(out, killed)
-    shutil.rmtree(killed / "checkpoints" / "6")
-    resumed = train_main(["lm", "--out", str(killed), "--resume", "--no-progress"])
-    assert resumed["start_step"] == 3
-    np.testing.assert_array_equal(resumed["losses"], full["losses"][3:])
-    for k, v in full["state"].params.items():
-        np.testing.assert_array_equal(np.asarray(resumed["state"].params[k]), np.asarray(v), err_msg=k)
+    resume_without_checkpoint(out, tmp_path / "killed", 6, full, start_step=3)
 
 
 # --- the ANN twin -------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+from train_helpers import resume_without_checkpoint
 
 from spikejax.train.checkpoint import CheckpointError, read_meta
 from spikejax.train.commands import train_main
@@ -57,13 +58,7 @@ def test_larger_steps_extends_a_finished_run(full, tmp_path):
     meta = read_meta(out / "checkpoints")[1]
     assert meta["train"]["steps"] == 12 and meta["train"]["schedule"] == [[0, 6], [6, 12]]
     again = tmp_path / "extend2"  # the extended run killed after its checkpoint at 9
-    shutil.copytree(out, again)
-    shutil.rmtree(again / "checkpoints" / "12")
-    cont = train_main(["lm", "--out", str(again), "--resume", "--no-progress"])
-    assert cont["start_step"] == 9
-    np.testing.assert_array_equal(cont["losses"], ext["losses"][3:])
-    for k, v in ext["state"].params.items():
-        assert np.array_equal(np.asarray(cont["state"].params[k]), np.asarray(v)), k
+    resume_without_checkpoint(out, again, 12, ext, start_step=9)
     lines = [json.loads(line) for line in open(again / "metrics.jsonl")]
     assert [r["step"] for r in lines if not r.get("final")] == list(range(1, 13))
 

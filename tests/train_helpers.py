@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import time
 
 import numpy as np
 
-from spikejax.train.commands import lm_task
+from spikejax.train.commands import lm_task, train_main
 from spikejax.train.data import CharDataset, default_text
 from spikejax.train.loop import TrainConfig
 
@@ -97,3 +98,17 @@ def kill_moment(ck, trial: str, after: int, delay: float):
         return bool(started) and time.time() - started[0] > delay
 
     return ready
+
+
+def resume_without_checkpoint(out, dst, step: int, full: dict, start_step: int) -> dict:
+    """Copy the finished ``train lm`` run ``out`` to ``dst`` without its checkpoint ``step`` (as if killed
+    before writing it), ``--resume`` it, and check that it is the uninterrupted run ``full`` (a
+    ``train_main`` summary): it starts at ``start_step`` and has the same losses and final parameters."""
+    shutil.copytree(out, dst)
+    shutil.rmtree(dst / "checkpoints" / str(step))
+    resumed = train_main(["lm", "--out", str(dst), "--resume", "--no-progress"])
+    assert resumed["start_step"] == start_step
+    np.testing.assert_array_equal(resumed["losses"], full["losses"][start_step - full["start_step"]:])
+    for k, v in full["state"].params.items():
+        np.testing.assert_array_equal(np.asarray(resumed["state"].params[k]), np.asarray(v), err_msg=k)
+    return resumed
