@@ -45,8 +45,9 @@ BACKENDS = ("xla", "pallas", "triton", "auto", "pallas_interpret", "pallas_mosai
 _LOWERING = {"pallas": "triton", "pallas_mosaic": "mosaic_gpu", "pallas_interpret": "interpret"}
 """The Pallas lowering of each engine backend."""
 
-__all__ = ["BACKENDS", "KINDS", "RESETS", "ScanParams", "ScanResult", "ScanSpec", "available_backends",
-           "neuron_scan", "reference_scan", "resolve_backend", "scan"]
+__all__ = ["BACKENDS", "KINDS", "RESETS", "ScanParams", "ScanResult", "ScanSpec", "StepWithConstants",
+           "available_backends", "neuron_scan", "reference_scan", "resolve_backend", "scan", "step_name",
+           "with_constants"]
 
 
 class ScanResult(NamedTuple):
@@ -124,6 +125,11 @@ def scan(step: Callable, x: Array, state0: tuple, params, *, backend: str = "xla
     return s, tuple(stateT), (tuple(states) if return_states else None)
 
 
+def step_name(step: Callable) -> str:
+    """The name error messages give a step function (its qualified name, else its repr)."""
+    return getattr(step, "__qualname__", None) or getattr(step, "__name__", None) or repr(step)
+
+
 @dataclasses.dataclass(frozen=True)
 class StepWithConstants:
     """``step`` with the parameter leaves known at trace time folded in as constants.
@@ -139,7 +145,7 @@ class StepWithConstants:
 
     @property
     def __name__(self) -> str:  # the engine's messages name the user's step
-        return getattr(self.step, "__qualname__", None) or getattr(self.step, "__name__", None) or repr(self.step)
+        return step_name(self.step)
 
     def __call__(self, inputs: tuple, state: tuple, x: Array):
         it = iter(inputs)
@@ -296,7 +302,7 @@ built-in one-state neurons on float32 inputs, and of any step (built-in or custo
 or bfloat16 inputs over at least ``MOSAIC_MIN_M`` neurons; measured faster there (H200, 2026-12-01, fwd+bwd
 ms, Mosaic GPU vs Triton lowering): LIF f32 128 x 1M 0.736 vs 0.784, 32 x 64K 0.019 vs 0.027, 512 x 16K
 0.078 vs 0.125; 128 x 1M f32 CUBA 0.777 vs 0.823, ALIF 0.774 vs 0.828, Izhikevich 0.775 vs 0.845; LIF bf16
-128 x 1M 0.394 vs 0.417. Slower or even elsewhere (bf16 32 x 64K 0.022 vs 0.013, CUBA 32 x 64K, T = 8), so
+128 x 1M 0.394 vs 0.417. Slower or equal elsewhere (bf16 32 x 64K 0.022 vs 0.013, CUBA 32 x 64K, T = 8), so
 the order below applies there."""
 
 

@@ -58,10 +58,6 @@ MAX_STATES = 8
 """The most state variables :func:`custom_neuron` tries when it infers ``num_states``."""
 
 
-def _name(step: Callable) -> str:
-    return getattr(step, "__qualname__", None) or getattr(step, "__name__", None) or repr(step)
-
-
 def check_x(x) -> Array:
     """``x`` as an array of rank >= 2 (time first), floating, with at least one step."""
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
@@ -263,7 +259,7 @@ class CustomNeuron:
         if self.num_states is not None and (not isinstance(self.num_states, int) or self.num_states < 1):
             raise ValueError(f"num_states: expected a positive integer, got {self.num_states!r}")
         if not self.name:
-            object.__setattr__(self, "name", _name(self.step))
+            object.__setattr__(self, "name", _backends.step_name(self.step))
 
     def __call__(self, x, params=None, state=None, *, backend: str = "auto", return_states: bool = False):
         """Run the neuron over ``x[T, ...]``; returns ``(spikes, final_state[, states])``."""
