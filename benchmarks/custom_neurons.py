@@ -148,6 +148,22 @@ def bench_flexsn(T: int, M: int, dtype: str) -> dict:
     return {"fwd": _torch_time(fwd, n), "fwdbwd": _torch_time(fb, n), "first_call_s": compile_s}
 
 
+def _engine_times(step, treedef, leaves, xs, gs, z, fwd_tiling, bwd_tiling, lowering=None) -> tuple[float, float]:
+    """Seconds of the engine's forward and of its backward alone (direct calls, amortised timing) of
+    ``step`` over the inputs ``xs`` (cotangents ``gs``) from the zero state ``z`` (also the final-state
+    cotangent), with the given tilings and lowering."""
+    from pallas_kernels import engine
+
+    def fwd(x):
+        return engine.scan_forward(step, treedef, x, z, leaves, tiling=fwd_tiling, lowering=lowering)
+
+    tf = _time_jax(lambda x: fwd(x)[0], [(x,) for x in xs], reps=5)
+    res = [fwd(x)[3] for x in xs]
+    tb = _time_jax(lambda r, g: engine.scan_backward(step, treedef, r, g, z, tiling=bwd_tiling)[0],
+                   list(zip(res, gs, strict=True)), reps=5)
+    return tf, tb
+
+
 SWEEP_BWD = [(256, 8, 4), (512, 8, 4), (512, 8, 8), (1024, 8, 8), (1024, 8, 4), (256, 16, 4), (512, 16, 8),
              (128, 8, 2), (64, 16, 1), (32, 16, 1)]
 """(block_m, checkpoint_every, num_warps) tried for the engine's backward."""
@@ -170,12 +186,7 @@ def sweep_backward(shapes, dtypes, lines) -> None:
             for bm, k, w in SWEEP_BWD:
                 try:
                     ft = engine.Tiling(512 if M >= 1 << 18 else bm, k, 16 if k <= 16 else k, 4)
-                    bt = engine.Tiling(bm, k, k, w)
-                    fwd = lambda x: engine.scan_forward(step, treedef, x, z, leaves, tiling=ft)  # noqa: E731,B023
-                    tf = _time_jax(lambda x: fwd(x)[0], [(x,) for x in xs], reps=5)  # noqa: B023
-                    res = [fwd(x)[3] for x in xs]
-                    tb = _time_jax(lambda r, g: engine.scan_backward(step, treedef, r, g, z, tiling=bt)[0],  # noqa: B023
-                                   list(zip(res, gs, strict=True)), reps=5)
+                    tf, tb = _engine_times(step, treedef, leaves, xs, gs, z, ft, engine.Tiling(bm, k, k, w))
                     line = f"| {T}x{_fmt_m(M)} | {dtype} | {bm} | {k} | {w} | {tf * 1e3:.3f} | {tb * 1e3:.3f} |"
                 except Exception as err:  # noqa: BLE001
                     msg = f"error {type(err).__name__}: {str(err)[:60]}"
@@ -208,18 +219,12 @@ def sweep_mosaic(shapes, dtypes, lines) -> None:
             xs, gs = _inputs(T, M, jnp.dtype(dtype), 2)
             for name, (step, treedef, leaves), n in (("lif", lif, 1), ("cuba", cuba, 2)):
                 z = tuple(jnp.zeros((M,), jnp.float32) for _ in range(n))
-                gz = tuple(jnp.zeros((M,), jnp.float32) for _ in range(n))
                 for bmf, bmb, k in SWEEP_MOSAIC:
                     try:
                         k = engine_mosaic.checkpoint_interval(T, k)
-                        ft = engine.Tiling(bmf, k, k, 4, engine_mosaic.STAGES)
-                        bt = engine.Tiling(bmb, k, k, 4, engine_mosaic.STAGES)
-                        fwd = lambda x: engine.scan_forward(step, treedef, x, z, leaves, tiling=ft,  # noqa: E731,B023
-                                                            lowering="mosaic_gpu")
-                        tf = _time_jax(lambda x: fwd(x)[0], [(x,) for x in xs], reps=5)  # noqa: B023
-                        res = [fwd(x)[3] for x in xs]
-                        tb = _time_jax(lambda r, g: engine.scan_backward(step, treedef, r, g, gz, tiling=bt)[0],  # noqa: B023
-                                       list(zip(res, gs, strict=True)), reps=5)
+                        tf, tb = _engine_times(step, treedef, leaves, xs, gs, z,
+                                               engine.Tiling(bmf, k, k, 4, engine_mosaic.STAGES),
+                                               engine.Tiling(bmb, k, k, 4, engine_mosaic.STAGES), "mosaic_gpu")
                         line = (f"| {T}x{_fmt_m(M)} | {dtype} | {name} | {bmf} | {bmb} | {k} | {tf * 1e3:.3f} | "
                                 f"{tb * 1e3:.3f} |")
                     except Exception as err:  # noqa: BLE001

@@ -2,7 +2,8 @@
 # Issue 21's TinyShakespeare recipe sweep on one GPU: the ANN twin (the teacher), then spiking students
 # distilled from it, run side by side on the same GPU, each with a time limit. Every run writes its
 # run directory (metrics.jsonl, summary.json with val loss, firing rate and the energy report) under
-# OUT; the table is printed by `python -m benchmarks.lm_recipes_table OUT`.
+# OUT, and times.txt the wall time of each command; BENCHMARKS.md's table reads each run's summary.json
+# (val_loss, firing_rate, energy.ratio, end_step).
 #   usage: benchmarks/lm_recipes.sh DATA OUT [STUDENT_SECONDS]
 set -uo pipefail
 DATA=$1; OUT=$2; LIMIT=${3:-330}
