@@ -291,8 +291,8 @@ def _stretch(eqns: list, targets: list, sources: set, boundaries: dict, rank: di
     def f(p_vals, u_vals, e_vals):
         return value(u_vals, e_vals)
 
-    def fwd(p_vals, u_vals, e_vals):  # fenced: on CPU its scan buffers are not hoisted out of the stretch
-        return _fenced(value, (u_vals, e_vals), (u_vals, e_vals), forward=True), (p_vals, e_vals)
+    def fwd(p_vals, u_vals, e_vals):  # fenced: its scan buffers are not hoisted out of the stretch
+        return _fenced(value, (u_vals, e_vals), (u_vals, e_vals)), (p_vals, e_vals)
 
     def grads(p_vals, e_vals, ct):
         _, vjp = jax.vjp(value, rebuild(p_vals, e_vals), e_vals)
@@ -301,7 +301,7 @@ def _stretch(eqns: list, targets: list, sources: set, boundaries: dict, rank: di
 
     def bwd(res, ct):
         p_vals, e_vals = res
-        return _fenced(grads, (p_vals, e_vals, ct), ct, forward=False)
+        return _fenced(grads, (p_vals, e_vals, ct), ct)
 
     f.defvjp(fwd, bwd)
     return f, rebuilt, packed, ext
@@ -362,33 +362,40 @@ def _to_memory(tree, kind: str):
     return jax.tree.map(move, tree)
 
 
-def _fenced(fn, args: tuple, after, *, forward: bool):
+def _fenced(fn, args: tuple, after):
     """``fn(*args)``, computed where it stands in the program: not before ``after`` exists and with
     none of its buffers allocated earlier (values unchanged).
 
     XLA may otherwise start a block's recomputation (or allocate the buffers of its ``lax.scan``
     outputs) as soon as its inputs exist, i.e. during the forward pass, which keeps every block's
-    activations alive at once again. On GPU (and TPU) an ``optimization_barrier`` tying ``args`` to
-    ``after`` orders the backward (as ``jax.checkpoint`` does). The CPU compiler removes barriers
-    before scheduling and hoists scan buffers, so there ``fn`` runs inside a ``lax.cond`` whose two
-    branches are both ``fn`` and whose predicate (``c != c``, ``c`` one element of ``after``) cannot be
-    folded: nothing leaves a conditional's branch.
+    activations alive at once again. ``fn`` therefore runs inside a ``lax.cond`` whose two branches are
+    both ``fn`` and whose predicate (``c != c``, ``c`` one element of ``after``) cannot be folded: nothing
+    leaves a conditional's branch, on any backend. An ``optimization_barrier`` tying ``args`` to
+    ``after`` (what ``jax.checkpoint`` does) is not enough: the CPU compiler removes it before
+    scheduling, and on an H200 (jax 0.11.2) the LM's compiled temp memory at T = 4 was 20.7 GiB in
+    ``"block"`` mode and 23.4 GiB in ``"spikes"`` with the barrier, 7.7 and 3.9 GiB with the
+    conditional (``"none"``: 33.6 GiB; BENCHMARKS.md, issue 20).
+
+    The branch taken when ``c`` is NaN fills the outputs with NaN (integers with 0) instead of
+    computing ``fn`` a second time, which halves the compile time; a NaN there has already poisoned
+    the loss or the gradients.
     """
     leaves = [a for a in jax.tree.leaves(after) if jnp.issubdtype(a.dtype, jnp.inexact) and a.size]
     if not leaves:
         return fn(*args)
     c = leaves[0].ravel()[0]
 
-    def cpu(*args):
-        return jax.lax.cond(c != c, fn, fn, *args)
+    def poisoned(*args):
+        return jax.tree.map(_nan_like, jax.eval_shape(fn, *args))
 
-    def other(*args):
-        if forward:
-            return fn(*args)
-        args, _ = jax.lax.optimization_barrier((args, after))
-        return fn(*args)
+    return jax.lax.cond(c != c, poisoned, fn, *args)
 
-    return jax.lax.platform_dependent(*args, cpu=cpu, default=other)
+
+def _nan_like(aval) -> Array:
+    if aval.dtype == jax.dtypes.float0:
+        return np.zeros(aval.shape, jax.dtypes.float0)
+    fill = np.nan if jnp.issubdtype(aval.dtype, jnp.inexact) else 0
+    return jnp.full(aval.shape, fill, aval.dtype)
 
 
 def _recompute_in_backward(fn, *, offload: bool):
@@ -401,7 +408,7 @@ def _recompute_in_backward(fn, *, offload: bool):
         return fn(state, x, dynamic)
 
     def fwd(state, x, dynamic):
-        out = _fenced(fn, (state, x, dynamic), x, forward=True)
+        out = _fenced(fn, (state, x, dynamic), x)
         return out, (state, _to_memory(x, "pinned_host") if offload else x, dynamic)
 
     def grads(state, x, dynamic, ct):
@@ -412,7 +419,7 @@ def _recompute_in_backward(fn, *, offload: bool):
         state, x, dynamic = res
         if offload:
             x = _to_memory(x, "device")
-        return _fenced(grads, (state, x, dynamic, ct), ct, forward=False)
+        return _fenced(grads, (state, x, dynamic, ct), ct)
 
     call.defvjp(fwd, bwd)
     return call
