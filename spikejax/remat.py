@@ -9,7 +9,8 @@ gradients (the forward is recomputed, not changed; see "Gradients" below for the
 mode           what each block keeps for the backward pass (the rest is recomputed, neurons included)
 =============  ======================================================================================
 ``"none"``     everything (plain autodiff; the fastest step, the largest peak)
-``"block"``    its input; the backward recomputes the whole block, then differentiates it
+``"block"``    its input; the backward recomputes the whole block, then differentiates it (a model's last
+               block runs plainly: :func:`remat_modes`)
 ``"spikes"``   its input and the spikes of its neurons, bit-packed: binary spikes 1 bit each (32 to a
                ``uint32``), ternary ``a·S`` 2 bits (non-zero, sign; the amplitude ``a`` is re-applied),
                multi-level counts ``bit_length(L)`` bits (:mod:`spikejax.packing`); the backward
@@ -73,7 +74,8 @@ from spikejax.packing import (
 
 Array = jax.Array
 
-__all__ = ["REMAT_MODES", "PACKED_SPIKES", "SPIKES_POLICY", "check_remat", "remat_call", "packed_spike_boundary"]
+__all__ = ["REMAT_MODES", "PACKED_SPIKES", "SPIKES_POLICY", "check_remat", "remat_call", "remat_modes",
+           "packed_spike_boundary"]
 
 REMAT_MODES = ("none", "block", "spikes", "offload")
 """The rematerialisation modes a model's ``remat`` field accepts (see the module docstring)."""
@@ -89,6 +91,23 @@ def check_remat(remat: Any, name: str = "remat") -> str:
 SPIKES_POLICY = jax.checkpoint_policies.save_only_these_names(PACKED_SPIKES)
 """A ``jax.checkpoint`` policy saving the packed spikes (:data:`PACKED_SPIKES`) and nothing else, for
 :func:`packed_spike_boundary` inside a checkpoint of one's own (``remat_call`` cuts the block itself)."""
+
+
+def remat_modes(mode: str, n: int) -> list[str]:
+    """The modes of a model's ``n`` consecutive blocks (its last ``n`` rematerialised calls, in forward
+    order): ``mode`` for each, except that in ``"block"`` mode the last block runs plainly (``"none"``).
+
+    The backward pass starts with that block, right after the forward pass: recomputing it would hold
+    the same activations at the same moment, so keeping them costs (nearly) no peak memory and saves one
+    forward of the block, as PyTorch's ``checkpoint_sequential`` does. H200, LM preset at T = 16: step
+    511 -> 489 ms, compiled temp 30.9 -> 31.7 GiB (BENCHMARKS.md, issue 20). ``"spikes"`` and
+    ``"offload"`` keep recomputing it: their backward holds one stretch of it at a time, less than all
+    of its activations.
+    """
+    check_remat(mode, "mode")
+    if n < 0:
+        raise ValueError(f"n: expected a number of blocks >= 0, got {n}")
+    return [mode] * (n - 1) + ["none" if mode == "block" else mode] if n else []
 
 
 @jax.custom_vjp

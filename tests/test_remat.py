@@ -18,7 +18,7 @@ import spikejax
 from spikejax import models
 from spikejax.nn import SpikformerConfig, SpikingLMConfig
 from spikejax.packing import PACKED_SPIKES, spiking_linear
-from spikejax.remat import REMAT_MODES, SPIKES_POLICY, packed_spike_boundary, remat_call
+from spikejax.remat import REMAT_MODES, SPIKES_POLICY, packed_spike_boundary, remat_call, remat_modes
 
 
 def _lm_grad_fn(cfg: SpikingLMConfig, dropout: bool = False):
@@ -56,14 +56,15 @@ def _assert_trees_equal(a, b, what: str):
 
 
 def test_lm_gradients_identical_across_modes():
-    """SpikingLM (linear attention, dropout on), every mode against ``none``: the same loss bit for
-    bit and the same gradients to float32 rounding (see :func:`_assert_grads_close`)."""
+    """SpikingLM (linear attention, dropout on, two layers: in ``block`` mode the last one runs
+    plainly), every mode against ``none``: the same loss bit for bit and the same gradients to float32
+    rounding (see :func:`_assert_grads_close`)."""
     rng = np.random.default_rng(0)
     tokens = jnp.asarray(rng.integers(0, 32, (2, 9)), jnp.int32)
     key = jax.random.key(int(rng.integers(1 << 30)))
     ref = None
     for mode in REMAT_MODES:
-        f, params = _lm_grad_fn(_lm_config(remat=mode, dropout=0.1, num_layers=1), dropout=True)
+        f, params = _lm_grad_fn(_lm_config(remat=mode, dropout=0.1, num_layers=2), dropout=True)
         loss, grads = f(params, tokens, key)
         assert np.isfinite(float(loss))
         if ref is None:
@@ -224,3 +225,16 @@ def test_bad_remat_is_a_clear_error():
             models.create(name, remat="blocks")
     with pytest.raises(ValueError, match="mode"):
         remat_call("fast", nnx.Linear(2, 2, rngs=nnx.Rngs(0)), jnp.ones((1, 2)))
+
+
+def test_remat_modes_run_the_last_block_plainly_in_block_mode():
+    """``block`` mode recomputes every block but the last (the backward starts there); the stretch modes
+    recompute all of them."""
+    assert remat_modes("block", 3) == ["block", "block", "none"]
+    for mode in ("none", "spikes", "offload"):
+        assert remat_modes(mode, 2) == [mode, mode]
+    assert remat_modes("block", 0) == []
+    with pytest.raises(ValueError, match="mode"):
+        remat_modes("fast", 2)
+    with pytest.raises(ValueError, match="n"):
+        remat_modes("block", -1)

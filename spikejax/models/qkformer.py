@@ -39,7 +39,7 @@ from spikejax.models.spikformer import (
     to_sequence,
 )
 from spikejax.nn import temporal
-from spikejax.remat import check_remat, remat_call
+from spikejax.remat import check_remat, remat_call, remat_modes
 
 Array = jax.Array
 
@@ -225,8 +225,9 @@ class QKFormer(nnx.Module):
         for embed, stage in ((self.patch_embed1, self.stage1), (self.patch_embed2, self.stage2),
                              (self.patch_embed3, self.stage3)):
             x = remat_call(self.remat, embed, x)  # the embeds hold the full-resolution activations
-            for block in stage:
-                x = remat_call(self.remat, block, x)
+            modes = remat_modes(self.remat, len(stage)) if stage is self.stage3 else [self.remat] * len(stage)
+            for block, mode in zip(stage, modes, strict=True):
+                x = remat_call(mode, block, x)
         return self.head(x.mean(axis=(2, 3)).mean(axis=0)).astype(jnp.float32)
 
 

@@ -34,7 +34,7 @@ from spikejax.models.config import VisionConfig, check_dtype, check_int
 from spikejax.models.registry import register
 from spikejax.models.sj_neurons import NeuronSpec, fire, neuron_spec, spikingjelly_keys
 from spikejax.nn import temporal as tl
-from spikejax.remat import remat_call
+from spikejax.remat import remat_call, remat_modes
 
 Array = jax.Array
 
@@ -178,9 +178,9 @@ class StagedNet(nnx.Module):
 
     def stages(self, x: Array) -> Array:
         """``x[T, B, H, W, C]`` through the blocks of ``layer1`` .. ``layer4`` in order."""
-        for i in range(1, 5):
-            for block in getattr(self, f"layer{i}") or ():
-                x = remat_call(self.config.remat, block, x)
+        blocks = [block for i in range(1, 5) for block in getattr(self, f"layer{i}") or ()]
+        for block, mode in zip(blocks, remat_modes(self.config.remat, len(blocks)), strict=True):
+            x = remat_call(mode, block, x)
         return x
 
     def spikingjelly_keys(self) -> dict:

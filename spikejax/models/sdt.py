@@ -28,7 +28,7 @@ from spikejax.models.registry import register
 from spikejax.models.sj_neurons import fire, neuron_spec
 from spikejax.models.spikformer import check_dtype, check_positive, seq, set_compute_dtype, to_sequence
 from spikejax.nn import temporal
-from spikejax.remat import check_remat, remat_call
+from spikejax.remat import check_remat, remat_call, remat_modes
 
 Array = jax.Array
 
@@ -176,8 +176,8 @@ class SpikeDrivenTransformer(nnx.Module):
 
     def __call__(self, images: Array) -> Array:
         x = self.patch_embed(to_sequence(images, self.T, self.in_channels).astype(self.compute_dtype))
-        for block in self.blocks:
-            x = remat_call(self.remat, block, x)
+        for block, mode in zip(self.blocks, remat_modes(self.remat, len(self.blocks)), strict=True):
+            x = remat_call(mode, block, x)
         x = fire(self, self.head_lif, x.mean(axis=(2, 3)))
         return self.head(x.mean(axis=0)).astype(jnp.float32)
 

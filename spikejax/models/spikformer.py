@@ -34,7 +34,7 @@ from flax import nnx
 from spikejax.models.registry import register
 from spikejax.models.sj_neurons import fire, neuron_spec
 from spikejax.nn import temporal
-from spikejax.remat import check_remat, remat_call
+from spikejax.remat import check_remat, remat_call, remat_modes
 
 Array = jax.Array
 
@@ -286,8 +286,8 @@ class Spikformer(nnx.Module):
         x = self.patch_embed(to_sequence(images, self.T, self.in_channels).astype(self.compute_dtype))
         T, B, h, w, D = x.shape
         x = x.reshape(T, B, h * w, D)
-        for block in self.blocks:
-            x = remat_call(self.remat, block, x)
+        for block, mode in zip(self.blocks, remat_modes(self.remat, len(self.blocks)), strict=True):
+            x = remat_call(mode, block, x)
         return self.head(x.mean(axis=2)).astype(jnp.float32).mean(axis=0)
 
 

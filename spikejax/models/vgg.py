@@ -27,7 +27,7 @@ from spikejax.models.resnet import to_time_major
 from spikejax.models.sj_neurons import fire, neuron_spec, spikingjelly_keys
 from spikejax.nn import temporal as tl
 from spikejax.nn.neurons import SpikingNeuron
-from spikejax.remat import remat_call
+from spikejax.remat import remat_call, remat_modes
 
 Array = jax.Array
 
@@ -128,17 +128,18 @@ class SpikingVGG(nnx.Module):
 
     def _features(self, x: Array) -> Array:
         """``features`` stage by stage (the runs of layers between max-pools), each through
-        :func:`~spikejax.remat.remat_call` with ``config.remat``."""
-        stage: list[nnx.Module] = []
-        for layer in [*self.features, None]:
-            if layer is None or isinstance(layer, tl.MaxPool2d):
-                if stage:
-                    x = remat_call(self.config.remat, nnx.List(stage), x, method=self._run)
-                    stage = []
-                if layer is not None:
-                    x = layer(x)
+        :func:`~spikejax.remat.remat_call` with ``config.remat`` (:func:`~spikejax.remat.remat_modes`)."""
+        runs: list[list[nnx.Module] | tl.MaxPool2d] = []  # stages (lists of layers) and the pools between
+        for layer in self.features:
+            if isinstance(layer, tl.MaxPool2d):
+                runs.append(layer)
+            elif runs and isinstance(runs[-1], list):
+                runs[-1].append(layer)
             else:
-                stage.append(layer)
+                runs.append([layer])
+        modes = iter(remat_modes(self.config.remat, sum(isinstance(r, list) for r in runs)))
+        for run in runs:
+            x = remat_call(next(modes), nnx.List(run), x, method=self._run) if isinstance(run, list) else run(x)
         return x
 
     def spikingjelly_keys(self) -> dict:

@@ -18,7 +18,7 @@ from spikejax.nn.blocks import SpikingTransformerBlock, time_shared_dropout
 from spikejax.nn.config import SpikformerConfig, SpikingLMConfig, builds
 from spikejax.nn.layers import linear, make_norm
 from spikejax.nn.neurons import make_neuron
-from spikejax.remat import remat_call
+from spikejax.remat import remat_call, remat_modes
 
 Array = jax.Array
 
@@ -152,12 +152,13 @@ class SpikingLM(nnx.Module):
             keys = list(jax.random.split(dropout_key, len(self.blocks) + 1))
         x = time_shared_dropout(self.embed(tokens), self.config.dropout, keys[0])
         states = []
-        for block, key in zip(self.blocks, keys[1:], strict=True):
+        modes = remat_modes(self.config.remat, len(self.blocks))
+        for block, key, mode in zip(self.blocks, keys[1:], modes, strict=True):
             if return_state:
                 x, st = block(x, return_state=True, dropout_key=key)
                 states.append(st)
             else:
-                x = remat_call(self.config.remat, block, x, dropout_key=key)
+                x = remat_call(mode, block, x, dropout_key=key)
         logits = self.readout(x)
         if return_state:
             return logits, SpikingLMState(jnp.asarray(L, jnp.int32), tuple(states))
@@ -333,8 +334,8 @@ class Spikformer(nnx.Module):
         x = (self.patch_embed(x.astype(dt)).astype(jnp.float32) + self.pos_embed[...]).astype(dt)
         if self.embed_neuron is not None:
             x = self.embed_neuron(x)
-        for block in self.blocks:
-            x = remat_call(cfg.remat, block, x)
+        for block, mode in zip(self.blocks, remat_modes(cfg.remat, len(self.blocks)), strict=True):
+            x = remat_call(mode, block, x)
         h = x.mean(axis=2)
         if self.final_norm is not None:
             h = self.final_norm(h)
