@@ -23,8 +23,9 @@ How, inside ``--budget-s`` (no row starts after it):
    in the batch), so it is extrapolated from the two measured points to the device's memory
    (``bytes_limit``, or ``--limit-gib``) and checked by one parallel round of compile-only probes at
    0.85x, 1x and 1.15x of the estimate (a probe fits when its compiled total is below the limit);
-3. the timed rows, one subprocess each (a fresh peak counter; an OOM cannot poison the next row),
-   loading the executables from the cache: ``peak_bytes_in_use`` (GPU) and the median step time;
+3. once every compilation is done, the timed rows, one subprocess each (a fresh peak counter; an OOM
+   cannot poison the next row), loading the executables from the cache: ``peak_bytes_in_use`` (GPU)
+   and the median step time;
    ``offload`` rows get ``--offload-timeout`` seconds;
 4. SpikingJelly's Spikformer, plain and with ``memopt`` (``optimize_memory(level=1)``), skipped where
    SpikingJelly or CUDA is missing.
@@ -424,8 +425,11 @@ def main(argv: list[str] | None = None) -> None:
     searchers = [threading.Thread(target=search, args=(w, what, m)) for w, what in searches for m in args.modes]
     for t in searchers:
         t.start()
-    # 3. the timed rows, one at a time on the device, each once its executable is in the cache (long T first);
-    # 4. SpikingJelly's anchor
+    # 3. the timed rows, one at a time on the device, once every compilation is done (a compile beside a
+    # timed row slows its host: the LM's T = 16 "spikes" step measured 656 ms so, 544 ms alone); 4. the anchor
+    concurrent.futures.wait(futures.values())
+    for t in searchers:
+        t.join()
     for w, T in timed:
         for m in args.modes:
             c = futures[key(spec(w, T, m))].result()
@@ -444,8 +448,6 @@ def main(argv: list[str] | None = None) -> None:
                 s = dict(workload="sj_spikformer", T=T, batch=base_B, remat=mm, quick=args.quick, reps=reps,
                          id=["sj", T, mm, base_B])
                 out.add(run(s) if why is None else {**s, "skipped": why})
-    for t in searchers:
-        t.join()
     pool.shutdown()
     print(f"wrote {stem}.jsonl and {stem}.md in {time.monotonic() - start:.0f} s")
 
