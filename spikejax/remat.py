@@ -329,8 +329,9 @@ def _stretch(eqns: list, targets: list, sources: set, boundaries: dict, rank: di
 def _segmented(fn: Callable) -> Callable:
     """``fn(state, x, dynamic)`` (traced with :func:`_mark_outputs` on its neurons) as a chain of
     stretches: each packed neuron's spikes are computed by one :func:`_stretch` from the earlier
-    boundaries, packed (the words are what the stretches after it keep), and the outputs by a last
-    stretch. The backward of the chain recomputes one stretch at a time, last first, from packed words;
+    boundaries, packed (the words are what the stretches after it keep); each output of ``fn`` comes from
+    the first stretch that can compute it (a BatchNorm's running statistics from its neuron's stretch, the
+    block output from a last one). The backward of the chain recomputes one stretch at a time, last first, from packed words;
     the values are those of ``fn`` (the rebuilt spikes equal the spikes bit for bit)."""
 
     def run(*args):
@@ -354,17 +355,52 @@ def _segmented(fn: Callable) -> Callable:
         rank = {v: i for i, v in enumerate([*jaxpr.invars, *jaxpr.constvars, *(o for e in eqns for o in e.outvars)])}
         env = dict(zip(jaxpr.invars, leaves, strict=True)) | dict(zip(jaxpr.constvars, closed.consts, strict=True))
         sources = inputs | set(boundaries)
-        for u in order:
-            f, rebuilt, packed, ext = _stretch(eqns, [spikes_of[u]], sources, boundaries, rank)
-            (s,) = f([env[p] for p in packed], [env[r] for r in rebuilt], [env[e] for e in ext])
-            words, _ = _slice(eqns, [boundaries[u][0]], inputs | {spikes_of[u]})
-            (env[boundaries[u][0]],) = _evaluate(words, env | {spikes_of[u]: s}, [boundaries[u][0]])
-            env[u] = s  # == unpack(words): the spikes themselves in the forward
-        f, rebuilt, packed, ext = _stretch(eqns, list(jaxpr.outvars), sources, boundaries, rank)
-        outs = f([env[p] for p in packed], [env[r] for r in rebuilt], [env[e] for e in ext])
+        groups = [[spikes_of[u]] for u in order] + [[]]
+        index = {u: k for k, u in enumerate(order)}
+        for v in jaxpr.outvars:  # each output (BatchNorm statistics too) from the first stretch that can
+            if isinstance(v, jex.Var) and v not in inputs:  # compute it, not all of them from the last one
+                _, used = _slice(eqns, [v], sources)
+                groups[1 + max((index[u] for u in used if u in index), default=-1)].append(v)
+        shared = _shared_products(eqns, groups, sources)
+        for k, u in enumerate([*order, None]):
+            targets = groups[k] + shared[k]
+            if not targets:
+                continue
+            f, rebuilt, packed, ext = _stretch(eqns, targets, sources, boundaries, rank)
+            outs = f([env[p] for p in packed], [env[r] for r in rebuilt], [env[e] for e in ext])
+            env.update(zip(targets, outs, strict=True))
+            sources = sources | set(shared[k])  # the later stretches read these products, not recompute them
+            if u is not None:
+                words, _ = _slice(eqns, [boundaries[u][0]], inputs | {spikes_of[u]})
+                (env[boundaries[u][0]],) = _evaluate(words, env, [boundaries[u][0]])
+                env[u] = env[spikes_of[u]]  # == unpack(words): the spikes themselves in the forward
+        outs = [v.val if isinstance(v, jex.Literal) else env[v] for v in jaxpr.outvars]
         return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
 
     return run
+
+
+_PRODUCTS = ("dot_general", "conv_general_dilated")
+
+
+def _shared_products(eqns: list, groups: list, sources: set) -> list[list]:
+    """Per stretch (``groups``: the targets of each, in order), the matmul / convolution results it
+    computes that a later stretch would compute again (e.g. a block's residual stream ``x + W s``, read
+    by the next neuron's stretch and by the block output's). The first stretch computing one returns it
+    as well, and the later ones read it (kept, in float, for their backward) instead of recomputing the
+    product forward and backward; cheaper shared values (norms, adds) are recomputed."""
+    seen: dict = {}  # product eqn -> the first stretch computing it
+    shared: list[list] = [[] for _ in groups]
+    for k, targets in enumerate(groups):
+        body, _ = _slice(eqns, targets, sources)
+        for eqn in body:
+            if eqn.primitive.name not in _PRODUCTS:
+                continue
+            if id(eqn) not in seen:
+                seen[id(eqn)] = k
+            elif eqn.outvars[0] not in shared[seen[id(eqn)]]:
+                shared[seen[id(eqn)]].append(eqn.outvars[0])
+    return shared
 
 
 def _updated(path, variable) -> bool:
