@@ -331,8 +331,9 @@ def _segmented(fn: Callable) -> Callable:
     stretches: each packed neuron's spikes are computed by one :func:`_stretch` from the earlier
     boundaries, packed (the words are what the stretches after it keep); each output of ``fn`` comes from
     the first stretch that can compute it (a BatchNorm's running statistics from its neuron's stretch, the
-    block output from a last one). The backward of the chain recomputes one stretch at a time, last first, from packed words;
-    the values are those of ``fn`` (the rebuilt spikes equal the spikes bit for bit)."""
+    block output from a last one). The backward of the chain recomputes one stretch at a time, last
+    first, from packed words; the values are those of ``fn`` (the rebuilt spikes equal the spikes bit
+    for bit)."""
 
     def run(*args):
         leaves, tree = jax.tree.flatten(args)
