@@ -424,9 +424,9 @@ def _fenced(fn, args: tuple, after):
 
     XLA may otherwise start a block's recomputation (or allocate the buffers of its ``lax.scan``
     outputs) as soon as its inputs exist, i.e. during the forward pass, which keeps every block's
-    activations alive at once again. ``fn`` therefore runs inside a ``lax.cond`` whose two branches are
-    both ``fn`` and whose predicate (``c != c``, ``c`` one element of ``after``) cannot be folded: nothing
-    leaves a conditional's branch, on any backend. An ``optimization_barrier`` tying ``args`` to
+    activations alive at once again. ``fn`` therefore runs as a branch of a ``lax.cond`` whose predicate
+    (``c != c``, ``c`` one element of ``after``) cannot be folded: nothing leaves a conditional's
+    branch, on any backend. An ``optimization_barrier`` tying ``args`` to
     ``after`` (what ``jax.checkpoint`` does) is not enough: the CPU compiler removes it before
     scheduling, and on an H200 (jax 0.11.2) the LM's compiled temp memory at T = 4 was 20.7 GiB in
     ``"block"`` mode and 23.4 GiB in ``"spikes"`` with the barrier, 7.7 and 3.9 GiB with the

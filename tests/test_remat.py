@@ -15,6 +15,7 @@ import pytest
 from flax import nnx
 
 import spikejax
+from benchmarks.models import matmul_flops
 from spikejax import models
 from spikejax.nn import SpikformerConfig, SpikingLMConfig
 from spikejax.packing import PACKED_SPIKES, spiking_linear
@@ -151,31 +152,6 @@ def test_lm_training_step_temp_memory_spikes_at_most_0_6x():
     _assert_grads_close(grads["spikes"], grads["none"], "spikes")
 
 
-def _matmul_flops(jaxpr) -> int:
-    """The dot_general and convolution FLOPs of a jaxpr, sub-jaxprs included (a conditional: its
-    costliest branch)."""
-    total = 0
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "dot_general":
-            (contract, _), _ = eqn.params["dimension_numbers"]
-            k = int(np.prod([eqn.invars[0].aval.shape[i] for i in contract]))
-            total += 2 * int(np.prod(eqn.outvars[0].aval.shape)) * k
-        elif eqn.primitive.name == "conv_general_dilated":  # 2 * outputs * (input channels / groups) * taps
-            rhs = eqn.invars[1].aval.shape
-            total += 2 * int(np.prod(eqn.outvars[0].aval.shape)) * (int(np.prod(rhs)) // rhs[
-                eqn.params["dimension_numbers"].rhs_spec[0]])
-        elif eqn.primitive.name == "cond":
-            total += max(_matmul_flops(b.jaxpr) for b in eqn.params["branches"])
-        else:
-            for value in eqn.params.values():
-                for sub in value if isinstance(value, (list, tuple)) else [value]:
-                    if isinstance(sub, jax.extend.core.ClosedJaxpr):
-                        total += _matmul_flops(sub.jaxpr)
-                    elif isinstance(sub, jax.extend.core.Jaxpr):
-                        total += _matmul_flops(sub)
-    return total
-
-
 def _zoo_flops(mode: str, grad: bool) -> int:
     """Matmul + convolution FLOPs of a small Spikformer's training-mode forward (or forward + backward)."""
     model = models.create("spikformer_cifar10", embed_dims=16, num_heads=2, depths=2, num_classes=5,
@@ -193,7 +169,7 @@ def _zoo_flops(mode: str, grad: bool) -> int:
         # (XLA drops it when unused), so "none" computes it as well for a like-for-like count
         return nnx.grad(loss, argnums=(0, 1))(m, x) if grad else loss(m, x), nnx.state(m)
 
-    return _matmul_flops(jax.make_jaxpr(run)(state).jaxpr)
+    return matmul_flops(jax.make_jaxpr(run)(state).jaxpr)
 
 
 @pytest.mark.parametrize("workload", ["lm", "spikformer"])
@@ -209,9 +185,9 @@ def test_spikes_mode_recomputes_the_forward_once(workload):
         flops = {}
         for mode in ("none", "spikes"):
             f, params = _lm_grad_fn(_lm_config(remat=mode, num_layers=3, max_len=16))
-            flops[mode] = _matmul_flops(jax.make_jaxpr(f)(params, tokens, key).jaxpr)
+            flops[mode] = matmul_flops(jax.make_jaxpr(f)(params, tokens, key).jaxpr)
         model = _lm_config(num_layers=3, max_len=16).build(seed=0)
-        forward = _matmul_flops(jax.make_jaxpr(lambda t: model(t))(tokens[:, :-1]).jaxpr)
+        forward = matmul_flops(jax.make_jaxpr(lambda t: model(t))(tokens[:, :-1]).jaxpr)
     else:
         flops = {mode: _zoo_flops(mode, grad=True) for mode in ("none", "spikes")}
         forward = _zoo_flops("none", grad=False)
