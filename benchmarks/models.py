@@ -5,7 +5,8 @@ to norm 1 and AdamW (weight decay on matrices only), at batch 64, T = 4, CIFAR-1
 (32x32x3 images, 10 classes), for ``spikformer_cifar10``, ``sdt_8_384`` and ``sew_resnet18``
 (SEW ADD, LIF τ = 2 with a detached hard reset), in float32 and bfloat16:
 
-* spikejax: ``spikejax.models.create(name, backend=..., dtype=...)`` (``backend="pallas"`` on a GPU,
+* spikejax: ``spikejax.models.create(name, backend=..., dtype=...)`` (``backend="pallas"``, the fused
+  engine, and ``"xla"``, the unrolled ``lax.scan`` that XLA fuses with the BatchNorms, on a GPU;
   ``"xla"`` on a CPU; ``dtype="bfloat16"``: bf16 convs / linears / activations / spikes, float32
   parameters, BatchNorm statistics and logits), the step of
   :func:`spikejax.train.steps.make_steps` with :func:`~spikejax.train.steps.make_optimizer`,
@@ -90,7 +91,7 @@ import types
 MODELS = ("spikformer_cifar10", "sdt_8_384", "sew_resnet18")
 DTYPES = ("float32", "bfloat16")
 FRAMEWORKS = ("spikejax", "spikingjelly")
-GPU_CONFIGS = {"spikejax": ("pallas",), "spikingjelly": ("triton", "compile")}
+GPU_CONFIGS = {"spikejax": ("pallas", "xla"), "spikingjelly": ("triton", "compile")}
 CPU_CONFIGS = {"spikejax": ("xla",), "spikingjelly": ("eager",)}  # torch.compile takes minutes on a CPU
 SJ_CONFIGS = ("triton", "compile", "cuda", "eager")
 NUM_CLASSES = 10

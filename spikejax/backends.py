@@ -60,15 +60,23 @@ class ScanResult(NamedTuple):
 # --- any step function: the lax.scan reference and the fused engine ------------------------------
 
 
+XLA_UNROLL_MAX_T = 8
+"""``backend="xla"`` unrolls scans of at most this many steps: XLA then fuses the neuron's steps with
+the elementwise work around it (BatchNorm, residual adds) into the same kernels, forward and backward
+(H200, T = 4, batch 64, with :func:`spikejax.nn.temporal.batch_norm`: Spikformer-CIFAR10 f32 step
+14.13 -> 13.35 ms, below the fused engine's 14.13; SDT-8-384 bf16 7.44 -> 6.34 ms; BENCHMARKS.md)."""
+
+
 def _xla_scan(step: Callable, x: Array, state0: tuple, params, return_states: bool):
-    """``lax.scan`` of ``step``: the reference every kernel is tested against (autodiff by JAX)."""
+    """``lax.scan`` of ``step``: the reference every kernel is tested against (autodiff by JAX);
+    unrolled for ``T <= XLA_UNROLL_MAX_T`` (the same operations in the same order)."""
 
     def body(state, xt):
         s, new = step(params, state, xt.astype(jnp.float32))
         new = tuple(new)
         return new, ((s.astype(x.dtype), new) if return_states else s.astype(x.dtype))
 
-    final, out = jax.lax.scan(body, tuple(state0), x)
+    final, out = jax.lax.scan(body, tuple(state0), x, unroll=x.shape[0] <= XLA_UNROLL_MAX_T)
     if return_states:
         return out[0], final, out[1]
     return out, final, None

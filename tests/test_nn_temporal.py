@@ -4,6 +4,7 @@ training, outputs in eval), tdBN, TEBN and BNTT."""
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -117,6 +118,72 @@ def test_batchnorm_over_time_and_batch_matches_spikingjelly(x):
     ref1, ours1 = layer.BatchNorm1d(C, step_mode="m"), tl.BatchNorm(C)
     np.testing.assert_allclose(np.asarray(ours1(jnp.asarray(seq))), _nhwc(ref1(_torch(seq))), rtol=1e-5, atol=1e-5)
     _check_bn_stats(ours1, ref1)
+
+
+def _bn_grads_torch(ref, x: np.ndarray, g: np.ndarray):
+    xt = _torch(x).requires_grad_(True)
+    (ref(xt) * _torch(g)).sum().backward()
+    return _nhwc(xt.grad)
+
+
+@pytest.mark.parametrize("offset", [0.5, 300.0])
+def test_batchnorm_gradients_match_torch(x, offset):
+    """The custom VJP of :func:`temporal.batch_norm` against torch's autograd of BatchNorm2d in training
+    (input, scale and bias gradients); a large common offset checks the shifted one-pass moments."""
+    xo = x + offset
+    g = np.random.default_rng(5).standard_normal(x.shape).astype(np.float32)
+    ref = layer.BatchNorm2d(C, step_mode="m")
+    ours = tl.BatchNorm(C)
+    _randomize_affine(ours, ref.weight, ref.bias)
+    want_x = _bn_grads_torch(ref, xo, g)
+
+    def loss(scale, bias, xi):
+        y, _, _ = tl.batch_norm(xi, scale.reshape(1, 1, 1, 1, C), bias.reshape(1, 1, 1, 1, C), (0, 1, 2, 3), 1e-5)
+        return (y * jnp.asarray(g)).sum()
+
+    gs, gb, gx = jax.grad(loss, argnums=(0, 1, 2))(ours.scale[...], ours.bias[...], jnp.asarray(xo))
+    scale = float(np.abs(want_x).max())
+    np.testing.assert_allclose(np.asarray(gx), want_x, rtol=1e-4, atol=1e-4 * scale)
+    np.testing.assert_allclose(np.asarray(gs), ref.weight.grad.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(gb), ref.bias.grad.numpy(), rtol=1e-4, atol=1e-4)
+    _, mean, var = tl.batch_norm(jnp.asarray(xo), jnp.ones((1, 1, 1, 1, C)), jnp.zeros((1, 1, 1, 1, C)),
+                                 (0, 1, 2, 3), 1e-5)
+    x64 = xo.astype(np.float64).reshape(-1, C)
+    np.testing.assert_allclose(np.asarray(mean).reshape(C), x64.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(var).reshape(C), x64.var(0), rtol=1e-4)
+
+
+def test_bntt_gradients_match_torch(x):
+    ref = layer.BatchNormThroughTime2d(T, C, step_mode="m")
+    g = np.random.default_rng(6).standard_normal(x.shape).astype(np.float32)
+    want = _bn_grads_torch(ref, x, g)
+    ones, zeros = jnp.ones((T, 1, 1, 1, C)), jnp.zeros((T, 1, 1, 1, C))  # BNTT's initial scale, no bias
+    gx = jax.grad(lambda xi: (tl.batch_norm(xi, ones, zeros, (1, 2, 3), 1e-5)[0] * jnp.asarray(g)).sum())(
+        jnp.asarray(x))
+    np.testing.assert_allclose(np.asarray(gx), want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+
+
+def test_batch_norm_moments_are_differentiable(x):
+    """Cotangents of the returned mean / var reach ``x`` as for the autodiff of the two-pass formula."""
+    axes = (0, 1, 2, 3)
+    rng = np.random.default_rng(7)
+    scale, bias = (jnp.asarray(rng.uniform(0.5, 1.5, (1, 1, 1, 1, C)), jnp.float32) for _ in range(2))
+    g_y, g_m, g_v = (jnp.asarray(rng.standard_normal(s), jnp.float32) for s in (x.shape, (1, 1, 1, 1, C),
+                                                                                   (1, 1, 1, 1, C)))
+
+    def textbook(xi):
+        mean = xi.mean(axis=axes, keepdims=True)
+        var = jnp.square(xi - mean).mean(axis=axes, keepdims=True)
+        y = (xi - mean) / jnp.sqrt(var + 1e-5) * scale + bias
+        return y, mean, var
+
+    def loss(fn, xi):
+        y, mean, var = fn(xi)
+        return (y * g_y).sum() + (mean * g_m).sum() + (var * g_v).sum()
+
+    want = jax.grad(lambda xi: loss(textbook, xi))(jnp.asarray(x))
+    got = jax.grad(lambda xi: loss(lambda a: tl.batch_norm(a, scale, bias, axes, 1e-5), xi))(jnp.asarray(x))
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-5)
 
 
 def test_eval_and_train_switch_use_running_average():

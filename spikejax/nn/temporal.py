@@ -176,13 +176,57 @@ class Linear(nnx.Module):
 
 # --- normalisation ---------------------------------------------------------------------------------
 
-def _batch_moments(x: Array, axes: tuple[int, ...]) -> tuple[Array, Array, int]:
-    """Mean and biased variance over ``axes`` in float32, and the element count per channel."""
+def batch_norm(x: Array, scale: Array, bias: Array, axes: tuple[int, ...], epsilon: float
+               ) -> tuple[Array, Array, Array]:
+    """Training-mode BatchNorm: ``y = (x - μ) / sqrt(σ² + ε) · scale + bias`` with the batch moments
+    ``μ, σ²`` (biased) over ``axes``, in float32; ``y`` in ``x``'s dtype.
+
+    ``scale``, ``bias`` and the returned ``mean``, ``var`` have ``x``'s shape with ``axes`` kept as 1
+    (e.g. ``x[T, B, H, W, C]``, ``axes = (0, 1, 2, 3)`` -> ``[1, 1, 1, 1, C]``). Both passes are
+    written for memory traffic (a ``jax.custom_vjp``; the derivative is the textbook one):
+
+    * forward: one reduction pass for both moments, shifted by the first element of each channel
+      (``d = x - x_0``; ``μ = x_0 + E[d]``, ``σ² = E[d²] - E[d]²``: one read of ``x`` where the
+      two-pass ``E[(x - μ)²]`` needs two, without the cancellation of the unshifted ``E[x²] - μ²``),
+      then the normalisation;
+    * backward: one reduction pass (``Σ g``, ``Σ g·x̂``) and one elementwise pass
+      ``dx = scale / σ · (g - (Σ g + x̂ Σ g·x̂) / n)`` (plus the terms of cotangents of ``mean`` /
+      ``var``, zero when they only feed the running statistics).
+    """
+    return _batch_norm_fwd(x, scale, bias, axes, epsilon)[0]
+
+
+def _batch_norm_fwd(x, scale, bias, axes, epsilon):
     xf = x.astype(jnp.float32)
-    mean = xf.mean(axis=axes)
-    var = jnp.square(xf - jnp.expand_dims(mean, axes)).mean(axis=axes)
     n = math.prod(x.shape[a] for a in axes)
-    return mean, var, n
+    x0 = xf[tuple(slice(0, 1) if a in axes else slice(None) for a in range(x.ndim))]
+    d = xf - x0
+    m1 = d.sum(axis=axes, keepdims=True) / n
+    var = jnp.maximum(jnp.square(d).sum(axis=axes, keepdims=True) / n - jnp.square(m1), 0.0)
+    mean = x0 + m1
+    rstd = jax.lax.rsqrt(var + epsilon)
+    mul = rstd * scale
+    y = (xf * mul + (bias - mean * mul)).astype(x.dtype)
+    return (y, mean, var), (x, mean, rstd, scale)
+
+
+def _batch_norm_bwd(axes, epsilon, res, cts):
+    del epsilon
+    x, mean, rstd, scale = res
+    g, g_mean, g_var = cts
+    n = math.prod(x.shape[a] for a in axes)
+    xf = x.astype(jnp.float32)
+    gf = g.astype(jnp.float32)
+    xhat = (xf - mean) * rstd
+    sum_g = gf.sum(axis=axes, keepdims=True)
+    sum_gx = (gf * xhat).sum(axis=axes, keepdims=True)
+    dx = (scale * rstd) * (gf - (sum_g + xhat * sum_gx) / n) + g_mean / n + (2.0 / n) * g_var * (xf - mean)
+    return dx.astype(x.dtype), sum_gx, sum_g
+
+
+batch_norm = jax.custom_vjp(batch_norm, nondiff_argnums=(3, 4))
+batch_norm.defvjp(lambda x, scale, bias, axes, epsilon: _batch_norm_fwd(x, scale, bias, axes, epsilon),
+                  _batch_norm_bwd)
 
 
 class _BatchNormBase(nnx.Module):
@@ -205,21 +249,25 @@ class _BatchNormBase(nnx.Module):
         self.var = nnx.BatchStat(jnp.ones(stat_shape, jnp.float32))
         self.num_batches_tracked = nnx.BatchStat(jnp.zeros((), jnp.int32))
 
-    def _normalize(self, x: Array, axes: tuple[int, ...], bshape: tuple[int, ...]) -> Array:
-        """``(x - μ) / sqrt(σ² + ε) · scale + bias`` with batch or running moments, in x's dtype."""
+    def _normalize(self, x: Array, axes: tuple[int, ...]) -> Array:
+        """``(x - μ) / sqrt(σ² + ε) · scale + bias`` with batch (:func:`batch_norm`) or running moments
+        over ``axes``, in x's dtype; the parameters and statistics are ``x.shape`` without ``axes``."""
+        bshape = tuple(1 if a in axes else x.shape[a] for a in range(x.ndim))
+        scale = self.scale[...]
+        bias = jnp.zeros_like(scale) if self.bias is None else self.bias[...]
         if self.use_running_average:
-            mean, var = self.mean[...], self.var[...]
-        else:
-            mean, var, n = _batch_moments(x, axes)
-            m = self.momentum
-            unbiased = var * (n / (n - 1)) if n > 1 else var
-            self.mean[...] = m * self.mean[...] + (1.0 - m) * jax.lax.stop_gradient(mean)
-            self.var[...] = m * self.var[...] + (1.0 - m) * jax.lax.stop_gradient(unbiased)
-            self.num_batches_tracked[...] = self.num_batches_tracked[...] + 1
-        mul = jax.lax.rsqrt(var + self.epsilon) * self.scale[...]
-        add = -mean * mul if self.bias is None else self.bias[...] - mean * mul
-        y = x.astype(jnp.float32) * mul.reshape(bshape) + add.reshape(bshape)
-        return y.astype(x.dtype)
+            mul = jax.lax.rsqrt(self.var[...] + self.epsilon) * scale
+            add = bias - self.mean[...] * mul
+            return (x.astype(jnp.float32) * mul.reshape(bshape) + add.reshape(bshape)).astype(x.dtype)
+        y, mean, var = batch_norm(x, scale.reshape(bshape), bias.reshape(bshape), axes, self.epsilon)
+        mean, var = jax.lax.stop_gradient(mean).reshape(scale.shape), jax.lax.stop_gradient(var).reshape(scale.shape)
+        n = math.prod(x.shape[a] for a in axes)
+        m = self.momentum
+        unbiased = var * (n / (n - 1)) if n > 1 else var
+        self.mean[...] = m * self.mean[...] + (1.0 - m) * mean
+        self.var[...] = m * self.var[...] + (1.0 - m) * unbiased
+        self.num_batches_tracked[...] = self.num_batches_tracked[...] + 1
+        return y
 
 
 class BatchNorm(_BatchNormBase):
@@ -240,7 +288,7 @@ class BatchNorm(_BatchNormBase):
         if not hasattr(x, "ndim") or x.ndim < 2:
             raise ValueError(f"x: BatchNorm expects [T, B, ..., C], got shape {getattr(x, 'shape', None)}")
         _check_channels(type(self).__name__, x, self.num_features)
-        return self._normalize(x, tuple(range(x.ndim - 1)), (self.num_features,))
+        return self._normalize(x, tuple(range(x.ndim - 1)))
 
 
 class TDBN(BatchNorm):
@@ -295,8 +343,7 @@ class BNTT(_BatchNormBase):
         if not hasattr(x, "ndim") or x.ndim < 3 or x.shape[0] != self.time_steps:
             raise ValueError(f"x: BNTT expects [T={self.time_steps}, B, ..., C], got shape {getattr(x, 'shape', None)}")
         _check_channels("BNTT", x, self.num_features)
-        bshape = (self.time_steps,) + (1,) * (x.ndim - 2) + (self.num_features,)
-        return self._normalize(x, tuple(range(1, x.ndim - 1)), bshape)
+        return self._normalize(x, tuple(range(1, x.ndim - 1)))
 
 
 # --- pooling and flatten ---------------------------------------------------------------------------
