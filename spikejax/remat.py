@@ -14,7 +14,8 @@ mode           what each block keeps for the backward pass (the rest is recomput
 ``"spikes"``   its input and the spikes of its neurons, bit-packed: binary spikes 1 bit each (32 to a
                ``uint32``), ternary ``a·S`` 2 bits (non-zero, sign; the amplitude ``a`` is re-applied),
                multi-level counts ``bit_length(L)`` bits (:mod:`spikejax.packing`); the backward
-               recomputes one stretch between neurons at a time from them, last first
+               recomputes one stretch between neurons at a time from them, last first (the last
+               block runs plainly, as in ``"block"``)
 ``"offload"``  the block input alone, moved to host memory (``pinned_host``) after the forward and
                brought back for the backward, which reruns the block as ``"spikes"`` does (for long T
                on one GPU; pays the transfers and one more forward)
@@ -95,19 +96,19 @@ SPIKES_POLICY = jax.checkpoint_policies.save_only_these_names(PACKED_SPIKES)
 
 def remat_modes(mode: str, n: int) -> list[str]:
     """The modes of a model's ``n`` consecutive blocks (its last ``n`` rematerialised calls, in forward
-    order): ``mode`` for each, except that in ``"block"`` mode the last block runs plainly (``"none"``).
+    order): ``mode`` for each, except that in ``"block"`` and ``"spikes"`` mode the last block runs
+    plainly (``"none"``).
 
-    The backward pass starts with that block, right after the forward pass: recomputing it would hold
-    the same activations at the same moment, so keeping them costs (nearly) no peak memory and saves one
-    forward of the block, as PyTorch's ``checkpoint_sequential`` does. H200, LM preset at T = 16: step
-    511 -> 489 ms, compiled temp 30.9 -> 31.7 GiB (BENCHMARKS.md, issue 20). ``"spikes"`` and
-    ``"offload"`` keep recomputing it: their backward holds one stretch of it at a time, less than all
-    of its activations.
+    The backward pass starts with that block, right after the forward pass, so recomputing it saves
+    little peak memory but costs one forward of the block, as PyTorch's ``checkpoint_sequential`` notes.
+    H200, batch 64, T = 16 (BENCHMARKS.md, issue 20): ``"block"``, LM preset: step 511 -> 489 ms,
+    compiled temp 30.9 -> 31.7 GiB; ``"spikes"`` recomputing every block: LM 1.31x and Spikformer 1.35x
+    the step of ``"none"``. ``"offload"`` (for the longest T) keeps recomputing it.
     """
     check_remat(mode, "mode")
     if n < 0:
         raise ValueError(f"n: expected a number of blocks >= 0, got {n}")
-    return [mode] * (n - 1) + ["none" if mode == "block" else mode] if n else []
+    return [mode] * (n - 1) + ["none" if mode in ("block", "spikes") else mode] if n else []
 
 
 @jax.custom_vjp

@@ -270,11 +270,12 @@ def test_bad_remat_is_a_clear_error():
         remat_call("fast", nnx.Linear(2, 2, rngs=nnx.Rngs(0)), jnp.ones((1, 2)))
 
 
-def test_remat_modes_run_the_last_block_plainly_in_block_mode():
-    """``block`` mode recomputes every block but the last (the backward starts there); the stretch modes
-    recompute all of them."""
+def test_remat_modes_run_the_last_block_plainly_in_block_and_spikes_mode():
+    """``block`` and ``spikes`` recompute every block but the last (the backward starts there); ``offload``
+    recomputes all of them."""
     assert remat_modes("block", 3) == ["block", "block", "none"]
-    for mode in ("none", "spikes", "offload"):
+    assert remat_modes("spikes", 3) == ["spikes", "spikes", "none"]
+    for mode in ("none", "offload"):
         assert remat_modes(mode, 2) == [mode, mode]
     assert remat_modes("block", 0) == []
     with pytest.raises(ValueError, match="mode"):
