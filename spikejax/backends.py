@@ -63,8 +63,9 @@ class ScanResult(NamedTuple):
 XLA_UNROLL_MAX_T = 8
 """``backend="xla"`` unrolls scans of at most this many steps: XLA then fuses the neuron's steps with
 the elementwise work around it (BatchNorm, residual adds) into the same kernels, forward and backward
-(H200, T = 4, batch 64, with :func:`spikejax.nn.temporal.batch_norm`: Spikformer-CIFAR10 f32 step
-14.13 -> 13.35 ms, below the fused engine's 14.13; SDT-8-384 bf16 7.44 -> 6.34 ms; BENCHMARKS.md)."""
+(H200, T = 4, batch 64, with :func:`spikejax.nn.temporal.batch_norm`: the Spikformer-CIFAR10 f32 training step
+20.58 ms rolled, 13.35 ms unrolled, 14.13 ms with the fused engine; SDT-8-384 bf16 6.34 ms unrolled against the
+engine's 7.44; BENCHMARKS.md)."""
 
 
 def _xla_scan(step: Callable, x: Array, state0: tuple, params, return_states: bool):
