@@ -233,6 +233,16 @@ def test_bntt_matches_spikingjelly(x):
     assert ours.bias is None
 
 
+def test_batch_norm_bad_shapes_are_named(x):
+    ones = jnp.ones((1, 1, 1, 1, C))
+    with pytest.raises(ValueError, match=r"scale: expected shape \(1, 1, 1, 1, 4\)"):
+        tl.batch_norm(jnp.asarray(x), jnp.ones((C,)), ones, (0, 1, 2, 3), 1e-5)
+    with pytest.raises(ValueError, match="bias"):
+        tl.batch_norm(jnp.asarray(x), ones, jnp.zeros((1, 1, 1, 1, 3)), (0, 1, 2, 3), 1e-5)
+    with pytest.raises(ValueError, match="axes"):
+        tl.batch_norm(jnp.asarray(x), ones, ones, (0, 7), 1e-5)
+
+
 def test_bad_inputs_are_named(x):
     conv = tl.Conv2d(C, 2, 3, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"\[T, B, H, W, C\]"):

@@ -43,6 +43,7 @@ __all__ = [
     "Conv1d",
     "Linear",
     "BatchNorm",
+    "batch_norm",
     "TEBN",
     "TDBN",
     "BNTT",
@@ -176,6 +177,12 @@ class Linear(nnx.Module):
 
 # --- normalisation ---------------------------------------------------------------------------------
 
+def _affine(x: Array, mean: Array, rstd: Array, scale: Array, bias: Array) -> Array:
+    """``(x - mean) · rstd · scale + bias`` in float32 as one multiply-add per element, in ``x``'s dtype."""
+    mul = rstd * scale
+    return (x.astype(jnp.float32) * mul + (bias - mean * mul)).astype(x.dtype)
+
+
 def batch_norm(x: Array, scale: Array, bias: Array, axes: tuple[int, ...], epsilon: float
                ) -> tuple[Array, Array, Array]:
     """Training-mode BatchNorm: ``y = (x - μ) / sqrt(σ² + ε) · scale + bias`` with the batch moments
@@ -193,6 +200,20 @@ def batch_norm(x: Array, scale: Array, bias: Array, axes: tuple[int, ...], epsil
       ``dx = scale / σ · (g - (Σ g + x̂ Σ g·x̂) / n)`` (plus the terms of cotangents of ``mean`` /
       ``var``, zero when they only feed the running statistics).
     """
+    if not hasattr(x, "ndim") or x.ndim < 1:
+        raise ValueError(f"x: batch_norm expects an array, got {type(x)!r}")
+    axes = tuple(int(a) for a in axes)
+    if not axes or any(not 0 <= a < x.ndim for a in axes) or len(set(axes)) != len(axes):
+        raise ValueError(f"axes: expected distinct axes of x (rank {x.ndim}), got {axes}")
+    kept = tuple(1 if a in axes else x.shape[a] for a in range(x.ndim))
+    for name, value in (("scale", scale), ("bias", bias)):
+        if tuple(jnp.shape(value)) != kept:
+            raise ValueError(f"{name}: expected shape {kept} (x's shape {tuple(x.shape)} with axes {axes} kept as 1), "
+                             f"got {tuple(jnp.shape(value))}")
+    return _batch_norm(x, scale, bias, axes, float(epsilon))
+
+
+def _batch_norm(x, scale, bias, axes, epsilon):
     return _batch_norm_fwd(x, scale, bias, axes, epsilon)[0]
 
 
@@ -205,9 +226,7 @@ def _batch_norm_fwd(x, scale, bias, axes, epsilon):
     var = jnp.maximum(jnp.square(d).sum(axis=axes, keepdims=True) / n - jnp.square(m1), 0.0)
     mean = x0 + m1
     rstd = jax.lax.rsqrt(var + epsilon)
-    mul = rstd * scale
-    y = (xf * mul + (bias - mean * mul)).astype(x.dtype)
-    return (y, mean, var), (x, mean, rstd, scale)
+    return (_affine(x, mean, rstd, scale, bias), mean, var), (x, mean, rstd, scale)
 
 
 def _batch_norm_bwd(axes, epsilon, res, cts):
@@ -224,9 +243,8 @@ def _batch_norm_bwd(axes, epsilon, res, cts):
     return dx.astype(x.dtype), sum_gx, sum_g
 
 
-batch_norm = jax.custom_vjp(batch_norm, nondiff_argnums=(3, 4))
-batch_norm.defvjp(lambda x, scale, bias, axes, epsilon: _batch_norm_fwd(x, scale, bias, axes, epsilon),
-                  _batch_norm_bwd)
+_batch_norm = jax.custom_vjp(_batch_norm, nondiff_argnums=(3, 4))
+_batch_norm.defvjp(_batch_norm_fwd, _batch_norm_bwd)
 
 
 class _BatchNormBase(nnx.Module):
@@ -256,9 +274,9 @@ class _BatchNormBase(nnx.Module):
         scale = self.scale[...]
         bias = jnp.zeros_like(scale) if self.bias is None else self.bias[...]
         if self.use_running_average:
-            mul = jax.lax.rsqrt(self.var[...] + self.epsilon) * scale
-            add = bias - self.mean[...] * mul
-            return (x.astype(jnp.float32) * mul.reshape(bshape) + add.reshape(bshape)).astype(x.dtype)
+            rstd = jax.lax.rsqrt(self.var[...] + self.epsilon)
+            return _affine(x, self.mean[...].reshape(bshape), rstd.reshape(bshape), scale.reshape(bshape),
+                           bias.reshape(bshape))
         y, mean, var = batch_norm(x, scale.reshape(bshape), bias.reshape(bshape), axes, self.epsilon)
         mean, var = jax.lax.stop_gradient(mean).reshape(scale.shape), jax.lax.stop_gradient(var).reshape(scale.shape)
         n = math.prod(x.shape[a] for a in axes)
