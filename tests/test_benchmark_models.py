@@ -48,3 +48,33 @@ def test_roofline_and_rows():
             dict(model="m", dtype="float32", framework="spikingjelly", config="cuda", error="timeout | 300 s")]
     assert "| 10.00 (pallas) | 25.00 (compile) | 2.50x | 100 / 300 | 2.00 |" in summary(rows)
     assert md_row(rows[3]).rstrip().endswith("| timeout / 300 s |")
+
+
+def test_ablation_variants_compute_the_librarys_function():
+    """benchmarks/ablate_spikformer.py times rewrites of Spikformer's layers: each must give the library's
+    loss and gradients (a small model, fresh random weights and inputs)."""
+    import pytest
+
+    from benchmarks.ablate_spikformer import VARIANTS, check_variant, variant
+
+    for name in VARIANTS:
+        assert check_variant(name) < 1e-5, name
+    with pytest.raises(ValueError, match="variant"):
+        with variant("nope"):
+            pass
+
+
+def test_ablation_max_pool_gradient_goes_to_the_first_maximum():
+    """The argmax-saving max-pool VJP against XLA's (select_and_scatter), with many ties in each window."""
+    from flax import nnx
+
+    from benchmarks.ablate_spikformer import max_pool_argmax
+
+    rng = np.random.default_rng()
+    for shape, (k, s, p) in [((2, 9, 9, 3), ((3, 3), (2, 2), (1, 1))), ((2, 7, 6, 2), ((2, 2), (2, 2), (0, 0)))]:
+        x = jnp.asarray(np.round(rng.normal(size=shape) * 2) / 2, jnp.float32)  # values on a 0.5 grid: ties
+        y_ref, vjp_ref = jax.vjp(lambda x, k=k, s=s, p=p: nnx.max_pool(x, k, s, [(p[0], p[0]), (p[1], p[1])]), x)
+        y, vjp = jax.vjp(max_pool_argmax(k, s, p), x)
+        g = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
+        np.testing.assert_array_equal(y, y_ref)
+        np.testing.assert_allclose(vjp(g)[0], vjp_ref(g)[0], rtol=1e-6, atol=1e-6)
