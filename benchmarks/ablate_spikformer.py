@@ -8,8 +8,8 @@ step is traced, so it measures how XLA compiles the alternative formulation:
 - ``ssa_blockdiag``: spiking self-attention without splitting heads, ``q · (M ⊙ kᵀv) · 0.125``
   with ``kᵀv[T, B, D, D]`` over all channels and ``M`` the block-diagonal head mask (12x the
   attention FLOPs, no head transposes; exact on spikes, as the library's per-head ``q (kᵀ v)``);
-- ``conv1x1_dot``: the 1x1 ``Conv1d`` projections as ``einsum("tblc,cd->tbld")`` (a GEMM)
-  instead of a convolution;
+- ``conv1x1_conv``: the 1x1 ``Conv1d`` projections as convolutions (``lax.conv_general_dilated``,
+  cuDNN's) instead of the library's GEMM ``einsum("tblc,cd->tbld")``;
 - ``maxpool_argmax``: the stem's 3x3/2 max-pool with its own VJP, the forward saving the int8
   index of each window's first maximum and the backward scattering the cotangent with nine
   strided pads (XLA's own VJP is a ``select_and_scatter``).
@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-VARIANTS = ("ssa_blockdiag", "conv1x1_dot", "maxpool_argmax")
+VARIANTS = ("ssa_blockdiag", "conv1x1_conv", "maxpool_argmax")
 
 
 def ssa_blockdiag(q, k, v, num_heads: int, scale: float = 0.125):
@@ -42,14 +42,11 @@ def ssa_blockdiag(q, k, v, num_heads: int, scale: float = 0.125):
     return (jnp.einsum("tbld,tbde->tble", q.astype(jnp.float32), kv) * scale).astype(q.dtype)
 
 
-def conv1x1_dot(layer, x):
-    """:class:`spikejax.nn.temporal.Conv1d` with a 1x1 kernel as a GEMM: ``x[T, B, L, C] @ kernel[C, D]``."""
-    conv = layer.conv
-    if conv.kernel_size != (1,) or conv.feature_group_count != 1 or tuple(conv.strides or (1,)) != (1,):
-        raise ValueError(f"layer: conv1x1_dot needs a 1x1, stride-1, ungrouped Conv1d, got {conv.kernel_size}")
-    dt = conv.dtype or x.dtype
-    y = jnp.einsum("tblc,cd->tbld", x.astype(dt), conv.kernel[...][0].astype(dt))
-    return y if conv.bias is None else y + conv.bias[...].astype(dt)
+def conv1x1_conv(layer, x):
+    """:class:`spikejax.nn.temporal.Conv1d` as a convolution whatever its kernel (the library runs 1x1 as a GEMM)."""
+    from spikejax.nn.temporal import fold_time
+
+    return fold_time(layer.conv, x)
 
 
 def max_pool_argmax(kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]):
@@ -109,7 +106,7 @@ def variant(name: str):
         raise ValueError(f"variant: expected one of {VARIANTS}, got {name!r}")
     swaps = {
         "ssa_blockdiag": (spikformer, "ssa_core", ssa_blockdiag),
-        "conv1x1_dot": (temporal.Conv1d, "__call__", conv1x1_dot),
+        "conv1x1_conv": (temporal.Conv1d, "__call__", conv1x1_conv),
         "maxpool_argmax": (temporal.MaxPool2d, "__call__", lambda layer, x: temporal.fold_time(
             max_pool_argmax(layer.kernel_size, layer.stride, layer.padding), x)),
     }

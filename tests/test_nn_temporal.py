@@ -64,6 +64,28 @@ def test_conv1d_and_linear_match_spikingjelly(x):
                                rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_pointwise_conv1d_is_spikingjellys_1x1_conv_with_its_gradients(x, bias):
+    """A 1x1 Conv1d runs as a GEMM: the same outputs and input / weight gradients as SpikingJelly's Conv1d."""
+    seq = x.reshape(T, B, H * W, C)
+    g = np.random.default_rng().standard_normal((T, B, H * W, 5)).astype(np.float32)
+    ref = layer.Conv1d(C, 5, kernel_size=1, bias=bias, step_mode="m")
+    ours = tl.Conv1d(C, 5, 1, use_bias=bias, rngs=nnx.Rngs(0))
+    _copy_conv(ours, ref)
+    xt = _torch(seq).requires_grad_(True)
+    out = ref(xt)
+    out.backward(_torch(g))
+    y = ours(jnp.asarray(seq))
+    grads, dx = nnx.grad(lambda m, x: (m(x) * jnp.asarray(g)).sum(), argnums=(0, 1))(ours, jnp.asarray(seq))
+    np.testing.assert_allclose(np.asarray(y), _nhwc(out), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(dx), _nhwc(xt.grad), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(grads["conv"]["kernel"][...]),
+                               np.moveaxis(ref.weight.grad.numpy(), (0, 1), (-1, -2)), rtol=1e-4, atol=1e-4)
+    if bias:
+        np.testing.assert_allclose(np.asarray(grads["conv"]["bias"][...]), ref.bias.grad.numpy(), rtol=1e-4,
+                                   atol=1e-4)
+
+
 @pytest.mark.parametrize("ours, ref", [
     (tl.MaxPool2d(3, 2, 1), lambda: layer.MaxPool2d(3, 2, 1, step_mode="m")),
     (tl.MaxPool2d(2), lambda: layer.MaxPool2d(2, step_mode="m")),

@@ -136,7 +136,10 @@ class Conv1d(nnx.Module):
     """1-d convolution over positions, shared over time: ``x[T, B, L, C_in] -> y[T, B, L', C_out]``.
 
     ``kernel[k, C_in/groups, C_out]`` (PyTorch's ``[C_out, C_in/groups, k]`` transposed),
-    ``bias[C_out]``; integer ``padding`` on both sides.
+    ``bias[C_out]``; integer ``padding`` on both sides. A pointwise layer (``k = 1``, stride 1, no
+    padding, dilation 1, one group; the transformers' projections) runs as the GEMM
+    ``x @ kernel[0] + bias`` on the last axis, the same function: XLA compiles its bfloat16 training
+    step 7 % faster that way and its float32 one as fast (``benchmarks/ablate_spikformer.py``).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1,
@@ -152,7 +155,21 @@ class Conv1d(nnx.Module):
     def __call__(self, x: Array) -> Array:
         _check_rank("Conv1d", x, 4, "[T, B, L, C]")
         _check_channels("Conv1d", x, self.in_channels)
-        return fold_time(self.conv, x)
+        conv = self.conv
+        if not _is_pointwise(conv):
+            return fold_time(conv, x)
+        bias = None if conv.bias is None else conv.bias[...]
+        x, kernel, bias = conv.promote_dtype((x, conv.kernel[...][0], bias), dtype=conv.dtype)
+        y = jnp.einsum("...c,cd->...d", x, kernel, precision=conv.precision,
+                       preferred_element_type=conv.preferred_element_type)
+        return y if bias is None else y + bias
+
+
+def _is_pointwise(conv: nnx.Conv) -> bool:
+    """Whether ``conv`` (1-d) is a 1x1 convolution: kernel 1, stride 1, no padding or dilation, one group."""
+    return (tuple(conv.kernel_size) == (1,) and tuple(conv.strides) == (1,) and conv.feature_group_count == 1
+            and tuple(map(tuple, conv.padding)) == ((0, 0),) and tuple(conv.kernel_dilation) == (1,)
+            and conv.mask is None)
 
 
 class Linear(nnx.Module):
