@@ -122,20 +122,22 @@ def variant(name: str):
         setattr(obj, attr, old)
 
 
-def check_variant(name: str, *, embed_dims: int = 32, num_heads: int = 4, batch: int = 2, image: int = 8,
-                  T: int = 2) -> float:
+def check_variant(name: str, *, seed: int = 0, embed_dims: int = 32, num_heads: int = 4, batch: int = 2,
+                  image: int = 8, T: int = 2) -> float:
     """Largest |difference| of the loss and of every gradient between the library's small Spikformer and the
-    same model with ``name`` swapped in (float32, training mode, fixed random weights and inputs)."""
+    same model with ``name`` swapped in (float32, training mode, the same random weights and inputs from
+    ``seed`` for both)."""
     import optax
     from flax import nnx
 
     from spikejax.models import create
 
     def loss_and_grads():
+        k_model, k_x, k_y = jax.random.split(jax.random.key(seed), 3)
         model = create("spikformer_cifar10", T=T, embed_dims=embed_dims, num_heads=num_heads, depths=1,
-                       rngs=nnx.Rngs(0))
-        x = jax.random.normal(jax.random.key(1), (batch, image, image, 3))
-        y = jax.random.randint(jax.random.key(2), (batch,), 0, 10)
+                       rngs=nnx.Rngs(k_model))
+        x = jax.random.normal(k_x, (batch, image, image, 3))
+        y = jax.random.randint(k_y, (batch,), 0, 10)
 
         def loss_fn(m):
             return optax.softmax_cross_entropy_with_integer_labels(m(x), y).mean()
@@ -151,7 +153,7 @@ def check_variant(name: str, *, embed_dims: int = 32, num_heads: int = 4, batch:
 
 
 def main(argv=None) -> list[dict]:
-    from benchmarks.models import _time_regions, build_spikejax_step, device_name
+    from benchmarks.models import device_name, run_spikejax
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dtype", default="float32")
@@ -164,20 +166,15 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--out", default=None, help="path stem for .jsonl / .md")
     args = p.parse_args(argv)
-    rows = []
+    rows, device = [], device_name()
     for name in args.variants.split(","):
-        with variant(name):
-            t0 = time.perf_counter()
-            step, _, compile_s, _ = build_spikejax_step("spikformer_cifar10", args.dtype, args.backend, args.batch,
-                                                        args.image, args.T)
-            compile_s = time.perf_counter() - t0
-        for _ in range(5):
-            loss = step()
-        jax.block_until_ready(loss)
-        times, loss = _time_regions(step, jax.block_until_ready, args.steps, args.reps)
+        with variant(name):  # one process: the device's peak memory is not per variant, so it is not reported
+            r = run_spikejax("spikformer_cifar10", args.dtype, args.backend, args.batch, args.image, args.T,
+                             args.steps, warmup=5, reps=args.reps, lock=None)
         row = {"variant": name or "library", "dtype": args.dtype, "backend": args.backend,
-               "ms_per_step": 1e3 * min(times), "times_s": times, "loss": float(loss), "compile_s": compile_s,
-               "device": device_name(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+               "ms_per_step": 1e3 * min(r["times_s"]), "times_s": r["times_s"], "loss": r["loss"],
+               "compile_s": r["compile_s"], "device": device,
+               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
         rows.append(row)
         print(f"{row['variant']:16s} {args.dtype} {args.backend}: {row['ms_per_step']:.2f} ms/step", flush=True)
     base = rows[0]["ms_per_step"] if rows and rows[0]["variant"] == "library" else None
